@@ -1,0 +1,141 @@
+"""The exceptions convexpy raises.
+
+``ConvexpyError`` is the root of every framework error. Each specific error
+also subclasses the builtin it resembles, so ``except ValueError`` keeps
+working for code that does not know convexpy. ``ConvexError`` is different:
+it is the application's own error, raised by user handlers, and its ``data``
+travels to callers (over HTTP as ``errorData``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ArgumentValidationError",
+    "ConvexError",
+    "ConvexpyError",
+    "CronSpecError",
+    "DocumentNotFoundError",
+    "FunctionNotFoundError",
+    "InvalidIdError",
+    "InvalidValueError",
+    "OptimisticConcurrencyError",
+    "ReadOnlyError",
+    "ReturnsValidationError",
+    "SchedulerError",
+    "SchemaValidationError",
+    "StoreClosedError",
+    "StoreLockedError",
+]
+
+
+class ConvexError(Exception):
+    """An application error carrying ``data`` (any Convex value) to the caller."""
+
+    def __init__(self, data: Any = None) -> None:
+        self.data = data
+        super().__init__(data if isinstance(data, str) else repr(data))
+
+
+class ConvexpyError(Exception):
+    """Root of all errors raised by convexpy itself."""
+
+
+class InvalidValueError(ConvexpyError, ValueError):
+    """A value is not a Convex value, or breaks a Convex limit.
+
+    ``path`` locates the offending part (``"$.tags[3]"``), or is empty.
+    """
+
+    def __init__(self, message: str, path: str = "") -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class InvalidIdError(ConvexpyError, ValueError):
+    """A string is not a well-formed document id, or names another table."""
+
+
+class ArgumentValidationError(ConvexpyError, TypeError):
+    """Arguments of a function call do not match its validator.
+
+    ``function`` is the function path, ``path`` the location of the bad value
+    inside the arguments (``"$.user.age"``), ``value`` the offending value
+    (absent for missing fields) and ``expected`` a description of what would
+    have been accepted.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        function: str = "",
+        path: str = "",
+        value: Any = None,
+        expected: str = "",
+    ) -> None:
+        self.function = function
+        self.path = path
+        self.value = value
+        self.expected = expected
+        super().__init__(message)
+
+
+class ReturnsValidationError(ConvexpyError, TypeError):
+    """A function returned a value that does not match its ``returns=`` validator."""
+
+
+class SchemaValidationError(ConvexpyError, ValueError):
+    """A document written to a table does not match the table's schema."""
+
+
+class FunctionNotFoundError(ConvexpyError, LookupError):
+    """No function is registered under the given path (or it is not reachable)."""
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class DocumentNotFoundError(ConvexpyError, LookupError):
+    """``patch``, ``replace`` or ``delete`` named a document that does not exist."""
+
+
+class ReadOnlyError(ConvexpyError, PermissionError):
+    """A write was attempted where only reads are allowed (a query, a system table)."""
+
+
+class OptimisticConcurrencyError(ConvexpyError, RuntimeError):
+    """A mutation kept conflicting with concurrent writes and ran out of retries.
+
+    ``table`` names a table whose documents changed under the mutation.
+    """
+
+    def __init__(self, message: str, *, table: str = "") -> None:
+        self.table = table
+        super().__init__(message)
+
+
+class SchedulerError(ConvexpyError, ValueError):
+    """A ``ctx.scheduler`` call was given something it cannot schedule or cancel."""
+
+
+class CronSpecError(ConvexpyError, ValueError):
+    """A cron job's schedule or definition is invalid.
+
+    ``job`` names the cron job when known, ``field`` the part of the spec.
+    """
+
+    def __init__(self, message: str, *, job: str | None = None, field: str | None = None) -> None:
+        self.job = job
+        self.field = field
+        super().__init__(message)
+
+
+class StoreClosedError(ConvexpyError, RuntimeError):
+    """The store was used after it was closed."""
+
+
+class StoreLockedError(ConvexpyError, RuntimeError):
+    """Another process already has this SQLite database open."""
