@@ -7,6 +7,7 @@ months of schedules in zero wall time.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from abc import ABC, abstractmethod
 
@@ -42,28 +43,50 @@ class SystemClock(Clock):
 class VirtualClock(Clock):
     """A clock that moves only when :meth:`set` or :meth:`advance` is called.
 
-    Sleepers wake when the virtual time reaches their deadline.
+    Sleepers wake when the virtual time reaches their deadline. The clock
+    knows its sleepers (:attr:`sleepers`, :meth:`next_deadline`), which is how
+    the test harness jumps straight to the next thing that will happen.
     """
 
     def __init__(self, start_ms: float = 1_700_000_000_000.0) -> None:
         self._now = float(start_ms)
-        self._changed = anyio.Event()
+        self._changed = asyncio.Event()
+        self._deadlines: dict[int, float] = {}
+        self._tokens = 0
 
     def now(self) -> float:
         return self._now
 
     def set(self, now_ms: float) -> None:
+        """Move to ``now_ms`` (never backwards) and wake the sleepers now due."""
         if now_ms < self._now:
             raise ValueError(f"VirtualClock cannot go backwards ({now_ms} < {self._now})")
         self._now = float(now_ms)
-        self._changed.set()
-        self._changed = anyio.Event()
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     def advance(self, ms: float) -> None:
+        """Move forward by ``ms`` milliseconds."""
         if ms < 0:
             raise ValueError(f"VirtualClock.advance needs ms >= 0, got {ms}")
         self.set(self._now + ms)
 
+    @property
+    def sleepers(self) -> int:
+        """How many tasks are waiting in :meth:`sleep_until` for a future time."""
+        return sum(1 for deadline in self._deadlines.values() if deadline > self._now)
+
+    def next_deadline(self) -> float | None:
+        """The earliest future deadline anyone sleeps until, or None."""
+        future = [d for d in self._deadlines.values() if d > self._now]
+        return min(future, default=None)
+
     async def sleep_until(self, deadline_ms: float) -> None:
-        while self._now < deadline_ms:
-            await self._changed.wait()
+        self._tokens += 1
+        token = self._tokens
+        self._deadlines[token] = deadline_ms
+        try:
+            while self._now < deadline_ms:
+                await self._changed.wait()
+        finally:
+            del self._deadlines[token]

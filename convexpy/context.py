@@ -1,0 +1,118 @@
+"""What handlers receive as ``ctx``, and the caller's identity."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .db import DatabaseReader, DatabaseWriter
+
+if TYPE_CHECKING:
+    from .scheduler.api import Scheduler
+
+__all__ = ["ActionCtx", "Auth", "MutationCtx", "QueryCtx", "UserIdentity"]
+
+
+@dataclass(frozen=True, slots=True)
+class UserIdentity:
+    """Who is calling: the claims of a verified token.
+
+    ``token_identifier`` defaults to ``"<issuer>|<subject>"`` as in Convex;
+    other standard claims are optional and ``claims`` holds custom ones.
+    """
+
+    subject: str
+    issuer: str
+    token_identifier: str = ""
+    name: str | None = None
+    email: str | None = None
+    email_verified: bool | None = None
+    picture_url: str | None = None
+    claims: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.subject, str) or not isinstance(self.issuer, str):
+            raise TypeError("UserIdentity needs string subject and issuer")
+        if not self.token_identifier:
+            object.__setattr__(self, "token_identifier", f"{self.issuer}|{self.subject}")
+
+
+class Auth:
+    """``ctx.auth``: the identity of the caller, if any."""
+
+    __slots__ = ("_identity",)
+
+    def __init__(self, identity: UserIdentity | None) -> None:
+        self._identity = identity
+
+    def get_user_identity(self) -> UserIdentity | None:
+        """The caller's identity, or None (always None in scheduled functions and crons)."""
+        return self._identity
+
+
+class QueryCtx:
+    """``ctx`` of a query: ``db`` (read-only) and ``auth``."""
+
+    __slots__ = ("auth", "db")
+
+    def __init__(self, db: DatabaseReader, auth: Auth) -> None:
+        self.db = db
+        self.auth = auth
+
+
+class MutationCtx:
+    """``ctx`` of a mutation: ``db``, ``auth`` and ``scheduler``, all in one transaction."""
+
+    __slots__ = ("auth", "db", "scheduler")
+
+    def __init__(self, db: DatabaseWriter, auth: Auth, scheduler: Scheduler) -> None:
+        self.db = db
+        self.auth = auth
+        self.scheduler = scheduler
+
+
+Runner = Callable[[object, "dict[str, Any] | None"], Awaitable[Any]]
+
+
+class ActionCtx:
+    """``ctx`` of an action: no ``db``; ``run_query`` / ``run_mutation`` /
+    ``run_action`` call other functions (each in its own transaction) with the
+    same identity, and ``scheduler`` commits each call on its own."""
+
+    __slots__ = ("_run_action", "_run_mutation", "_run_query", "auth", "scheduler")
+
+    def __init__(
+        self,
+        auth: Auth,
+        scheduler: Scheduler,
+        run_query: Runner,
+        run_mutation: Runner,
+        run_action: Runner,
+    ) -> None:
+        self.auth = auth
+        self.scheduler = scheduler
+        self._run_query = run_query
+        self._run_mutation = run_mutation
+        self._run_action = run_action
+
+    async def run_query(self, function: object, args: dict[str, Any] | None = None) -> Any:
+        return await self._run_query(function, args)
+
+    async def run_mutation(self, function: object, args: dict[str, Any] | None = None) -> Any:
+        return await self._run_mutation(function, args)
+
+    async def run_action(self, function: object, args: dict[str, Any] | None = None) -> Any:
+        return await self._run_action(function, args)
+
+    # Convex spellings, for code ported from TypeScript.
+    runQuery = run_query
+    runMutation = run_mutation
+    runAction = run_action
+
+    @property
+    def db(self) -> Any:
+        raise AttributeError(
+            "actions have no ctx.db: read with await ctx.run_query(...) and write with "
+            "await ctx.run_mutation(...)"
+        )

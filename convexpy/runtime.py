@@ -1,0 +1,358 @@
+"""``Runtime``: an app, a store, a clock and the scheduler, as one async context manager.
+
+Everything else (the dev server, ``ConvexTest``) is built on this. Calls made
+through a runtime are trusted server-side calls: they may reach internal
+functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .clock import Clock, SystemClock
+from .context import ActionCtx, Auth, MutationCtx, QueryCtx, UserIdentity
+from .db import DatabaseReader, DatabaseWriter, TableNames, Transaction, copy_value
+from .errors import (
+    ConvexpyError,
+    FunctionNotFoundError,
+    InvalidValueError,
+    OptimisticConcurrencyError,
+)
+from .functions import ConvexFunction, FunctionKind
+from .loader import LoadedApp, load_app, unload_app
+from .scheduler.api import ActionScheduler, MutationScheduler, ScheduledWrites
+from .scheduler.executor import CommitFailedError, Dispatcher
+from .scheduler.jobs import SCHEDULED_FUNCTIONS, SYSTEM_INDEXES
+from .store import Store, store_from_url
+from .store.base import ConflictError
+from .values import check_value
+
+__all__ = ["Runtime"]
+
+logger = logging.getLogger("convexpy")
+
+_KIND_METHOD = {
+    FunctionKind.QUERY: "query",
+    FunctionKind.MUTATION: "mutation",
+    FunctionKind.ACTION: "action",
+}
+
+
+class Runtime:
+    """Run an app directory against a store.
+
+    >>> async with Runtime("convex", store="sqlite:///data.db") as rt:
+    ...     await rt.mutation("messages:send", {"body": "hi"})
+
+    ``store`` is ``"memory"`` (the default; nothing survives the process),
+    ``"sqlite:///path.db"``, or a :class:`~convexpy.store.Store`. ``clock``
+    defaults to the system clock. ``parallelism`` bounds concurrently running
+    scheduled jobs; ``crons=False`` loads ``crons.py`` but never runs it.
+    Client-called mutations that keep conflicting are retried
+    ``mutation_retries`` times before ``OptimisticConcurrencyError``.
+    """
+
+    def __init__(
+        self,
+        app_dir: str | Path = "convex",
+        *,
+        store: str | Store = "memory",
+        clock: Clock | None = None,
+        parallelism: int = 16,
+        crons: bool = True,
+        mutation_retries: int = 16,
+        retention_ms: float = 7 * 24 * 3600 * 1000,
+    ) -> None:
+        if not isinstance(parallelism, int) or parallelism < 1:
+            raise ValueError(f"parallelism must be a positive integer, got {parallelism!r}")
+        if not isinstance(mutation_retries, int) or mutation_retries < 0:
+            raise ValueError(f"mutation_retries must be >= 0, got {mutation_retries!r}")
+        self.app_dir = Path(app_dir)
+        self.store: Store = store_from_url(store)
+        self.clock: Clock = clock or SystemClock()
+        self.parallelism = parallelism
+        self.crons_enabled = crons
+        self.mutation_retries = mutation_retries
+        self.retention_ms = retention_ms
+        self.tables = TableNames()
+        self.app: LoadedApp | None = None
+        self.dispatcher = Dispatcher(self)
+        self._stack: AsyncExitStack | None = None
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def __aenter__(self) -> Runtime:
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            self.app = load_app(self.app_dir)
+            stack.callback(self._unload)
+            await self.store.open()
+            stack.push_async_callback(self.store.close)
+            await self._configure_store()
+            await self.dispatcher.start()
+            stack.push_async_callback(self.dispatcher.stop)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
+    def _unload(self) -> None:
+        if self.app is not None:
+            unload_app(self.app)
+
+    async def _configure_store(self) -> None:
+        app = self._loaded
+        indexes = list(SYSTEM_INDEXES)
+        if app.schema is not None:
+            indexes.extend(app.schema.index_defs())
+            for table in app.schema.tables:
+                self.tables.add(table)
+        await self.store.configure_indexes(indexes)
+        self.tables.add(SCHEDULED_FUNCTIONS)
+        for table in await self.store.tables():
+            self.tables.add(table)
+
+    @property
+    def _loaded(self) -> LoadedApp:
+        if self.app is None:
+            raise ConvexpyError("the runtime is not running: use `async with Runtime(...)`")
+        return self.app
+
+    @property
+    def quiet(self) -> bool:
+        """Nothing can happen until the clock moves (used by the test harness)."""
+        return self.dispatcher.quiet
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """Tell listeners (the dev server's log) about a call or job transition."""
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:  # a broken listener must not break the runtime
+                logger.exception("runtime event listener failed")
+
+    # -- public calls ------------------------------------------------------------
+
+    async def query(
+        self,
+        function: object,
+        args: dict[str, Any] | None = None,
+        *,
+        identity: UserIdentity | None = None,
+    ) -> Any:
+        """Run a query (public or internal) and return its result."""
+        return await self.call(FunctionKind.QUERY, function, args, identity=identity)
+
+    async def mutation(
+        self,
+        function: object,
+        args: dict[str, Any] | None = None,
+        *,
+        identity: UserIdentity | None = None,
+    ) -> Any:
+        """Run a mutation; its writes are committed (and durable) when this returns."""
+        return await self.call(FunctionKind.MUTATION, function, args, identity=identity)
+
+    async def action(
+        self,
+        function: object,
+        args: dict[str, Any] | None = None,
+        *,
+        identity: UserIdentity | None = None,
+    ) -> Any:
+        """Run an action."""
+        return await self.call(FunctionKind.ACTION, function, args, identity=identity)
+
+    def resolve(
+        self, function: object, kind: FunctionKind | None = None, *, trusted: bool = True
+    ) -> tuple[str, ConvexFunction]:
+        """The path and function a reference names, checking its kind."""
+        path, fn = self._loaded.registry.resolve(function, trusted=trusted)
+        if kind is not None and fn.kind is not kind:
+            raise FunctionNotFoundError(
+                f"{path!r} is a {fn.kind}, not a {kind}: call it with {_KIND_METHOD[fn.kind]}()",
+                path=path,
+            )
+        return path, fn
+
+    async def call(
+        self,
+        kind: FunctionKind,
+        function: object,
+        args: dict[str, Any] | None,
+        *,
+        identity: UserIdentity | None = None,
+        trusted: bool = True,
+    ) -> Any:
+        """Run any function by kind; ``trusted=False`` reaches public functions only."""
+        path, fn = self.resolve(function, kind, trusted=trusted)
+        if identity is not None and not isinstance(identity, UserIdentity):
+            raise TypeError(f"identity must be a UserIdentity, got {type(identity).__name__}")
+        if kind is FunctionKind.QUERY:
+            return await self.run_query(path, fn, args, identity)
+        if kind is FunctionKind.MUTATION:
+            return await self.run_mutation(path, fn, args, identity)
+        return await self.run_action(path, fn, args, identity)
+
+    # -- execution -----------------------------------------------------------------
+
+    def transaction(self, *, writable: bool) -> Transaction:
+        return Transaction(
+            self.store,
+            now=self.clock.now,
+            tables=self.tables,
+            schema=self._loaded.schema,
+            writable=writable,
+        )
+
+    def check_result(self, path: str, fn: ConvexFunction, result: Any) -> Any:
+        if fn.returns is not None:
+            return fn.returns.validate(result, path)
+        try:
+            check_value(result)
+        except InvalidValueError as exc:
+            raise InvalidValueError(
+                f"{path} returned a value that is not a Convex value: {exc}", exc.path
+            ) from None
+        return result
+
+    async def run_query(
+        self,
+        path: str,
+        fn: ConvexFunction,
+        args: dict[str, Any] | None,
+        identity: UserIdentity | None,
+    ) -> Any:
+        validated = fn.args.validate({} if args is None else args, path)
+        txn = self.transaction(writable=False)
+        try:
+            result = await fn.handler(QueryCtx(DatabaseReader(txn), Auth(identity)), **validated)
+            return self.check_result(path, fn, result)
+        finally:
+            txn.release()
+
+    async def run_mutation(
+        self,
+        path: str,
+        fn: ConvexFunction,
+        args: dict[str, Any] | None,
+        identity: UserIdentity | None,
+    ) -> Any:
+        validated = fn.args.validate({} if args is None else args, path)
+        attempt = 0
+        while True:
+            try:
+                return await self.mutation_attempt(path, fn, validated, identity)
+            except ConflictError as exc:
+                attempt += 1
+                if attempt > self.mutation_retries:
+                    raise OptimisticConcurrencyError(
+                        f'Documents read from or written to the table "{exc.table}" changed '
+                        "while this mutation was being run and on every subsequent retry "
+                        f"({self.mutation_retries} retries). Another call is changing the "
+                        "same documents: narrow the reads (use an index) or spread the writes.",
+                        table=exc.table,
+                    ) from None
+                await asyncio.sleep(_conflict_backoff(attempt))
+
+    async def mutation_attempt(
+        self,
+        path: str,
+        fn: ConvexFunction,
+        validated: dict[str, Any],
+        identity: UserIdentity | None,
+        *,
+        job: Any = None,
+    ) -> Any:
+        """One transaction of a mutation: run the handler, then commit.
+
+        ``job`` (a scheduled job being executed) gets its ``success`` state
+        written in the same transaction. Raises ``ConflictError`` to retry.
+        """
+        txn = self.transaction(writable=True)
+        try:
+            scheduled = ScheduledWrites()
+            scheduler = MutationScheduler(self, txn, scheduled, current_job=job)
+            ctx = MutationCtx(DatabaseWriter(txn), Auth(identity), scheduler)
+            if job is not None:
+                await job.begin(txn)
+            result = await fn.handler(ctx, **copy_value(validated))
+            result = self.check_result(path, fn, result)
+            if job is not None:
+                await job.succeed(txn)
+            try:
+                await txn.commit()
+            except ConflictError:
+                raise
+            except Exception as exc:
+                raise CommitFailedError(f"the store failed to commit {path}: {exc}") from exc
+        finally:
+            txn.release()
+        self.dispatcher.notify(scheduled)
+        return result
+
+    async def run_action(
+        self,
+        path: str,
+        fn: ConvexFunction,
+        args: dict[str, Any] | None,
+        identity: UserIdentity | None,
+        *,
+        job_id: str | None = None,
+    ) -> Any:
+        validated = fn.args.validate({} if args is None else args, path)
+        ctx = self.action_ctx(identity, job_id)
+        result = await fn.handler(ctx, **validated)
+        return self.check_result(path, fn, result)
+
+    def action_ctx(self, identity: UserIdentity | None, job_id: str | None) -> ActionCtx:
+        async def run(kind: FunctionKind, function: object, args: dict[str, Any] | None) -> Any:
+            return await self.call(kind, function, args, identity=identity)
+
+        return ActionCtx(
+            Auth(identity),
+            ActionScheduler(self, parent_job=job_id),
+            lambda f, a: run(FunctionKind.QUERY, f, a),
+            lambda f, a: run(FunctionKind.MUTATION, f, a),
+            lambda f, a: run(FunctionKind.ACTION, f, a),
+        )
+
+    async def system_mutation(self, body: Callable[[Transaction], Any]) -> Any:
+        """Run ``body(txn)`` in a transaction, retrying conflicts until it commits."""
+        attempt = 0
+        while True:
+            txn = self.transaction(writable=True)
+            try:
+                result = await body(txn)
+                await txn.commit()
+                return result
+            except ConflictError:
+                attempt += 1
+                await asyncio.sleep(_conflict_backoff(min(attempt, 10)))
+            finally:
+                txn.release()
+
+
+def _conflict_backoff(attempt: int) -> float:
+    """Full-jitter backoff in seconds: up to 2 ms doubling per attempt, capped at 1 s."""
+    return random.uniform(0, min(1.0, 0.002 * 2**attempt))

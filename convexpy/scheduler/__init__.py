@@ -1,0 +1,1 @@
+"""Durable scheduling: the timer wheel, the job table and the executor."""

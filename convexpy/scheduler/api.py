@@ -1,0 +1,264 @@
+"""``ctx.scheduler``: ``run_after``, ``run_at`` and ``cancel``.
+
+From a mutation, scheduling and cancelling are writes of the mutation's own
+transaction: they happen only if it commits. From an action, each call is a
+small transaction of its own, committed before the call returns.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from ..db import Transaction, copy_value
+from ..errors import FunctionNotFoundError, InvalidValueError, SchedulerError
+from ..functions import FunctionKind
+from ..ids import is_id_of
+from ..values import check_value, value_size
+from .jobs import SCHEDULED_FUNCTIONS, JobState, job_document
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+    from .executor import RunningJob
+
+__all__ = ["ActionScheduler", "MutationScheduler", "Scheduler", "ScheduledWrites"]
+
+MAX_JOBS_PER_TRANSACTION = 1000
+MAX_ARGS_BYTES_PER_TRANSACTION = 16 * 1024 * 1024
+FIVE_YEARS_MS = 5 * 365.25 * 24 * 3600 * 1000
+
+
+@dataclass(slots=True)
+class ScheduledWrites:
+    """What one transaction scheduled and cancelled, for limits and for waking the dispatcher."""
+
+    jobs: list[tuple[str, float]] = field(default_factory=list)
+    canceled: list[str] = field(default_factory=list)
+    args_bytes: int = 0
+
+
+class Scheduler(ABC):
+    """Shared argument checks of ``run_after`` / ``run_at`` / ``cancel``."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    async def run_after(
+        self, delay_ms: float | timedelta, function: object, args: dict[str, Any] | None = None
+    ) -> str:
+        """Schedule ``function(args)`` to run ``delay_ms`` milliseconds from now."""
+        if isinstance(delay_ms, timedelta):
+            delay = delay_ms.total_seconds() * 1000.0
+        elif isinstance(delay_ms, int | float) and not isinstance(delay_ms, bool):
+            delay = float(delay_ms)
+        else:
+            raise SchedulerError(
+                f"run_after: `delay_ms` must be a number of milliseconds or a timedelta, "
+                f"got {type(delay_ms).__name__}"
+            )
+        if not math.isfinite(delay):
+            raise SchedulerError(f"run_after: `delay_ms` must be a finite number, got {delay_ms!r}")
+        if delay < 0:
+            raise SchedulerError(f"run_after: `delay_ms` must be non-negative, got {delay_ms!r}")
+        return await self._schedule(self._runtime.clock.now() + delay, function, args, "run_after")
+
+    async def run_at(
+        self, timestamp: float | datetime, function: object, args: dict[str, Any] | None = None
+    ) -> str:
+        """Schedule ``function(args)`` at ``timestamp`` (epoch ms or an aware datetime)."""
+        if isinstance(timestamp, datetime):
+            if timestamp.tzinfo is None or timestamp.utcoffset() is None:
+                raise SchedulerError(
+                    "run_at: the datetime is naive; give it a timezone, e.g. "
+                    "datetime(..., tzinfo=timezone.utc)"
+                )
+            when = timestamp.timestamp() * 1000.0
+        elif isinstance(timestamp, int | float) and not isinstance(timestamp, bool):
+            when = float(timestamp)
+            if not math.isfinite(when):
+                raise SchedulerError(
+                    f"run_at: `timestamp` must be a finite number, got {timestamp!r}"
+                )
+        else:
+            raise SchedulerError(
+                "run_at: `timestamp` must be epoch milliseconds or a timezone-aware datetime, "
+                f"got {type(timestamp).__name__}"
+            )
+        return await self._schedule(when, function, args, "run_at")
+
+    runAfter = run_after
+    runAt = run_at
+
+    def _target(self, function: object, args: object, verb: str) -> tuple[str, dict[str, Any]]:
+        try:
+            path, fn = self._runtime.resolve(function, trusted=True)
+        except FunctionNotFoundError as exc:
+            path = getattr(exc, "path", "") or repr(function)
+            raise SchedulerError(
+                f"{verb}: Attempted to schedule function at nonexistent path: {path}"
+            ) from None
+        if fn.kind is FunctionKind.QUERY:
+            raise SchedulerError(
+                f"{verb}: {path} is a query; only mutations and actions can be scheduled"
+            )
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            raise SchedulerError(f"{verb}: args must be a dict, got {type(args).__name__}")
+        try:
+            check_value(args, "args")
+        except InvalidValueError as exc:
+            raise SchedulerError(f"{verb}: args of {path} are not Convex values: {exc}") from None
+        return path, copy_value(args)
+
+    def _check_time(self, when: float, verb: str) -> None:
+        now = self._runtime.clock.now()
+        if abs(when - now) > FIVE_YEARS_MS:
+            raise SchedulerError(
+                f"{verb}: the scheduled time is more than 5 years from now; "
+                "Convex refuses to schedule that far ahead or behind"
+            )
+
+    @abstractmethod
+    async def _schedule(self, when: float, function: object, args: object, verb: str) -> str:
+        """Create the job (checked arguments) and return its id."""
+
+    @abstractmethod
+    async def cancel(self, job_id: str) -> None:
+        """Cancel a job: pending jobs never run; running actions end ``canceled``."""
+
+    def _check_job_id(self, job_id: object) -> str:
+        if not is_id_of(job_id, SCHEDULED_FUNCTIONS):
+            raise SchedulerError(
+                f"cancel: Invalid scheduled function ID {job_id!r}. The ID must be an ID on "
+                f"the '{SCHEDULED_FUNCTIONS}' table."
+            )
+        assert isinstance(job_id, str)
+        return job_id
+
+
+async def schedule_in(
+    txn: Transaction,
+    writes: ScheduledWrites,
+    path: str,
+    args: dict[str, Any],
+    when: float,
+    *,
+    canceled: bool = False,
+    now: float,
+) -> str:
+    """Insert a job into ``txn``, enforcing the per-transaction limits."""
+    if len(writes.jobs) >= MAX_JOBS_PER_TRANSACTION:
+        raise SchedulerError(
+            f"Too many functions scheduled by this mutation (limit: {MAX_JOBS_PER_TRANSACTION})"
+        )
+    size = value_size(args)
+    if writes.args_bytes + size > MAX_ARGS_BYTES_PER_TRANSACTION:
+        raise SchedulerError(
+            "Too large total size of the arguments of scheduled functions from this mutation "
+            f"(limit: {MAX_ARGS_BYTES_PER_TRANSACTION} bytes)"
+        )
+    state = JobState.CANCELED if canceled else JobState.PENDING
+    fields = job_document(path, args, when, state)
+    if canceled:
+        fields["completedTime"] = now
+    job_id = await txn.insert(SCHEDULED_FUNCTIONS, fields)
+    writes.args_bytes += size
+    if not canceled:
+        writes.jobs.append((job_id, when))
+    return job_id
+
+
+async def cancel_in(txn: Transaction, writes: ScheduledWrites, job_id: str, *, now: float) -> None:
+    """Cancel a job inside ``txn``; finished jobs are left alone."""
+    if txn.table_names.of_id(job_id) is None:
+        txn.table_names.add(SCHEDULED_FUNCTIONS)
+    job = await txn.get(job_id)
+    if job is None:
+        return
+    state = JobState(job["state"]["kind"])
+    if state.finished:
+        return
+    updated = dict(job)
+    updated["state"] = {"kind": JobState.CANCELED.value}
+    updated["completedTime"] = now
+    txn.put(SCHEDULED_FUNCTIONS, job, updated)
+    writes.canceled.append(job_id)
+
+
+class MutationScheduler(Scheduler):
+    """``ctx.scheduler`` in a mutation: jobs are part of the mutation's transaction."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        txn: Transaction,
+        writes: ScheduledWrites,
+        *,
+        current_job: RunningJob | None = None,
+    ) -> None:
+        super().__init__(runtime)
+        self._txn = txn
+        self._writes = writes
+        self._current_job = current_job
+
+    async def _schedule(self, when: float, function: object, args: object, verb: str) -> str:
+        path, checked = self._target(function, args, verb)
+        self._check_time(when, verb)
+        return await schedule_in(
+            self._txn, self._writes, path, checked, when, now=self._runtime.clock.now()
+        )
+
+    async def cancel(self, job_id: str) -> None:
+        job_id = self._check_job_id(job_id)
+        if self._current_job is not None and self._current_job.id == job_id:
+            raise SchedulerError("A mutation cannot cancel itself")
+        await cancel_in(self._txn, self._writes, job_id, now=self._runtime.clock.now())
+
+
+class ActionScheduler(Scheduler):
+    """``ctx.scheduler`` in an action: each call commits on its own.
+
+    When the action itself runs as a scheduled job that has been cancelled,
+    the jobs it schedules afterwards are created already ``canceled``.
+    """
+
+    def __init__(self, runtime: Runtime, *, parent_job: str | None = None) -> None:
+        super().__init__(runtime)
+        self._parent_job = parent_job
+
+    async def _schedule(self, when: float, function: object, args: object, verb: str) -> str:
+        path, checked = self._target(function, args, verb)
+        self._check_time(when, verb)
+        runtime = self._runtime
+        writes = ScheduledWrites()
+
+        async def body(txn: Transaction) -> str:
+            writes.jobs.clear()
+            writes.args_bytes = 0
+            canceled = False
+            if self._parent_job is not None:
+                parent = await txn.get(self._parent_job)
+                canceled = parent is not None and parent["state"]["kind"] == JobState.CANCELED
+            return await schedule_in(
+                txn, writes, path, checked, when, canceled=canceled, now=runtime.clock.now()
+            )
+
+        job_id: str = await runtime.system_mutation(body)
+        runtime.dispatcher.notify(writes)
+        return job_id
+
+    async def cancel(self, job_id: str) -> None:
+        job_id = self._check_job_id(job_id)
+        runtime = self._runtime
+        writes = ScheduledWrites()
+
+        async def body(txn: Transaction) -> None:
+            writes.canceled.clear()
+            await cancel_in(txn, writes, job_id, now=runtime.clock.now())
+
+        await runtime.system_mutation(body)
+        runtime.dispatcher.notify(writes)

@@ -1,0 +1,500 @@
+"""The dispatcher: wakes for due jobs and runs them with Convex's guarantees.
+
+Jobs live in the store (``_scheduled_functions``, indexed by state and
+scheduled time). The dispatcher keeps only the near future in memory: every
+so often it loads the pending jobs due within ``window_ms`` into a
+:class:`~convexpy.scheduler.wheel.TimerWheel`; jobs committed by this process
+that fall inside the window are added directly. Due jobs start in
+``scheduledTime`` order, at most ``parallelism`` at once.
+
+* A scheduled **mutation** runs exactly once: its handler's writes and the
+  job's ``success`` state commit in one transaction, which also read the
+  job's pending state, so a concurrent cancel (or another process) makes it
+  conflict and re-check. Conflicts and store errors retry with backoff until
+  the transaction commits; an exception from the handler records ``failed``.
+* A scheduled **action** runs at most once: ``inProgress`` is committed before
+  the handler starts and the action is never retried. Actions found
+  ``inProgress`` at start-up (the process died under them) become ``failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import random
+from typing import TYPE_CHECKING, Any
+
+from ..db import Transaction
+from ..errors import ConvexError, ConvexpyError, FunctionNotFoundError
+from ..functions import ConvexFunction, FunctionKind
+from ..store.base import ConflictError, KeyRange
+from .api import ScheduledWrites
+from .jobs import (
+    BY_COMPLETED,
+    BY_STATE,
+    SCHEDULED_FUNCTIONS,
+    TRANSIENT_ACTION_ERROR,
+    JobState,
+    completed_before,
+    state_range,
+)
+from .wheel import TimerWheel
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+
+__all__ = ["CommitFailedError", "Dispatcher", "JobGone", "RunningJob", "error_text"]
+
+logger = logging.getLogger("convexpy.scheduler")
+
+RETENTION_BATCH = 1000
+
+
+class JobGone(ConvexpyError):
+    """The job is no longer pending (cancelled, or run by someone else): skip it."""
+
+
+class CommitFailedError(ConvexpyError):
+    """The store failed to commit for a reason other than a conflict."""
+
+
+def error_text(exc: BaseException) -> str:
+    """How a handler's exception is recorded in ``state.error``."""
+    if isinstance(exc, ConvexError):
+        return f"ConvexError: {exc}"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def full_jitter(attempt: int, base_ms: float, cap_ms: float) -> float:
+    """A random delay in ``[0, min(cap, base * 2**attempt))`` milliseconds."""
+    return random.uniform(0, min(cap_ms, base_ms * 2 ** min(attempt, 40)))
+
+
+class RunningJob:
+    """A scheduled mutation inside its executing transaction."""
+
+    __slots__ = ("_doc", "_runtime", "id")
+
+    def __init__(self, runtime: Runtime, job_id: str) -> None:
+        self._runtime = runtime
+        self.id = job_id
+        self._doc: dict[str, Any] | None = None
+
+    async def begin(self, txn: Transaction) -> None:
+        doc = await txn.get(self.id)
+        if doc is None or doc["state"]["kind"] != JobState.PENDING:
+            raise JobGone(self.id)
+        self._doc = doc
+
+    async def succeed(self, txn: Transaction) -> None:
+        assert self._doc is not None
+        txn.put(
+            SCHEDULED_FUNCTIONS,
+            self._doc,
+            finished(self._doc, JobState.SUCCESS, self._runtime.clock.now()),
+        )
+
+
+def finished(
+    doc: dict[str, Any], state: JobState, now: float, error: str | None = None
+) -> dict[str, Any]:
+    updated = dict(doc)
+    updated["state"] = (
+        {"kind": state.value} if error is None else {"kind": state.value, "error": error}
+    )
+    updated["completedTime"] = now
+    return updated
+
+
+class Dispatcher:
+    """Runs a runtime's scheduled jobs; see the module docstring."""
+
+    window_ms = 60_000.0
+    max_loaded = 100_000
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._wheel: TimerWheel[str] | None = None
+        self._ready: list[tuple[float, int, str]] = []
+        self._seq = 0
+        self.started = 0
+        """How many jobs were started (for the harness's runaway bound)."""
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._frontier = float("-inf")
+        self._loop_task: asyncio.Task[None] | None = None
+        self._retention_task: asyncio.Task[None] | None = None
+        self._next_retention = float("-inf")
+        self._capped = False
+        self._sleep_deadline = float("inf")
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._backing_off = 0
+        self.paused = False
+        """While True, due jobs wait instead of starting (the test harness's gate)."""
+        self.sleeping = False
+        """True while the loop waits on the clock (for the test harness)."""
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._fail_interrupted_actions()
+        self._wheel = TimerWheel(self._runtime.clock.now())
+        self._next_retention = self._runtime.clock.now()
+        self._loop_task = asyncio.create_task(self._loop(), name="convexpy-dispatcher")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        tasks = [t for t in (self._loop_task, self._retention_task) if t is not None]
+        tasks.extend(self._running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._running.clear()
+
+    @property
+    def live_tasks(self) -> int:
+        """Tasks that may still make progress without time passing, plus the loop."""
+        count = len(self._running) + (1 if self._loop_task and not self._loop_task.done() else 0)
+        if self._retention_task is not None and not self._retention_task.done():
+            count += 1
+        return count
+
+    @property
+    def quiet(self) -> bool:
+        """Nothing can happen until the clock moves: the loop waits on the clock,
+        no due job can start, and every running job is in a clock-timed backoff."""
+        startable = bool(self._ready) and not self.paused
+        return (
+            self.sleeping
+            and not self._wake.is_set()
+            and not startable
+            and len(self._running) == self._backing_off
+        )
+
+    @property
+    def running(self) -> int:
+        """Jobs currently executing."""
+        return len(self._running)
+
+    def resume(self) -> None:
+        """Let due jobs start again after :attr:`paused`."""
+        self.paused = False
+        self._start_ready()
+        self._wake.set()
+
+    # -- waking --------------------------------------------------------------------
+
+    def notify(self, writes: ScheduledWrites) -> None:
+        """Called after a commit that scheduled or cancelled jobs."""
+        wheel = self._wheel
+        if wheel is None or self._stopping:
+            return
+        for job_id in writes.canceled:
+            wheel.cancel(job_id)
+        earliest = float("inf")
+        for job_id, when in writes.jobs:
+            if when < self._frontier and job_id not in self._running:
+                wheel.add(job_id, when)
+                earliest = min(earliest, when)
+        if earliest < self._sleep_deadline:
+            self._wake.set()
+
+    # -- the loop ------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        clock = self._runtime.clock
+        wheel = self._wheel
+        assert wheel is not None
+        while True:
+            now = clock.now()
+            if self._needs_load(now):
+                await self._load(now + self.window_ms)
+                now = clock.now()
+            for deadline, job_id in wheel.advance(now):
+                if job_id not in self._running:
+                    self._seq += 1
+                    heapq.heappush(self._ready, (deadline, self._seq, job_id))
+            self._start_ready()
+            if now >= self._next_retention and (
+                self._retention_task is None or self._retention_task.done()
+            ):
+                self._next_retention = now + self.window_ms
+                self._retention_task = asyncio.create_task(self._retention(now))
+            deadline = min(
+                wheel.next_deadline() or float("inf"),
+                float("inf") if self._capped else self._frontier - self.window_ms / 2,
+                self._next_retention,
+            )
+            await self._sleep(deadline)
+
+    async def _sleep(self, deadline: float) -> None:
+        clock = self._runtime.clock
+        if clock.now() >= deadline:
+            await asyncio.sleep(0)
+            return
+        self._wake.clear()
+        self._sleep_deadline = deadline
+        sleeper = asyncio.ensure_future(clock.sleep_until(deadline))
+        waker = asyncio.ensure_future(self._wake.wait())
+        self.sleeping = True
+        try:
+            await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.sleeping = False
+            self._sleep_deadline = float("inf")
+            for task in (sleeper, waker):
+                task.cancel()
+            await asyncio.gather(sleeper, waker, return_exceptions=True)
+
+    @property
+    def _backlog(self) -> int:
+        wheel = self._wheel
+        return (len(wheel) if wheel is not None else 0) + len(self._ready) + len(self._running)
+
+    def _needs_load(self, now: float) -> bool:
+        if self._capped:
+            return self._backlog < self.max_loaded // 2
+        return now + self.window_ms / 2 >= self._frontier
+
+    async def _load(self, until: float) -> None:
+        """Put pending jobs due before ``until`` into the wheel."""
+        runtime = self._runtime
+        wheel = self._wheel
+        assert wheel is not None
+        key_range = state_range(JobState.PENDING, before=until)
+        frontier = until
+        capped = False
+        txn = runtime.transaction(writable=False)
+        try:
+            low = key_range.low
+            while True:
+                rows = await txn.scan(
+                    BY_STATE, KeyRange(key_range.index, low, key_range.high), "asc", 1000
+                )
+                for _key, doc in rows:
+                    job_id = doc["_id"]
+                    if job_id not in self._running and job_id not in wheel:
+                        wheel.add(job_id, doc["scheduledTime"])
+                if len(rows) < 1000:
+                    break
+                low = rows[-1][0] + b"\x00"
+                if len(wheel) >= self.max_loaded:
+                    # Too much is due at once: load the rest as the wheel drains.
+                    frontier = rows[-1][1]["scheduledTime"]
+                    capped = True
+                    break
+        finally:
+            txn.release()
+        self._frontier = frontier
+        self._capped = capped
+
+    def _start_ready(self) -> None:
+        limit = self._runtime.parallelism
+        while self._ready and len(self._running) < limit and not (self._stopping or self.paused):
+            _, _, job_id = heapq.heappop(self._ready)
+            if job_id in self._running:
+                continue
+            task = asyncio.create_task(self._run(job_id), name=f"convexpy-job-{job_id}")
+            self.started += 1
+            self._running[job_id] = task
+            task.add_done_callback(lambda _t, job_id=job_id: self._job_done(job_id))
+
+    def _job_done(self, job_id: str) -> None:
+        self._running.pop(job_id, None)
+        if self._ready and not self._stopping:
+            self._start_ready()
+        if self._capped and self._backlog < self.max_loaded // 2:
+            self._wake.set()
+
+    # -- running a job ---------------------------------------------------------------
+
+    async def _run(self, job_id: str) -> None:
+        runtime = self._runtime
+        try:
+            txn = runtime.transaction(writable=False)
+            try:
+                doc = await txn.get(job_id)
+            finally:
+                txn.release()
+            if doc is None or doc["state"]["kind"] != JobState.PENDING:
+                return
+            path = doc["name"]
+            args = doc["args"][0] if doc["args"] else {}
+            try:
+                path, fn = runtime.resolve(path)
+            except FunctionNotFoundError:
+                await self._finish(
+                    job_id,
+                    (JobState.PENDING,),
+                    JobState.FAILED,
+                    f"Function {path!r} no longer exists in the app, so this job cannot run",
+                )
+                return
+            if fn.kind is FunctionKind.MUTATION:
+                await self._run_mutation(job_id, path, fn, args)
+            elif fn.kind is FunctionKind.ACTION:
+                await self._run_action(job_id, path, fn, args)
+            else:
+                await self._finish(
+                    job_id,
+                    (JobState.PENDING,),
+                    JobState.FAILED,
+                    f"{path!r} is a query and cannot be scheduled",
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the dispatcher must survive anything a job does
+            logger.exception("scheduled job %s crashed the executor", job_id)
+
+    async def _run_mutation(
+        self, job_id: str, path: str, fn: ConvexFunction, args: dict[str, Any]
+    ) -> None:
+        runtime = self._runtime
+        started = runtime.clock.now()
+        try:
+            validated = fn.args.validate(args, path)
+        except Exception as exc:
+            await self._failed(job_id, path, exc, started)
+            return
+        conflicts = 0
+        errors = 0
+        job = RunningJob(runtime, job_id)
+        while True:
+            try:
+                await runtime.mutation_attempt(path, fn, validated, None, job=job)
+            except JobGone:
+                return
+            except ConflictError:
+                conflicts += 1
+                await self._backoff(full_jitter(conflicts, 100, 60_000))
+                continue
+            except CommitFailedError:
+                errors += 1
+                logger.warning("job %s: commit failed, retrying", job_id, exc_info=True)
+                await self._backoff(full_jitter(errors, 500, 2 * 3600 * 1000))
+                continue
+            except Exception as exc:
+                await self._failed(job_id, path, exc, started)
+                return
+            runtime.emit(_event(job_id, path, "mutation", "success", started, runtime.clock.now()))
+            return
+
+    async def _failed(self, job_id: str, path: str, exc: Exception, started: float) -> None:
+        text = error_text(exc)
+        done = await self._finish(job_id, (JobState.PENDING,), JobState.FAILED, text)
+        if done:
+            event = _event(job_id, path, "mutation", "failed", started, self._runtime.clock.now())
+            event["error"] = text
+            self._runtime.emit(event)
+
+    async def _run_action(
+        self, job_id: str, path: str, fn: ConvexFunction, args: dict[str, Any]
+    ) -> None:
+        runtime = self._runtime
+        started = runtime.clock.now()
+        claimed = await self._finish(
+            job_id, (JobState.PENDING,), JobState.IN_PROGRESS, None, complete=False
+        )
+        if not claimed:
+            return
+        error: str | None = None
+        try:
+            await runtime.run_action(path, fn, args, None, job_id=job_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = error_text(exc)
+        state = JobState.SUCCESS if error is None else JobState.FAILED
+        await self._finish(job_id, (JobState.IN_PROGRESS,), state, error)
+        event = _event(job_id, path, "action", state.value, started, runtime.clock.now())
+        if error is not None:
+            event["error"] = error
+        runtime.emit(event)
+
+    async def _finish(
+        self,
+        job_id: str,
+        expected: tuple[JobState, ...],
+        state: JobState,
+        error: str | None,
+        *,
+        complete: bool = True,
+    ) -> bool:
+        """Move a job from one of ``expected`` to ``state``; False if it was elsewhere."""
+        runtime = self._runtime
+
+        async def body(txn: Transaction) -> bool:
+            doc = await txn.get(job_id)
+            if doc is None or doc["state"]["kind"] not in expected:
+                return False
+            if complete:
+                updated = finished(doc, state, runtime.clock.now(), error)
+            else:
+                updated = dict(doc)
+                updated["state"] = {"kind": state.value}
+            txn.put(SCHEDULED_FUNCTIONS, doc, updated)
+            return True
+
+        result: bool = await runtime.system_mutation(body)
+        return result
+
+    async def _backoff(self, delay_ms: float) -> None:
+        clock = self._runtime.clock
+        self._backing_off += 1
+        try:
+            await clock.sleep_until(clock.now() + delay_ms)
+        finally:
+            self._backing_off -= 1
+
+    # -- start-up and retention ----------------------------------------------------------
+
+    async def _fail_interrupted_actions(self) -> None:
+        runtime = self._runtime
+        while True:
+
+            async def body(txn: Transaction) -> int:
+                rows = await txn.scan(BY_STATE, state_range(JobState.IN_PROGRESS), "asc", 100)
+                now = runtime.clock.now()
+                for _, doc in rows:
+                    txn.put(
+                        SCHEDULED_FUNCTIONS,
+                        doc,
+                        finished(doc, JobState.FAILED, now, TRANSIENT_ACTION_ERROR),
+                    )
+                return len(rows)
+
+            if await runtime.system_mutation(body) < 100:
+                return
+
+    async def _retention(self, now: float) -> None:
+        runtime = self._runtime
+        cutoff = now - runtime.retention_ms
+        while True:
+
+            async def body(txn: Transaction) -> int:
+                rows = await txn.scan(
+                    BY_COMPLETED, completed_before(cutoff), "asc", RETENTION_BATCH
+                )
+                for _, doc in rows:
+                    txn.put(SCHEDULED_FUNCTIONS, doc, None)
+                return len(rows)
+
+            deleted = await runtime.system_mutation(body)
+            if deleted < RETENTION_BATCH:
+                return
+            await asyncio.sleep(0)  # let dispatch run between batches
+
+
+def _event(
+    job_id: str, path: str, kind: str, outcome: str, started: float, ended: float
+) -> dict[str, Any]:
+    return {
+        "type": "job",
+        "job": job_id,
+        "path": path,
+        "kind": kind,
+        "outcome": outcome,
+        "duration_ms": ended - started,
+    }

@@ -1,0 +1,195 @@
+"""The storage port: the contract every document store implements.
+
+A store holds documents (dicts with ``_id`` and ``_creationTime``) grouped in
+tables, plus index entries over them, and runs serializable optimistic
+transactions:
+
+* :meth:`Store.snapshot` pins a consistent, committed point in time. Every read
+  made with that snapshot (:meth:`Store.get`, :meth:`Store.scan`) sees exactly
+  the commits up to it, however many commits land meanwhile.
+* :meth:`Store.commit` validates a transaction's read set against every commit
+  made after its snapshot. If any of them wrote a document the transaction
+  read by id, or changed an index entry inside a key range the transaction
+  scanned, the commit raises :class:`ConflictError` and nothing is written.
+  Otherwise the writes are applied atomically and are durable (for durable
+  stores) when the call returns.
+
+Conflict checks happen inside the store, so a store shared by several
+processes (PostgreSQL, later) can do them in the database itself.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..errors import ConvexpyError
+
+__all__ = [
+    "BY_CREATION_TIME",
+    "BY_ID",
+    "ConflictError",
+    "Document",
+    "IndexDef",
+    "KeyRange",
+    "ReadSet",
+    "Snapshot",
+    "Store",
+    "Write",
+]
+
+Document = dict[str, Any]
+Order = Literal["asc", "desc"]
+
+BY_ID = "by_id"
+BY_CREATION_TIME = "by_creation_time"
+
+
+@dataclass(frozen=True, slots=True)
+class IndexDef:
+    """An index of ``table`` on ``fields`` (``_creationTime`` and ``_id`` are implied last)."""
+
+    table: str
+    name: str
+    fields: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        """The store-wide name of the index, ``"table.name"``."""
+        return f"{self.table}.{self.name}"
+
+    @staticmethod
+    def by_creation_time(table: str) -> IndexDef:
+        return IndexDef(table, BY_CREATION_TIME, ())
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRange:
+    """The half-open byte range ``[low, high)`` of index keys; ``high=None`` is unbounded."""
+
+    index: str
+    low: bytes
+    high: bytes | None
+
+    def contains(self, key: bytes) -> bool:
+        return key >= self.low and (self.high is None or key < self.high)
+
+
+@dataclass(slots=True)
+class ReadSet:
+    """What a transaction observed: documents read by id and index ranges scanned.
+
+    ``ids`` also holds ids that were looked up and not found, so a later
+    insert of that id (impossible with random ids, but cheap to cover) or a
+    delete both count as conflicts.
+    """
+
+    ids: set[str] = field(default_factory=set)
+    ranges: list[KeyRange] = field(default_factory=list)
+    tables: dict[str, str] = field(default_factory=dict)
+    """Maps each id in ``ids`` to its table, to name the table in conflict errors."""
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One document change of a transaction: ``old`` is None for an insert, ``new`` for a delete."""
+
+    id: str
+    table: str
+    old: Document | None
+    new: Document | None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A pinned point in the commit history; release it with :meth:`Store.release`."""
+
+    ts: int
+
+
+class ConflictError(ConvexpyError):
+    """A commit found that data it read was changed by a concurrent commit.
+
+    Internal: the runtime retries the transaction; callers see
+    ``OptimisticConcurrencyError`` only once retries are exhausted.
+    """
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        super().__init__(f"conflict on table {table!r}")
+
+
+class Store(ABC):
+    """A transactional document store. See the module docstring for the contract."""
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Open the store (create files and tables if needed)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Finish in-flight commits and release every resource. Idempotent."""
+
+    @abstractmethod
+    async def configure_indexes(self, indexes: Iterable[IndexDef]) -> None:
+        """Declare the full set of indexes beyond ``by_creation_time``.
+
+        New indexes are built (backfilled) from the existing documents before
+        this returns; indexes no longer declared are dropped. ``by_creation_time``
+        exists for every table without being declared.
+        """
+
+    @abstractmethod
+    def indexes_of(self, table: str) -> Mapping[str, IndexDef]:
+        """The indexes of ``table`` by name, ``by_creation_time`` included."""
+
+    @abstractmethod
+    def snapshot(self) -> Snapshot:
+        """Pin the latest committed state for reading."""
+
+    @abstractmethod
+    def release(self, snapshot: Snapshot) -> None:
+        """Tell the store a snapshot will not be read any more."""
+
+    @abstractmethod
+    async def get(self, snapshot: Snapshot, doc_id: str) -> Document | None:
+        """The document with ``doc_id`` as of ``snapshot``, or None."""
+
+    @abstractmethod
+    async def scan(
+        self,
+        snapshot: Snapshot,
+        key_range: KeyRange,
+        order: Order,
+        limit: int,
+    ) -> list[tuple[bytes, Document]]:
+        """Up to ``limit`` ``(key, document)`` pairs of an index range, in key order.
+
+        ``order="desc"`` returns the highest keys first.
+        """
+
+    @abstractmethod
+    async def commit(self, snapshot: Snapshot, reads: ReadSet, writes: list[Write]) -> int:
+        """Validate ``reads`` against later commits, then apply ``writes`` atomically.
+
+        Returns the commit's timestamp. Raises :class:`ConflictError` (and
+        writes nothing) on a conflict. ``old`` of each write must be the
+        document as read in ``snapshot``; every written id must be in
+        ``reads.ids``. When this returns, the commit is visible to new
+        snapshots and, for durable stores, on disk.
+        """
+
+    @abstractmethod
+    def creation_time(self, table: str, now_ms: float) -> float:
+        """A ``_creationTime`` for a new document: ``>= now_ms`` and strictly
+        greater than every one handed out before for ``table``."""
+
+    @abstractmethod
+    async def prepare_table(self, table: str) -> None:
+        """Load what :meth:`creation_time` needs for ``table`` (idempotent, cheap)."""
+
+    @abstractmethod
+    async def tables(self) -> list[str]:
+        """Names of the tables that hold or held documents."""

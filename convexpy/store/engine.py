@@ -1,0 +1,291 @@
+"""Shared machinery of the embedded stores (memory and SQLite).
+
+:class:`LatestVersionStore` implements the :class:`~convexpy.store.base.Store`
+contract on top of a backend that keeps only the latest version of each
+document: snapshots are served by overlaying the commit log's before-images
+(see :mod:`convexpy.store.occ`), conflict checks run against the log, and
+commits are applied by a single flusher in batches, so that concurrent
+mutations share one backend transaction (group commit).
+
+Subclasses provide the backend: ``_base_get``, ``_base_scan``, ``_base_apply``
+and friends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from abc import abstractmethod
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import MappingProxyType
+
+from ..errors import StoreClosedError
+from .base import (
+    BY_CREATION_TIME,
+    ConflictError,
+    Document,
+    IndexDef,
+    KeyRange,
+    Order,
+    ReadSet,
+    Snapshot,
+    Store,
+    Write,
+)
+from .keys import encode_index_key
+from .occ import Commit, CommitLog, IndexChange
+
+__all__ = ["LatestVersionStore", "index_key_of", "overlay_scan"]
+
+Rows = list[tuple[bytes, Document]]
+
+
+def index_key_of(index: IndexDef, doc: Document) -> bytes:
+    """The key of ``doc`` in ``index``."""
+    return encode_index_key(doc, index.fields, doc["_creationTime"], doc["_id"])
+
+
+async def overlay_scan(
+    fetch: Callable[[KeyRange, Order, int], Awaitable[Rows]],
+    changes: Callable[[], Mapping[str, Document | None]],
+    index: IndexDef,
+    key_range: KeyRange,
+    order: Order,
+    limit: int,
+) -> Rows:
+    """Scan an index range from ``fetch``, with some documents replaced.
+
+    ``changes()`` maps document ids to the version to show instead of the
+    fetched one (None: the document does not exist). It is called after each
+    fetch, so changes that land while a fetch is in flight are seen. Used for
+    snapshot reads over the latest state (changes are before-images) and for
+    a transaction reading its own writes (changes are its pending writes).
+    """
+    result: Rows = []
+    remaining = key_range
+    descending = order == "desc"
+    while len(result) < limit:
+        want = limit - len(result)
+        rows = await fetch(remaining, order, want)
+        changed = changes()
+        exhausted = len(rows) < want
+        if changed:
+            chunk = [row for row in rows if row[1]["_id"] not in changed]
+            bound = None if exhausted else rows[-1][0]
+            for version in changed.values():
+                if version is None:
+                    continue
+                key = index_key_of(index, version)
+                if not remaining.contains(key):
+                    continue
+                if bound is not None and (key < bound if descending else key > bound):
+                    continue
+                chunk.append((key, version))
+            chunk.sort(key=lambda row: row[0], reverse=descending)
+        else:
+            chunk = rows
+        result.extend(chunk)
+        if exhausted:
+            break
+        last = rows[-1][0]
+        if descending:
+            remaining = KeyRange(key_range.index, remaining.low, last)
+        else:
+            remaining = KeyRange(key_range.index, last + b"\x00", remaining.high)
+    del result[limit:]
+    return result
+
+
+class LatestVersionStore(Store):
+    """A store over a latest-version backend; see the module docstring."""
+
+    #: Apply commits inline in ``commit`` (no I/O: the memory backend).
+    _apply_inline = False
+
+    def __init__(self) -> None:
+        self._log = CommitLog()
+        self._applied_ts = 0
+        self._next_ts = 1
+        self._declared: dict[str, dict[str, IndexDef]] = {}
+        self._index_by_key: dict[str, IndexDef] = {}
+        self._last_creation: dict[str, float] = {}
+        self._flusher: asyncio.Task[None] | None = None
+        self._closed = False
+        self._opened = False
+        self.conflicts = 0
+        """How many commits were refused for conflicts (observability and tests)."""
+
+    # -- backend -------------------------------------------------------------
+
+    @abstractmethod
+    async def _base_get(self, doc_id: str) -> Document | None: ...
+
+    @abstractmethod
+    async def _base_scan(
+        self, key_range: KeyRange, order: Order, limit: int
+    ) -> list[tuple[bytes, Document]]: ...
+
+    @abstractmethod
+    async def _base_apply(self, commits: list[Commit]) -> None: ...
+
+    def _base_apply_now(self, commit: Commit) -> None:
+        """Apply one commit synchronously; only for backends with ``_apply_inline``."""
+        raise TypeError(f"{type(self).__name__} does not apply commits inline")
+
+    @abstractmethod
+    async def _base_sync_indexes(self, declared: list[IndexDef]) -> None:
+        """Build the declared indexes that do not exist yet and drop the others
+        (``by_creation_time`` indexes are never dropped)."""
+
+    # -- indexes ---------------------------------------------------------------
+
+    async def configure_indexes(self, indexes: Iterable[IndexDef]) -> None:
+        declared: dict[str, dict[str, IndexDef]] = {}
+        for index in indexes:
+            if index.name == BY_CREATION_TIME:
+                raise ValueError(f"index name {BY_CREATION_TIME!r} is reserved")
+            declared.setdefault(index.table, {})[index.name] = index
+        self._check_open()
+        self._declared = declared
+        self._index_by_key = {i.key: i for t in declared.values() for i in t.values()}
+        await self._base_sync_indexes(list(self._index_by_key.values()))
+
+    def indexes_of(self, table: str) -> Mapping[str, IndexDef]:
+        indexes = {BY_CREATION_TIME: IndexDef.by_creation_time(table)}
+        indexes.update(self._declared.get(table, {}))
+        return MappingProxyType(indexes)
+
+    def _index(self, key: str) -> IndexDef:
+        index = self._index_by_key.get(key)
+        if index is None:
+            table, _, name = key.rpartition(".")
+            if name != BY_CREATION_TIME:
+                raise KeyError(f"unknown index {key!r}")
+            index = IndexDef.by_creation_time(table)
+            self._index_by_key[key] = index
+        return index
+
+    # -- snapshots and reads -----------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        self._check_open()
+        self._log.pin(self._applied_ts)
+        return Snapshot(self._applied_ts)
+
+    def release(self, snapshot: Snapshot) -> None:
+        self._log.unpin(snapshot.ts)
+
+    async def get(self, snapshot: Snapshot, doc_id: str) -> Document | None:
+        self._check_open()
+        # Read the backend first, then correct with the log: any commit the
+        # backend might already reflect is in the log by then.
+        latest = await self._base_get(doc_id)
+        changed, version = self._log.version_at(snapshot.ts, doc_id)
+        return version if changed else latest
+
+    async def scan(
+        self, snapshot: Snapshot, key_range: KeyRange, order: Order, limit: int
+    ) -> list[tuple[bytes, Document]]:
+        self._check_open()
+        index = self._index(key_range.index)
+        return await overlay_scan(
+            self._base_scan,
+            lambda: self._log.versions_at(snapshot.ts, index.table),
+            index,
+            key_range,
+            order,
+            limit,
+        )
+
+    # -- commits -------------------------------------------------------------------
+
+    async def commit(self, snapshot: Snapshot, reads: ReadSet, writes: list[Write]) -> int:
+        self._check_open()
+        conflict = self._log.find_conflict(snapshot.ts, reads)
+        if conflict is not None:
+            self.conflicts += 1
+            raise ConflictError(conflict)
+        if not writes:
+            return snapshot.ts
+        commit = Commit(self._next_ts, writes, self._index_changes(writes))
+        self._next_ts += 1
+        self._log.append(commit)
+        if self._apply_inline:
+            self._base_apply_now(commit)
+            self._applied_ts = commit.ts
+            self._log.trim(self._applied_ts)
+            return commit.ts
+        commit.done = asyncio.get_running_loop().create_future()
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_loop())
+        # Shielded: a caller that gives up waiting does not undo a commit that
+        # is already validated and on its way to disk.
+        await asyncio.shield(commit.done)
+        return commit.ts
+
+    def _index_changes(self, writes: list[Write]) -> list[IndexChange]:
+        changes: list[IndexChange] = []
+        for write in writes:
+            for index in self.indexes_of(write.table).values():
+                old = None if write.old is None else index_key_of(index, write.old)
+                new = None if write.new is None else index_key_of(index, write.new)
+                if old != new:
+                    changes.append(IndexChange(index.key, write.id, old, new))
+        return changes
+
+    async def _flush_loop(self) -> None:
+        while True:
+            batch = self._log.after(self._applied_ts)
+            if not batch:
+                return
+            try:
+                await self._base_apply(batch)
+            except BaseException as exc:
+                self._log.remove(batch)
+                for commit in batch:
+                    if commit.done is not None and not commit.done.done():
+                        commit.done.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            self._applied_ts = batch[-1].ts
+            for commit in batch:
+                if commit.done is not None and not commit.done.done():
+                    commit.done.set_result(None)
+            self._log.trim(self._applied_ts)
+
+    async def _drain(self) -> None:
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+
+    # -- creation times -----------------------------------------------------------
+
+    async def prepare_table(self, table: str) -> None:
+        if table in self._last_creation:
+            return
+        snapshot = self.snapshot()
+        try:
+            rows = await self.scan(
+                snapshot,
+                KeyRange(IndexDef.by_creation_time(table).key, b"", None),
+                "desc",
+                1,
+            )
+        finally:
+            self.release(snapshot)
+        last = rows[0][1]["_creationTime"] if rows else 0.0
+        self._last_creation.setdefault(table, last)
+
+    def creation_time(self, table: str, now_ms: float) -> float:
+        last = self._last_creation.get(table, 0.0)
+        value = now_ms if now_ms > last else math.nextafter(last, math.inf)
+        self._last_creation[table] = value
+        return value
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed or not self._opened:
+            raise StoreClosedError(
+                "the store is closed" if self._closed else "the store is not open yet"
+            )

@@ -1,0 +1,130 @@
+"""Order-preserving binary encoding of Convex values, for index keys.
+
+Index entries are compared as raw bytes (``memcmp`` in SQLite, ``bytes``
+comparison in memory), so the encoding must sort exactly like Convex orders
+values: undefined < null < int64 < float64 < boolean < string < bytes <
+array < object. Every encoded value is self-delimiting (no encoding is a
+proper prefix of another), which lets a range over the leading fields of an
+index be expressed as a byte range over key prefixes.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+__all__ = [
+    "MISSING",
+    "encode_index_key",
+    "encode_prefix",
+    "encode_value",
+    "prefix_successor",
+]
+
+
+class _Missing:
+    """A field absent from the document (Convex's ``undefined``)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = _Missing()
+
+_T_UNDEFINED = b"\x01"
+_T_NULL = b"\x02"
+_T_INT = b"\x03"
+_T_FLOAT = b"\x04"
+_T_FALSE = b"\x05"
+_T_TRUE = b"\x06"
+_T_STR = b"\x07"
+_T_BYTES = b"\x08"
+_T_ARRAY = b"\x09"
+_T_OBJECT = b"\x0a"
+_END = b"\x00"
+
+_pack_q = struct.Struct(">Q").pack
+_pack_d = struct.Struct(">d").pack
+_SIGN = 1 << 63
+_MASK = (1 << 64) - 1
+
+
+def _escape(raw: bytes) -> bytes:
+    # 0x00 ends a string, so a literal 0x00 becomes 0x00 0xff: that sorts
+    # after the terminator (0x00 0x00 never appears), keeping prefixes first.
+    return raw.replace(b"\x00", b"\x00\xff") + b"\x00\x00"
+
+
+def encode_value(value: object) -> bytes:
+    """Encode one Convex value (or ``MISSING``) so byte order is value order."""
+    if value is None:
+        return _T_NULL
+    if value is True:
+        return _T_TRUE
+    if value is False:
+        return _T_FALSE
+    if isinstance(value, int):
+        return _T_INT + _pack_q((value + _SIGN) & _MASK)
+    if isinstance(value, float):
+        bits = int.from_bytes(_pack_d(value), "big")
+        # Negative floats: flip all bits; positive: flip the sign bit.
+        bits = (~bits & _MASK) if bits & _SIGN else bits | _SIGN
+        return _T_FLOAT + bits.to_bytes(8, "big")
+    if isinstance(value, str):
+        return _T_STR + _escape(value.encode("utf-8"))
+    if isinstance(value, bytes):
+        return _T_BYTES + _escape(value)
+    if isinstance(value, list):
+        return _T_ARRAY + b"".join(b"\x01" + encode_value(item) for item in value) + _END
+    if isinstance(value, dict):
+        parts = [
+            b"\x01" + _escape(key.encode("utf-8")) + encode_value(item)
+            for key, item in value.items()
+        ]
+        return _T_OBJECT + b"".join(parts) + _END
+    if value is MISSING:
+        return _T_UNDEFINED
+    raise TypeError(f"cannot index a value of type {type(value).__name__}")
+
+
+def encode_prefix(values: list[object] | tuple[object, ...]) -> bytes:
+    """Encode the leading field values of an index key."""
+    return b"".join(encode_value(value) for value in values)
+
+
+def encode_index_key(
+    doc: dict[str, object], fields: tuple[str, ...], creation_time: float, doc_id: str
+) -> bytes:
+    """The full key of ``doc`` in an index on ``fields``.
+
+    Like Convex, every index ends with ``_creationTime`` and ``_id``, so keys
+    are unique and ties between equal field values sort by creation.
+    """
+    parts = [encode_value(_lookup(doc, field)) for field in fields]
+    parts.append(encode_value(creation_time))
+    parts.append(_escape(doc_id.encode("ascii")))
+    return b"".join(parts)
+
+
+def _lookup(doc: dict[str, object], field: str) -> object:
+    if "." not in field:
+        return doc.get(field, MISSING)
+    current: object = doc
+    for part in field.split("."):
+        if not isinstance(current, dict) or part not in current:
+            return MISSING
+        current = current[part]
+    return current
+
+
+def prefix_successor(prefix: bytes) -> bytes | None:
+    """The smallest byte string greater than every string starting with ``prefix``.
+
+    ``None`` means there is none (the prefix is all 0xff, or empty).
+    """
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])

@@ -1,0 +1,190 @@
+"""``ConvexTest``: run an app on a memory store and a virtual clock, for tests.
+
+::
+
+    async with ConvexTest("convex") as t:
+        await t.mutation(api.messages.send, {"body": "hi"})
+        await t.advance(5000)          # the self-destruct job runs, in zero wall time
+        assert await t.query(api.messages.count) == 0
+
+Scheduled jobs never run behind the test's back: they start only inside
+:meth:`ConvexTest.advance`, :meth:`ConvexTest.finish_in_progress_scheduled_functions`
+and :meth:`ConvexTest.finish_all_scheduled_functions`, which run everything
+that falls due, in order, to completion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .clock import VirtualClock
+from .context import Auth, MutationCtx, UserIdentity
+from .db import DatabaseWriter, Transaction
+from .errors import ConvexpyError
+from .runtime import Runtime
+from .scheduler.api import MutationScheduler, ScheduledWrites
+from .scheduler.jobs import JobState, state_range
+from .scheduler.jobs import BY_STATE
+
+__all__ = ["ConvexTest"]
+
+DEFAULT_START_MS = 1_767_225_600_000.0  # 2026-01-01T00:00:00Z
+
+
+class ConvexTest:
+    """A whole app (crons included) on a memory store and a :class:`VirtualClock`.
+
+    ``settle_timeout`` bounds, in real seconds, how long the harness waits for
+    running jobs that wait on something other than the virtual clock.
+    """
+
+    def __init__(
+        self,
+        app_dir: str | Path = "convex",
+        *,
+        start_ms: float = DEFAULT_START_MS,
+        parallelism: int = 16,
+        crons: bool = True,
+        settle_timeout: float = 30.0,
+    ) -> None:
+        self.clock = VirtualClock(start_ms)
+        self.runtime = Runtime(
+            app_dir, store="memory", clock=self.clock, parallelism=parallelism, crons=crons
+        )
+        self.settle_timeout = settle_timeout
+
+    async def __aenter__(self) -> ConvexTest:
+        self.runtime.dispatcher.paused = True
+        await self.runtime.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.runtime.__aexit__(exc_type, exc, tb)
+
+    @property
+    def now(self) -> float:
+        """The virtual time, in epoch milliseconds."""
+        return self.clock.now()
+
+    # -- calls ---------------------------------------------------------------------
+
+    async def query(
+        self, function: object, args: dict[str, Any] | None = None, *, identity: UserIdentity | None = None
+    ) -> Any:
+        return await self.runtime.query(function, args, identity=identity)
+
+    async def mutation(
+        self, function: object, args: dict[str, Any] | None = None, *, identity: UserIdentity | None = None
+    ) -> Any:
+        return await self.runtime.mutation(function, args, identity=identity)
+
+    async def action(
+        self, function: object, args: dict[str, Any] | None = None, *, identity: UserIdentity | None = None
+    ) -> Any:
+        return await self.runtime.action(function, args, identity=identity)
+
+    async def run(self, body: Callable[[MutationCtx], Awaitable[Any]]) -> Any:
+        """Run ``body(ctx)`` in a mutation transaction; ``ctx.db.get`` and
+        ``ctx.db.query`` also read system tables (``_scheduled_functions``)."""
+        runtime = self.runtime
+        writes = ScheduledWrites()
+
+        async def transaction(txn: Transaction) -> Any:
+            writes.jobs.clear()
+            writes.canceled.clear()
+            db = DatabaseWriter(txn, allow_system_reads=True)
+            ctx = MutationCtx(db, Auth(None), MutationScheduler(runtime, txn, writes))
+            result = body(ctx)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+
+        result = await runtime.system_mutation(transaction)
+        runtime.dispatcher.notify(writes)
+        return result
+
+    # -- time --------------------------------------------------------------------------
+
+    async def advance(self, ms: float) -> None:
+        """Move virtual time forward by ``ms``, running everything that falls due,
+        in order, to completion."""
+        if ms < 0:
+            raise ValueError(f"advance() needs ms >= 0, got {ms}")
+        await self._run_until(self.clock.now() + ms)
+
+    async def finish_in_progress_scheduled_functions(self) -> None:
+        """Run the jobs that are due now (and what they start right away) to completion."""
+        await self._run_until(self.clock.now())
+
+    async def finish_all_scheduled_functions(self, *, max_jobs: int = 10_000) -> None:
+        """Run jobs, advancing time as needed, until none is pending.
+
+        Raises :class:`ConvexpyError` after ``max_jobs`` job runs, which stops
+        jobs that keep rescheduling themselves from looping forever.
+        """
+        started = self._jobs_started()
+        while True:
+            await self._run_until(self.clock.now())
+            next_time = await self._next_pending_time()
+            if next_time is None:
+                return
+            if self._jobs_started() - started > max_jobs:
+                raise ConvexpyError(
+                    f"finish_all_scheduled_functions(): still pending jobs after {max_jobs} "
+                    "job runs; a job probably reschedules itself forever. Use advance() to "
+                    "step through time, or raise max_jobs."
+                )
+            await self._run_until(max(next_time, self.clock.now()))
+
+    def _jobs_started(self) -> int:
+        return self.runtime.dispatcher.started
+
+    async def _next_pending_time(self) -> float | None:
+        txn = self.runtime.transaction(writable=False)
+        try:
+            rows = await txn.scan(BY_STATE, state_range(JobState.PENDING), "asc", 1)
+        finally:
+            txn.release()
+        return rows[0][1]["scheduledTime"] if rows else None
+
+    async def _run_until(self, target: float) -> None:
+        dispatcher = self.runtime.dispatcher
+        dispatcher.resume()
+        try:
+            while True:
+                await self._settle()
+                deadline = self.clock.next_deadline()
+                if deadline is None or deadline > target:
+                    break
+                self.clock.set(deadline)
+            if target > self.clock.now():
+                self.clock.set(target)
+            await self._settle()
+        finally:
+            dispatcher.paused = True
+
+    async def _settle(self) -> None:
+        """Yield to the event loop until nothing can happen without the clock moving."""
+        dispatcher = self.runtime.dispatcher
+        give_up = time.monotonic() + self.settle_timeout
+        quiet_rounds = 0
+        while quiet_rounds < 3:
+            await asyncio.sleep(0)
+            quiet_rounds = quiet_rounds + 1 if self.runtime.quiet else 0
+            if time.monotonic() > give_up:
+                raise ConvexpyError(
+                    f"ConvexTest: {dispatcher.running} scheduled job(s) still running after "
+                    f"{self.settle_timeout} s of real time; a job is waiting on something other "
+                    "than the virtual clock (real sleeps, network)"
+                )

@@ -1,0 +1,2 @@
+def counter_value(doc):
+    return doc["value"]
