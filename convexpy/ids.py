@@ -31,6 +31,7 @@ __all__ = [
     "check_id",
     "decode_id",
     "encode_id",
+    "id_problem",
     "id_table_number",
     "is_id_of",
     "new_id",
@@ -152,8 +153,16 @@ def _shown(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+class _MalformedId(InvalidIdError):
+    """An id that does not decode; ``why`` is the reason without the id itself."""
+
+    def __init__(self, value: object, why: str) -> None:
+        super().__init__(f"not a valid document id: {_shown(value)} ({why})")
+        self.why = why
+
+
 def _invalid(value: object, why: str) -> InvalidIdError:
-    return InvalidIdError(f"not a valid document id: {_shown(value)} ({why})")
+    return _MalformedId(value, why)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -221,25 +230,34 @@ def is_id_of(id: object, table: str) -> bool:
         return False
 
 
-def check_id(id: object, table: str | None) -> None:
-    """Raise :class:`InvalidIdError` unless ``id`` is an id of ``table``.
+def id_problem(id: object, table: str | None) -> str | None:
+    """Why ``id`` is not an id of ``table`` (of any table if ``None``), or ``None``.
 
-    ``table=None`` accepts an id of any table. The message names the expected
-    table and, for a well-formed id of another table, says so (naming that
-    table when this process knows its name).
+    For messages: ``"not a valid document id (bad checksum)"`` or ``"it is an
+    id of table 'users'"`` (``"of another table"`` when this process has not
+    seen the other table's name).
     """
     try:
         number, _ = decode_id(id)
-    except InvalidIdError as error:
-        if table is None:
-            raise
-        raise InvalidIdError(f"expected an id of table {table!r}: {error}") from None
+    except _MalformedId as error:
+        return f"not a valid document id ({error.why})"
     if table is not None and number != table_number(table):
         other = _table_names.get(number)
-        owner = f"table {other!r}" if other is not None else "another table"
-        raise InvalidIdError(
-            f"expected an id of table {table!r}, got {_shown(id)}, an id of {owner}"
-        )
+        return f"it is an id of table {other!r}" if other else "it is an id of another table"
+    return None
+
+
+def check_id(id: object, table: str | None) -> None:
+    """Raise :class:`InvalidIdError` unless ``id`` is an id of ``table``.
+
+    ``table=None`` accepts a well-formed id of any table. The message names
+    the expected table and, for a well-formed id of another table, says so
+    (naming that table when this process knows its name).
+    """
+    problem = id_problem(id, table)
+    if problem is not None:
+        expected = "a document id" if table is None else f"an id of table {table!r}"
+        raise InvalidIdError(f"expected {expected}, got {_shown(id)}: {problem}")
 
 
 @dataclass(frozen=True, slots=True)

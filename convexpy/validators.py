@@ -37,11 +37,10 @@ import msgspec
 
 from .errors import (
     ArgumentValidationError,
-    InvalidIdError,
     ReturnsValidationError,
     SchemaValidationError,
 )
-from .ids import Id, IdOf, check_id
+from .ids import Id, IdOf, id_problem
 from .values import (
     INT64_MAX,
     INT64_MIN,
@@ -342,7 +341,7 @@ class VInt64(Validator):
         if isinstance(value, int) and not isinstance(value, bool):
             if INT64_MIN <= value <= INT64_MAX:
                 return int(value)
-            raise _Mismatch(value, "int64", detail="outside the int64 range")
+            raise _Mismatch(value, "int64")
         raise _Mismatch(value, "int64")
 
     def _kinds(self) -> frozenset[str]:
@@ -486,10 +485,9 @@ class VId(Validator):
     def _check(self, value: Any) -> Any:
         if not isinstance(value, str):
             raise _Mismatch(value, self.describe())
-        try:
-            check_id(value, self.table)
-        except InvalidIdError as error:
-            raise _Mismatch(value, self.describe(), detail=str(error)) from None
+        problem = id_problem(value, self.table)
+        if problem is not None:
+            raise _Mismatch(value, self.describe(), detail=problem)
         return value
 
     def _kinds(self) -> frozenset[str]:

@@ -372,7 +372,7 @@ def test_schedule_api() -> None:
     assert compile_schedule(paris.spec) == paris
     assert paris != compile_schedule("30 2 * * *")
 
-    described = {
+    described: dict[str, dict[str, object]] = {
         "every 30 seconds": {"kind": "interval", "seconds": 30},
         "every minute": {"kind": "interval", "seconds": 60},
         "every 90 seconds": {"kind": "interval", "seconds": 90},
@@ -414,7 +414,7 @@ CRON_ERRORS = [
     ("   ", "cron", "empty"),
     ("@daily", "cron", "macros"),
     ("@hourly", "cron", "macros"),
-    ("０ * * * *", "cron", "ASCII"),  # full-width digit
+    ("\uff10 * * * *", "cron", "ASCII"),  # full-width digit
     ("0\u00a00 * * *", "cron", "ASCII"),  # no-break space
     ("61 * * * *", "minute", "minute 61 is out of range 0-59"),
     ("* 24 * * *", "hour", "out of range 0-23"),

@@ -9,30 +9,34 @@ Cron strings follow Convex's rules (DESIGN §5): exactly five fields (minute,
 hour, day-of-month, month, day-of-week) separated by ASCII whitespace; ``*``,
 values, ranges ``a-b`` (``a-a`` is the single value ``a``; ``a > b`` wraps
 round, so ``fri-mon`` and ``22-2`` work), steps ``*/n``, ``a/n`` (from ``a``
-to the field's maximum) and ``a-b/n`` with ``1 <= n <=`` the field's span,
-comma lists, JAN-DEC and SUN-SAT in any case, day-of-week 0-7 with Sunday as
-0 or 7; day-of-month ``L``, ``LW`` and ``nW`` (the weekday nearest to day
-``n`` without leaving the month, as in Quartz); day-of-week ``nL`` (the last
-weekday ``n`` of the month) and ``n#k`` (the ``k``-th, ``k`` = 1-5). ``L``,
-``LW``, ``nW``, ``nL`` and ``n#k`` fill their field alone, as in saffron (the
-parser Convex uses); ``L`` and ``W`` are accepted in either case. When both
-day fields are restricted (neither is a bare ``*``; ``*/2`` counts as
-restricted) a day matching either fires; otherwise both must match. A spec
-that can never fire is refused when compiled. The day rules depend only on
-the length of the month and the weekday of its first day, so the compiler
-tabulates the 28 possible months and the "never fires" check is exact:
-every (month, length, first weekday) combination occurs in the 400-year
-Gregorian cycle.
+to the field's maximum: Saturday for day-of-week, so ``7/n`` is Sunday alone)
+and ``a-b/n`` with ``1 <= n <=`` the field's span, comma lists, JAN-DEC and
+SUN-SAT in any case, day-of-week 0-7 with Sunday as 0 or 7 (as Convex's docs
+say; saffron, the parser Convex runs, numbers them 1-7 from Sunday, Quartz
+style). Day-of-month ``L``, ``LW`` and ``nW`` (the weekday nearest to day
+``n`` without leaving the month, as in Quartz: ``1W`` on a Saturday is
+Monday the 3rd, ``31W`` on a Sunday is Friday the 29th, and a month without
+day ``n`` has no ``nW`` day); day-of-week ``nL`` (the last weekday ``n`` of
+the month) and ``n#k`` (the ``k``-th, ``k`` = 1-5). These five forms fill
+their field alone, as in saffron; ``L`` and ``W`` are accepted in either
+case. When both day fields are restricted (neither is a bare ``*``; ``*/2``
+counts as restricted) a day matching either fires; otherwise both must
+match. A spec that can never fire is refused when compiled. The day rules
+depend only on the length of the month and the weekday of its first day, so
+the compiler tabulates the 28 possible months, and the "never fires" check
+is exact: every (month, length, first weekday) combination occurs in the
+400-year Gregorian cycle.
 
 Why not croniter (or cronsim)? Both differ from these rules in edge cases:
 croniter reads ``5-5`` as the whole cycle, accepts steps larger than the
-field (``*/61``), lacks ``LW``, ``nW`` and ``nL``, and treats a day field
-covering every value as ``*`` for the OR rule; cronsim refuses wrapping
-ranges, lets ``1/2`` in day-of-week reach 7 (Sunday), and uses the Vixie
-rule (a day field *starting* with ``*`` forces AND). Neither gives the
-DST behaviour below. Evaluating the fields ourselves is also 5-20x faster:
-fields compile to lookup tables and bitsets, and the search skips whole
-months, days and hours instead of testing minutes one by one.
+field (``*/61``), lacks ``LW`` and ``nL``, moves a ``31W`` in a 30-day month
+to the 30th, and treats a day field covering every value as ``*`` for the OR
+rule; cronsim refuses wrapping ranges, lacks ``nW``, lets ``1/2`` in
+day-of-week reach 7 (Sunday), and uses the Vixie rule (a day field *starting*
+with ``*`` forces AND). Neither has the DST rules below. Evaluating the
+fields ourselves is also 5-50x faster (``benchmarks/cron_next.py``): they
+compile to lookup tables and bitsets, and the search skips whole months,
+days and hours instead of testing minutes one by one.
 
 Time zones. Clock schedules (everything but ``interval``) fire in UTC unless
 compiled with ``timezone="Europe/Paris"`` (an IANA name, via :mod:`zoneinfo`;
@@ -42,6 +46,8 @@ of the gap (the first instant after it, e.g. 03:00 for a skipped 02:30); a
 local time repeated by a fall-back fires once, at its first occurrence. So in
 a zone with DST a ``*/30 * * * *`` schedule pauses for the repeated hour; use
 UTC when strict periodicity matters. ``interval`` schedules ignore time zones.
+With a time zone, the dict fields ``hourUTC`` and ``minuteUTC`` (names kept
+for Convex compatibility) are read as local time.
 
 Dict specs. ``{"kind": "interval", "seconds" | "minutes" | "hours": n}``
 (exactly one, a positive integer), ``{"kind": "hourly", "minuteUTC"}``,

@@ -230,7 +230,7 @@ class TimerWheel(Generic[K]):
             for _, key in due:
                 del ready[key]
                 del where[key]
-        due.sort(key=lambda x: x[0][0])
+        due.sort(key=_by_entry)
         self._next_valid = False
         return [(entry[0], key) for entry, key in due]
 
