@@ -12,6 +12,7 @@ event loop), so that ratios carry over between machines.
     python benchmarks/mutations.py                       # memory + sqlite, 1/8/64 callers
     python benchmarks/mutations.py --seconds 10 --callers 64 --json
     python benchmarks/mutations.py --profile sqlite:64   # cProfile one cell
+    python benchmarks/mutations.py --profile memory:64 --profiler pyinstrument
 
 Stores: ``memory`` and ``sqlite`` (``sqlite:///<tmpdir>/bench.db``, durable:
 ``synchronous=FULL``); ``sqlite-normal`` is also accepted.
@@ -162,17 +163,18 @@ async def run_cell(
     callers: int,
     warmup: float,
     seconds: float,
-    profiler: cProfile.Profile | None = None,
+    profiler: Any = None,
 ) -> Cell:
+    """Time one cell; with ``profiler`` (``start()``/``stop()``), profile the timed part."""
     context: AbstractAsyncContextManager[Call] = target(store)
     async with context as call:
         if profiler is not None:
             await drive(call, callers, 0.0, warmup)  # warm up outside the profile
-            profiler.enable()
+            profiler.start()
             try:
                 calls, latencies = await drive(call, callers, 0.0, seconds)
             finally:
-                profiler.disable()
+                profiler.stop()
         else:
             calls, latencies = await drive(call, callers, warmup, seconds)
     latencies.sort()
@@ -252,10 +254,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile",
         metavar="STORE:CALLERS",
-        help="run one cell under cProfile and print the top functions instead",
+        help="run one cell under a profiler and print where the time goes instead",
+    )
+    parser.add_argument(
+        "--profiler",
+        choices=("cprofile", "pyinstrument"),
+        default="cprofile",
+        help="cprofile (stdlib, deterministic, inflates call-heavy code) or pyinstrument "
+        "(sampling; pip install pyinstrument)",
     )
     parser.add_argument("--profile-top", type=int, default=40, help="rows of --profile output")
-    parser.add_argument("--profile-out", help="also dump the raw pstats to this file")
+    parser.add_argument(
+        "--profile-out", help="also write the raw profile (pstats, or pyinstrument HTML) here"
+    )
     args = parser.parse_args(argv)
 
     info = machine()
@@ -285,20 +296,42 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+class _CProfile:
+    def __init__(self) -> None:
+        self.profile = cProfile.Profile()
+
+    def start(self) -> None:
+        self.profile.enable()
+
+    def stop(self) -> None:
+        self.profile.disable()
+
+
 def profile(args: argparse.Namespace, info: dict[str, Any]) -> int:
     store, _, callers = args.profile.partition(":")
     parse_stores(store)
     n = parse_callers(callers or "64")[0]
-    profiler = cProfile.Profile()
+    if args.profiler == "pyinstrument":
+        from pyinstrument import Profiler
+
+        # async_mode="disabled": sample the event-loop thread as is, not per task.
+        profiler: Any = Profiler(interval=0.0002, async_mode="disabled")
+    else:
+        profiler = _CProfile()
     cell = asyncio.run(run_cell(store, n, args.warmup, args.seconds, profiler))
     print(
         f"machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}\n"
-        f"profiled {store} x {n} callers: {cell.calls:,} mutations in {args.seconds:g} s "
-        f"({cell.per_second:,.0f}/s under cProfile)\n"
+        f"profiled ({args.profiler}) {store} x {n} callers: {cell.calls:,} mutations in "
+        f"{args.seconds:g} s ({cell.per_second:,.0f}/s while profiled)\n"
     )
+    if args.profiler == "pyinstrument":
+        print(profiler.output_text(unicode=True, color=False, show_all=False))
+        if args.profile_out:
+            Path(args.profile_out).write_text(profiler.output_html())
+        return 0
     if args.profile_out:
-        profiler.dump_stats(args.profile_out)
-    stats = pstats.Stats(profiler, stream=io.StringIO())
+        profiler.profile.dump_stats(args.profile_out)
+    stats = pstats.Stats(profiler.profile, stream=io.StringIO())
     total = stats.total_tt  # type: ignore[attr-defined]
     per_call = total / cell.calls * 1e6 if cell.calls else float("nan")
     print(f"total profiled CPU {total:.2f} s = {per_call:.1f} us per mutation\n")

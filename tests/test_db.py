@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from convexpy import ArgumentValidationError, Runtime, api
-from convexpy.ids import new_id
 from convexpy.errors import (
     DocumentNotFoundError,
     InvalidIdError,
@@ -16,6 +15,7 @@ from convexpy.errors import (
     ReturnsValidationError,
     SchemaValidationError,
 )
+from convexpy.ids import new_id
 
 SCHEMA_APP = Path(__file__).parent / "apps" / "schema_app"
 

@@ -138,7 +138,15 @@ async def test_two_runtimes_never_share_registries_or_module_state(make_app):
 async def test_app_dir_named_convex_does_not_shadow_the_client_package(make_app):
     root = make_app(
         {
-            "hello.py": "from convexpy import query\n\n@query\nasync def hi(ctx) -> str:\n    return 'hi'\n"
+            "hello.py": src(
+                """
+                from convexpy import query
+
+                @query
+                async def hi(ctx) -> str:
+                    return "hi"
+                """
+            )
         },
         name="convex",
     )

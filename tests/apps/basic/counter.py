@@ -1,4 +1,5 @@
 from convexpy import Id, internal_query, mutation, query
+
 from ._helpers import counter_value
 
 
