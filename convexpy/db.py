@@ -206,7 +206,8 @@ def _user_fields(value: object, what: str) -> Document:
     if not isinstance(value, dict):
         raise InvalidValueError(f"{what} expects a dict of fields, got {type(value).__name__}")
     check_document(value)
-    return copy_value(value)
+    fields: Document = copy_value(value)
+    return fields
 
 
 class IndexRangeBuilder:

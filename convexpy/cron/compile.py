@@ -232,15 +232,22 @@ class Schedule(ABC):
     ``None`` otherwise.
     """
 
-    __slots__ = ("_spec", "kind", "timezone")
-
-    kind: str
-    timezone: str | None
+    __slots__ = ("_kind", "_spec", "_timezone")
 
     def __init__(self, kind: str, spec: dict[str, str | int], timezone: str | None) -> None:
-        self.kind = kind
+        self._kind = kind
         self._spec = spec
-        self.timezone = timezone
+        self._timezone = timezone
+
+    @property
+    def kind(self) -> str:
+        """``"interval"``, ``"hourly"``, ``"daily"``, ``"weekly"``, ``"monthly"`` or ``"cron"``."""
+        return self._kind
+
+    @property
+    def timezone(self) -> str | None:
+        """The IANA zone a clock schedule fires in, ``None`` for UTC (and intervals)."""
+        return self._timezone
 
     @property
     def spec(self) -> dict[str, str | int]:

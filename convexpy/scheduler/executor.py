@@ -20,6 +20,7 @@ that fall inside the window are added directly. Due jobs start in
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import logging
 import random
@@ -299,9 +300,9 @@ class Dispatcher:
             task = asyncio.create_task(self._run(job_id), name=f"convexpy-job-{job_id}")
             self.started += 1
             self._running[job_id] = task
-            task.add_done_callback(lambda _t, job_id=job_id: self._job_done(job_id))
+            task.add_done_callback(functools.partial(self._job_done, job_id))
 
-    def _job_done(self, job_id: str) -> None:
+    def _job_done(self, job_id: str, _task: object = None) -> None:
         self._running.pop(job_id, None)
         if self._ready and not self._stopping:
             self._start_ready()
