@@ -179,9 +179,6 @@ def _decode(text: str) -> tuple[int, bytes]:
         raise _invalid(text, "contains characters outside the base32 alphabet") from None
     nbytes = len(text) * 5 // 8
     spare = len(text) * 5 - nbytes * 8
-    # Unused trailing bits must be zero, or two strings would name one id.
-    if bits & ((1 << spare) - 1):
-        raise _invalid(text, "not in canonical form")
     data = (bits >> spare).to_bytes(nbytes, "big")
     number = 0
     for index in range(5):
@@ -201,6 +198,9 @@ def _decode(text: str) -> tuple[int, bytes]:
     footer = int.from_bytes(data[-_FOOTER_LENGTH:], "little")
     if footer != _fletcher16(body) ^ _VERSION:
         raise _invalid(text, "bad checksum")
+    # Unused trailing bits must be zero, or two strings would name one id.
+    if bits & ((1 << spare) - 1):
+        raise _invalid(text, "not in canonical form")
     return number, body[varint_length:]
 
 

@@ -700,6 +700,8 @@ class VObject(Validator):
     def _build_ms(self) -> Any:
         # Struct attributes are f0, f1 ... renamed to the real field names, so
         # any field name works (keywords, "my-field", leading underscores).
+        if any('"' in name or "\\" in name for name in self.fields):
+            return _FALLBACK  # msgspec refuses these characters in renamed fields
         spec: list[tuple[str, Any] | tuple[str, Any, Any]] = []
         rename: dict[str, str] = {}
         for index, (name, field) in enumerate(self.fields.items()):
@@ -1104,11 +1106,18 @@ def _from_typeddict(tp: type, seen: tuple[type, ...]) -> Validator:
         hints = typing.get_type_hints(tp, include_extras=True)
     except Exception as error:
         raise TypeError(f"cannot resolve the annotations of {tp.__qualname__}: {error}") from None
+    # With string annotations (PEP 563), Python 3.11 computes
+    # __optional_keys__ without seeing Required/NotRequired, so the wrappers
+    # (kept by include_extras=True) decide when present.
     optional: frozenset[str] = getattr(tp, "__optional_keys__", frozenset())
     fields: dict[str, Validator] = {}
     for name, hint in hints.items():
+        wrapper = typing.get_origin(hint)
+        is_optional = wrapper is typing.NotRequired or (
+            wrapper is not typing.Required and name in optional
+        )
         field = _from_annotation(hint, (*seen, tp))
-        if name in optional:
+        if is_optional:
             field = copy.copy(field)
             field.is_optional = True
         fields[name] = field

@@ -42,6 +42,9 @@ _Entry = tuple[float, int]
 
 _by_entry = itemgetter(0)
 
+# A tick later than any tick of a finite float deadline (floats stay below 2**1024).
+_NEVER = 1 << 1100
+
 
 class _Bucket(dict[K, _Entry]):
     """One slot's entries, key -> entry, knowing its place in the occupancy masks.
@@ -80,7 +83,9 @@ class TimerWheel(Generic[K]):
 
     __slots__ = (
         "_cur",
-        "_cur_b",
+        "_ev",
+        "_ev_over",
+        "_event",
         "_full",
         "_heap",
         "_levels",
@@ -121,10 +126,8 @@ class TimerWheel(Generic[K]):
             self._spans.append(self._spans[-1] * slots_per_level)
         full = (1 << slots_per_level) - 1
         self._full = full
-        cur = self._tick(now_ms, "now_ms")
+        self._cur = self._tick(now_ms, "now_ms")
         self._now = now_ms
-        self._cur = cur
-        self._cur_b = [cur // span for span in self._spans]
         self._wheel: list[list[_Bucket[K]]] = [
             [_Bucket(level, 1 << i, full) for i in range(slots_per_level)]
             for level in range(levels)
@@ -139,6 +142,15 @@ class TimerWheel(Generic[K]):
         self._heap: list[tuple[float, int, K]] = []
         self._where: dict[K, _Bucket[K]] = {}
         self._seq = 0
+        # Ticks at which work may be waiting: per level, the start of its
+        # first occupied slot; for overflow, when the wheel first reaches its
+        # earliest entry; and the minimum of them all. Each may be too early
+        # (cancel does not update them; an event with nothing to do is
+        # harmless) but never too late, and advance() skips straight from
+        # one event to the next.
+        self._ev = [_NEVER] * levels
+        self._ev_over = _NEVER
+        self._event = _NEVER
         # Cache for next_deadline(): exact while _next_valid.
         self._next: float | None = None
         self._next_valid = True
@@ -181,7 +193,7 @@ class TimerWheel(Generic[K]):
         """
         t = self._tick(deadline_ms, "deadline_ms")
         if key in self._where:
-            self._remove(key)
+            self.cancel(key)
         seq = self._seq
         self._seq = seq + 1
         self._place(key, (deadline_ms, seq), t)
@@ -192,7 +204,25 @@ class TimerWheel(Generic[K]):
 
     def cancel(self, key: K) -> bool:
         """Forget ``key``; return whether it was present."""
-        return self._remove(key) is not None
+        bucket = self._where.pop(key, None)
+        if bucket is None:
+            return False
+        entry = bucket.pop(key)
+        if not bucket and bucket.level >= 0:
+            # The level's event tick may now be early; that is allowed.
+            self._occ[bucket.level] &= bucket.keep
+        elif bucket is self._overflow:
+            # Cancelled overflow entries linger in the heap; rebuild it before
+            # they outnumber the live ones, so memory stays proportional.
+            heap = self._heap
+            if len(heap) > 2 * len(bucket) + 64:
+                heap[:] = [(e[0], e[1], k) for k, e in bucket.items()]
+                heapq.heapify(heap)
+        if self._next_valid:
+            nxt = self._next
+            if nxt is not None and entry[0] <= nxt:
+                self._next_valid = False
+        return True
 
     def advance(self, now_ms: float) -> list[tuple[float, K]]:
         """Move the wheel to ``now_ms`` and return what is due, removing it.
@@ -212,8 +242,10 @@ class TimerWheel(Generic[K]):
             )
         target = self._tick(now_ms, "now_ms")
         self._now = now_ms
-        if target > self._cur:
+        if target >= self._event:
             self._run_to(target)
+        else:
+            self._cur = target
 
         ready = self._ready
         if not ready:
@@ -262,7 +294,8 @@ class TimerWheel(Generic[K]):
 
     def _place(self, key: K, entry: _Entry, t: int) -> None:
         """Put ``entry`` (at tick ``t``) in the bucket the current tick calls for."""
-        delta = t - self._cur
+        cur = self._cur
+        delta = t - cur
         slots = self._slots
         bucket: _Bucket[K]
         if delta <= 0:
@@ -271,76 +304,44 @@ class TimerWheel(Generic[K]):
             bucket = self._wheel[0][t % slots]
             if not bucket:
                 self._occ[0] |= bucket.bit
+                if t < self._ev[0]:
+                    self._ev[0] = t
+                    if t < self._event:
+                        self._event = t
         else:
             spans = self._spans
-            cur_b = self._cur_b
             for level in range(1, self._levels):
-                b = t // spans[level]
-                # The ring of level L covers blocks cur_b .. cur_b + S - 1.
-                # The lowest level that fits never picks block cur_b itself
+                span = spans[level]
+                block = t // span
+                # The ring of level L covers blocks cur//span .. cur//span + S - 1.
+                # The lowest level that fits never picks the current block
                 # (the level below would have fitted), so the slot at the
                 # current position is always empty and ring indices never clash.
-                if b - cur_b[level] < slots:
-                    bucket = self._wheel[level][b % slots]
+                if block - cur // span < slots:
+                    bucket = self._wheel[level][block % slots]
                     if not bucket:
                         self._occ[level] |= bucket.bit
+                        start = block * span
+                        if start < self._ev[level]:
+                            self._ev[level] = start
+                            if start < self._event:
+                                self._event = start
                     break
             else:
                 bucket = self._overflow
                 heapq.heappush(self._heap, (entry[0], entry[1], key))
+                start = self._overflow_start(t)
+                if start < self._ev_over - 1:
+                    self._ev_over = start
+                    if start < self._event:
+                        self._event = start
         bucket[key] = entry
         self._where[key] = bucket
 
-    def _remove(self, key: K) -> _Entry | None:
-        bucket = self._where.pop(key, None)
-        if bucket is None:
-            return None
-        entry = bucket.pop(key)
-        if not bucket and bucket.level >= 0:
-            self._occ[bucket.level] &= bucket.keep
-        if bucket is self._overflow:
-            # Cancelled overflow entries linger in the heap; rebuild it before
-            # they outnumber the live ones, so memory stays proportional.
-            heap = self._heap
-            if len(heap) > 2 * len(bucket) + 64:
-                heap[:] = [(e[0], e[1], k) for k, e in bucket.items()]
-                heapq.heapify(heap)
-        if self._next_valid:
-            nxt = self._next
-            if nxt is not None and entry[0] <= nxt:
-                self._next_valid = False
-        return entry
-
-    def _set_cur(self, t: int) -> None:
-        self._cur = t
-        self._cur_b = [t // span for span in self._spans]
-
-    def _compute_next(self) -> float | None:
-        ready = self._ready
-        if ready:
-            # Ready entries have reached their tick and all others have not,
-            # so by monotonicity of ticks the earliest deadline is among them.
-            return min(ready.values())[0]
-        best: float | None = None
-        best_t = 0
-        for level in range(self._levels):
-            first = self._first_slot(level)
-            if first is None:
-                continue
-            # A slot starting after the best tick so far holds only later
-            # deadlines; and a level's later slots start after everything in
-            # its first one, so at most one slot per level is scanned.
-            if best is not None and first[0] * self._spans[level] > best_t:
-                continue
-            d = min(self._wheel[level][first[1]].values())[0]
-            if best is None or d < best:
-                best = d
-                best_t = self._tick(d, "deadline_ms")
-        if best is not None:
-            return best
-        # Overflow entries are all later than anything in the wheel proper.
-        top = self._overflow_top()
-        return None if top is None else top[0]
+    def _overflow_start(self, t: int) -> int:
+        """The first tick at which the top level's ring reaches tick ``t``."""
+        span = self._spans[-1]
+        return (t // span - self._slots + 1) * span
 
     def _first_slot(self, level: int) -> tuple[int, int] | None:
         """(block number, slot index) of the level's next occupied slot."""
@@ -348,7 +349,7 @@ class TimerWheel(Generic[K]):
         if not m:
             return None
         slots = self._slots
-        bc = self._cur_b[level]
+        bc = self._cur // self._spans[level]
         # Rotate the ring so the slot after the current one is bit 0; the
         # lowest set bit is then the distance to the next occupied slot.
         i = bc % slots + 1
@@ -368,68 +369,114 @@ class TimerWheel(Generic[K]):
             heapq.heappop(heap)
         return None
 
-    def _next_event(self) -> int | None:
-        """The next tick at which a slot must cascade or overflow must move in."""
-        event: int | None = None
-        spans = self._spans
-        for level in range(self._levels):
-            first = self._first_slot(level)
-            if first is not None:
-                start = first[0] * spans[level]
-                if event is None or start < event:
-                    event = start
-        if self._heap:
-            top = self._overflow_top()
-            if top is not None:
-                # The first tick at which the top level's ring reaches it.
-                t = self._tick(top[0], "deadline_ms")
-                start = (t // spans[-1] - self._slots + 1) * spans[-1]
-                if event is None or start < event:
-                    event = start
-        return event
-
     def _run_to(self, target: int) -> None:
         """Move the current tick to ``target``, cascading every slot passed."""
         tick_ms = self._tick_ms
         slots = self._slots
+        spans = self._spans
+        wheel = self._wheel
+        occ = self._occ
+        ev = self._ev
+        ready = self._ready
+        where = self._where
+        place = self._place
         floor = math.floor
         while True:
-            event = self._next_event()
-            if event is None or event > target:
+            event = min(min(ev), self._ev_over)
+            if event > target:
                 break
             # Jump straight to the next tick with work: nothing in between.
-            self._set_cur(event)
-            cur_b = self._cur_b
+            self._cur = event
             for level in range(self._levels):
-                if not self._occ[level]:
+                if ev[level] != event:
                     continue
-                bucket = self._wheel[level][cur_b[level] % slots]
+                span = spans[level]
+                bucket = wheel[level][event // span % slots]
                 if bucket:
-                    self._occ[level] &= bucket.keep
-                    items = list(bucket.items())
-                    bucket.clear()
-                    for key, entry in items:
-                        self._place(key, entry, floor(entry[0] / tick_ms))
-            if self._heap:
+                    occ[level] &= bucket.keep
+                    # Entries whose tick target reaches go straight to ready
+                    # rather than down level by level; a whole slot of them
+                    # moves in one C-level update. This is what makes a jump
+                    # of days cheap.
+                    if event + span - 1 <= target:
+                        ready.update(bucket)
+                        where.update(dict.fromkeys(bucket, ready))
+                        bucket.clear()
+                    else:
+                        items = list(bucket.items())
+                        bucket.clear()
+                        # The rest land on a lower level: their tick is less
+                        # than one slot of this level away.
+                        for key, entry in items:
+                            t = floor(entry[0] / tick_ms)
+                            if t <= target:
+                                ready[key] = entry
+                                where[key] = ready
+                            else:
+                                place(key, entry, t)
+                first = self._first_slot(level)
+                ev[level] = _NEVER if first is None else first[0] * span
+            if self._ev_over == event:
                 self._pull_overflow()
-        # Every remaining slot starts after target, so the ring invariants
-        # hold at target too.
-        self._set_cur(target)
+        # Every event left is after target, so the rings stay valid there,
+        # and everything moved to ready has reached its tick.
+        self._cur = target
+        self._event = min(min(ev), self._ev_over)
 
     def _pull_overflow(self) -> None:
         """Move overflow entries the top level now reaches into the wheel."""
         heap = self._heap
         overflow = self._overflow
-        span = self._spans[-1]
-        limit = self._cur_b[-1] + self._slots - 1
+        self._ev_over = _NEVER
         while True:
             top = self._overflow_top()
             if top is None:
                 return
             t = self._tick(top[0], "deadline_ms")
-            if t // span > limit:
+            start = self._overflow_start(t)
+            if start > self._cur:
+                self._ev_over = start
                 return
             heapq.heappop(heap)
             key = top[2]
             entry = overflow.pop(key)
             self._place(key, entry, t)
+
+    def _compute_next(self) -> float | None:
+        ready = self._ready
+        if ready:
+            # Ready entries have reached their tick and all others have not,
+            # so by monotonicity of ticks the earliest deadline is among them.
+            return min(ready.values())[0]
+        best: float | None = None
+        best_t = 0
+        slots = self._slots
+        for level in range(self._levels):
+            if not self._occ[level]:
+                continue
+            span = self._spans[level]
+            # The level's event tick is usually the start of its first
+            # occupied slot; only if a cancel emptied that slot must we search.
+            bucket = self._wheel[level][self._ev[level] // span % slots]
+            if bucket:
+                start = self._ev[level]
+            else:
+                first = self._first_slot(level)
+                if first is None:
+                    continue
+                start = self._ev[level] = first[0] * span
+                bucket = self._wheel[level][first[1]]
+            # A slot starting after the best tick so far holds only later
+            # deadlines; and a level's later slots start after everything in
+            # its first one, so at most one slot per level is scanned.
+            if best is not None and start > best_t:
+                continue
+            d = min(bucket.values())[0]
+            if best is None or d < best:
+                best = d
+                best_t = self._tick(d, "deadline_ms")
+        if best is not None:
+            return best
+        # Overflow entries are all later than anything in the wheel proper.
+        top = self._overflow_top()
+        return None if top is None else top[0]
