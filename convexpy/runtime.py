@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, nullcontext
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from .clock import Clock, SystemClock
 from .context import ActionCtx, Auth, MutationCtx, QueryCtx, UserIdentity
+from .cron.runner import CRON_INDEXES, CRON_JOBS, CronRunner
 from .db import DatabaseReader, DatabaseWriter, TableNames, Transaction, copy_value
 from .errors import (
     ConvexpyError,
@@ -27,8 +29,9 @@ from .errors import (
 )
 from .functions import ConvexFunction, FunctionKind
 from .loader import LoadedApp, load_app, unload_app
+from .logcapture import capture
 from .scheduler.api import ActionScheduler, MutationScheduler, ScheduledWrites
-from .scheduler.executor import CommitFailedError, Dispatcher
+from .scheduler.executor import CommitFailedError, Dispatcher, error_text
 from .scheduler.jobs import SCHEDULED_FUNCTIONS, SYSTEM_INDEXES
 from .store import Store, store_from_url
 from .store.base import ConflictError
@@ -57,6 +60,8 @@ class Runtime:
     scheduled jobs; ``crons=False`` loads ``crons.py`` but never runs it.
     Client-called mutations that keep conflicting are retried
     ``mutation_retries`` times before ``OptimisticConcurrencyError``.
+    ``capture_logs=True`` (the dev server) collects what handlers print or
+    log into each call's event instead of letting it reach the terminal.
     """
 
     def __init__(
@@ -69,6 +74,7 @@ class Runtime:
         crons: bool = True,
         mutation_retries: int = 16,
         retention_ms: float = 7 * 24 * 3600 * 1000,
+        capture_logs: bool = False,
     ) -> None:
         if not isinstance(parallelism, int) or parallelism < 1:
             raise ValueError(f"parallelism must be a positive integer, got {parallelism!r}")
@@ -81,9 +87,12 @@ class Runtime:
         self.crons_enabled = crons
         self.mutation_retries = mutation_retries
         self.retention_ms = retention_ms
+        self.capture_logs = capture_logs
         self.tables = TableNames()
         self.app: LoadedApp | None = None
         self.dispatcher = Dispatcher(self)
+        self.crons = CronRunner(self)
+        self.dispatcher.on_job_done = self.crons.job_finished
         self._stack: AsyncExitStack | None = None
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
 
@@ -97,9 +106,14 @@ class Runtime:
             stack.callback(self._unload)
             await self.store.open()
             stack.push_async_callback(self.store.close)
-            await self._configure_store()
+            await self._configure_store(self.app)
             await self.dispatcher.start()
             stack.push_async_callback(self.dispatcher.stop)
+            if self.crons_enabled:
+                await self.crons.start(self.app.crons)
+                stack.push_async_callback(self.crons.stop)
+            else:
+                self.crons.validate(self.app.crons)
         except BaseException:
             await stack.aclose()
             raise
@@ -116,19 +130,45 @@ class Runtime:
         if stack is not None:
             await stack.aclose()
 
+    async def reload(self) -> LoadedApp:
+        """Re-import the app directory and switch to it.
+
+        Data, pending jobs and cron state are kept. If the new code fails to
+        load, :class:`~convexpy.loader.AppLoadError` is raised (with ``file``
+        and ``line``) and the previous version keeps serving.
+        """
+        old = self._loaded
+        new = load_app(self.app_dir)
+        try:
+            self.app = new
+            self.crons.validate(new.crons)
+            await self._configure_store(new)
+        except BaseException:
+            self.app = old
+            unload_app(new)
+            raise
+        self.app = new
+        unload_app(old)
+        await self._after_load()
+        return new
+
+    async def _after_load(self) -> None:
+        if self.crons_enabled:
+            await self.crons.sync(self._loaded.crons)
+
     def _unload(self) -> None:
         if self.app is not None:
             unload_app(self.app)
 
-    async def _configure_store(self) -> None:
-        app = self._loaded
-        indexes = list(SYSTEM_INDEXES)
+    async def _configure_store(self, app: LoadedApp) -> None:
+        indexes = [*SYSTEM_INDEXES, *CRON_INDEXES]
         if app.schema is not None:
             indexes.extend(app.schema.index_defs())
             for table in app.schema.tables:
                 self.tables.add(table)
         await self.store.configure_indexes(indexes)
         self.tables.add(SCHEDULED_FUNCTIONS)
+        self.tables.add(CRON_JOBS)
         for table in await self.store.tables():
             self.tables.add(table)
 
@@ -141,7 +181,7 @@ class Runtime:
     @property
     def quiet(self) -> bool:
         """Nothing can happen until the clock moves (used by the test harness)."""
-        return self.dispatcher.quiet
+        return self.dispatcher.quiet and self.crons.quiet
 
     def emit(self, event: dict[str, Any]) -> None:
         """Tell listeners (the dev server's log) about a call or job transition."""
@@ -203,11 +243,44 @@ class Runtime:
         *,
         identity: UserIdentity | None = None,
         trusted: bool = True,
+        logs: list[str] | None = None,
     ) -> Any:
-        """Run any function by kind; ``trusted=False`` reaches public functions only."""
+        """Run any function by kind; ``trusted=False`` reaches public functions only.
+
+        With ``capture_logs``, what the handler printed or logged is appended
+        to ``logs`` (when given) and sent to listeners with the call's event.
+        """
         path, fn = self.resolve(function, kind, trusted=trusted)
         if identity is not None and not isinstance(identity, UserIdentity):
             raise TypeError(f"identity must be a UserIdentity, got {type(identity).__name__}")
+        if not (self.listeners or self.capture_logs):
+            return await self._dispatch(kind, path, fn, args, identity)
+        started = time.perf_counter()
+        event: dict[str, Any] = {"type": "call", "kind": kind.value, "path": path}
+        with capture() if self.capture_logs else nullcontext() as lines:
+            try:
+                result = await self._dispatch(kind, path, fn, args, identity)
+                event["outcome"] = "success"
+                return result
+            except Exception as exc:
+                event["outcome"] = "error"
+                event["error"] = error_text(exc)
+                raise
+            finally:
+                event["duration_ms"] = (time.perf_counter() - started) * 1000.0
+                event["logs"] = [] if lines is None else lines.finish()
+                if logs is not None:
+                    logs.extend(event["logs"])
+                self.emit(event)
+
+    async def _dispatch(
+        self,
+        kind: FunctionKind,
+        path: str,
+        fn: ConvexFunction,
+        args: dict[str, Any] | None,
+        identity: UserIdentity | None,
+    ) -> Any:
         if kind is FunctionKind.QUERY:
             return await self.run_query(path, fn, args, identity)
         if kind is FunctionKind.MUTATION:

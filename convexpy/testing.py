@@ -29,8 +29,9 @@ from .db import DatabaseWriter, Transaction
 from .errors import ConvexpyError
 from .runtime import Runtime
 from .scheduler.api import MutationScheduler, ScheduledWrites
-from .scheduler.jobs import JobState, state_range
-from .scheduler.jobs import BY_STATE
+from .scheduler.jobs import BY_STATE, JobState, state_range
+from .store import Store
+from .store.base import KeyRange
 
 __all__ = ["ConvexTest"]
 
@@ -40,8 +41,10 @@ DEFAULT_START_MS = 1_767_225_600_000.0  # 2026-01-01T00:00:00Z
 class ConvexTest:
     """A whole app (crons included) on a memory store and a :class:`VirtualClock`.
 
-    ``settle_timeout`` bounds, in real seconds, how long the harness waits for
-    running jobs that wait on something other than the virtual clock.
+    ``store`` and ``clock`` can be given to test restarts: two harnesses in
+    turn on one SQLite file and one clock. ``settle_timeout`` bounds, in real
+    seconds, how long the harness waits for running jobs that wait on
+    something other than the virtual clock.
     """
 
     def __init__(
@@ -52,10 +55,12 @@ class ConvexTest:
         parallelism: int = 16,
         crons: bool = True,
         settle_timeout: float = 30.0,
+        store: str | Store = "memory",
+        clock: VirtualClock | None = None,
     ) -> None:
-        self.clock = VirtualClock(start_ms)
+        self.clock = clock if clock is not None else VirtualClock(start_ms)
         self.runtime = Runtime(
-            app_dir, store="memory", clock=self.clock, parallelism=parallelism, crons=crons
+            app_dir, store=store, clock=self.clock, parallelism=parallelism, crons=crons
         )
         self.settle_timeout = settle_timeout
 
@@ -80,17 +85,29 @@ class ConvexTest:
     # -- calls ---------------------------------------------------------------------
 
     async def query(
-        self, function: object, args: dict[str, Any] | None = None, *, identity: UserIdentity | None = None
+        self,
+        function: object,
+        args: dict[str, Any] | None = None,
+        *,
+        identity: UserIdentity | None = None,
     ) -> Any:
         return await self.runtime.query(function, args, identity=identity)
 
     async def mutation(
-        self, function: object, args: dict[str, Any] | None = None, *, identity: UserIdentity | None = None
+        self,
+        function: object,
+        args: dict[str, Any] | None = None,
+        *,
+        identity: UserIdentity | None = None,
     ) -> Any:
         return await self.runtime.mutation(function, args, identity=identity)
 
     async def action(
-        self, function: object, args: dict[str, Any] | None = None, *, identity: UserIdentity | None = None
+        self,
+        function: object,
+        args: dict[str, Any] | None = None,
+        *,
+        identity: UserIdentity | None = None,
     ) -> Any:
         return await self.runtime.action(function, args, identity=identity)
 
@@ -151,12 +168,21 @@ class ConvexTest:
         return self.runtime.dispatcher.started
 
     async def _next_pending_time(self) -> float | None:
+        """When the next pending job (not counting cron runs, which never end) is due."""
+        cron_runs = self.runtime.crons.current_runs()
         txn = self.runtime.transaction(writable=False)
         try:
-            rows = await txn.scan(BY_STATE, state_range(JobState.PENDING), "asc", 1)
+            key_range = state_range(JobState.PENDING)
+            while True:
+                rows = await txn.scan(BY_STATE, key_range, "asc", 100)
+                for _, doc in rows:
+                    if doc["_id"] not in cron_runs:
+                        return float(doc["scheduledTime"])
+                if len(rows) < 100:
+                    return None
+                key_range = KeyRange(key_range.index, rows[-1][0] + b"\x00", key_range.high)
         finally:
             txn.release()
-        return rows[0][1]["scheduledTime"] if rows else None
 
     async def _run_until(self, target: float) -> None:
         dispatcher = self.runtime.dispatcher

@@ -192,6 +192,7 @@ def test_public_names_are_exported():
         "validators",
         "values",
         "annotations",
+        "logcapture",
     }
     assert public - modules <= set(convexpy.__all__)
 

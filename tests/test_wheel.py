@@ -469,7 +469,7 @@ class WheelVersusHeap(RuleBasedStateMachine):
 
 
 WheelVersusHeap.TestCase.settings = settings(
-    max_examples=150,
+    max_examples=120,
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

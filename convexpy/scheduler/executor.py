@@ -24,6 +24,7 @@ import functools
 import heapq
 import logging
 import random
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..db import Transaction
@@ -120,10 +121,13 @@ class Dispatcher:
         self._wheel: TimerWheel[str] | None = None
         self._ready: list[tuple[float, int, str]] = []
         self._seq = 0
+        self.on_job_done: Callable[[str], None] | None = None
+        """Called with each job id whose task ends (the cron runner listens)."""
         self.started = 0
         """How many jobs were started (for the harness's runaway bound)."""
         self._running: dict[str, asyncio.Task[None]] = {}
         self._frontier = float("-inf")
+        self._next_refresh = float("-inf")
         self._loop_task: asyncio.Task[None] | None = None
         self._retention_task: asyncio.Task[None] | None = None
         self._next_retention = float("-inf")
@@ -196,9 +200,15 @@ class Dispatcher:
             wheel.cancel(job_id)
         earliest = float("inf")
         for job_id, when in writes.jobs:
-            if when < self._frontier and job_id not in self._running:
-                wheel.add(job_id, when)
-                earliest = min(earliest, when)
+            if when < self._frontier:
+                if job_id not in self._running:
+                    wheel.add(job_id, when)
+                    earliest = min(earliest, when)
+            else:
+                refresh = when - self.window_ms / 2
+                if refresh < self._next_refresh:
+                    self._next_refresh = refresh
+                    earliest = min(earliest, refresh)
         if earliest < self._sleep_deadline:
             self._wake.set()
 
@@ -221,11 +231,12 @@ class Dispatcher:
             if now >= self._next_retention and (
                 self._retention_task is None or self._retention_task.done()
             ):
-                self._next_retention = now + self.window_ms
+                # Re-planned by the retention task, from the oldest finished job.
+                self._next_retention = float("inf")
                 self._retention_task = asyncio.create_task(self._retention(now))
             deadline = min(
                 wheel.next_deadline() or float("inf"),
-                float("inf") if self._capped else self._frontier - self.window_ms / 2,
+                float("inf") if self._capped else self._next_refresh,
                 self._next_retention,
             )
             await self._sleep(deadline)
@@ -257,7 +268,7 @@ class Dispatcher:
     def _needs_load(self, now: float) -> bool:
         if self._capped:
             return self._backlog < self.max_loaded // 2
-        return now + self.window_ms / 2 >= self._frontier
+        return now >= self._next_refresh
 
     async def _load(self, until: float) -> None:
         """Put pending jobs due before ``until`` into the wheel."""
@@ -286,10 +297,17 @@ class Dispatcher:
                     frontier = rows[-1][1]["scheduledTime"]
                     capped = True
                     break
+            # The first job beyond the window says when to look again.
+            beyond = KeyRange(key_range.index, key_range.high or low, None)
+            later = await txn.scan(BY_STATE, beyond, "asc", 1)
         finally:
             txn.release()
         self._frontier = frontier
         self._capped = capped
+        if later and not capped and later[0][1]["state"]["kind"] == JobState.PENDING:
+            self._next_refresh = later[0][1]["scheduledTime"] - self.window_ms / 2
+        else:
+            self._next_refresh = float("inf")
 
     def _start_ready(self) -> None:
         limit = self._runtime.parallelism
@@ -304,6 +322,8 @@ class Dispatcher:
 
     def _job_done(self, job_id: str, _task: object = None) -> None:
         self._running.pop(job_id, None)
+        if self.on_job_done is not None:
+            self.on_job_done(job_id)
         if self._ready and not self._stopping:
             self._start_ready()
         if self._capped and self._backlog < self.max_loaded // 2:
@@ -484,8 +504,17 @@ class Dispatcher:
 
             deleted = await runtime.system_mutation(body)
             if deleted < RETENTION_BATCH:
-                return
+                break
             await asyncio.sleep(0)  # let dispatch run between batches
+        # Sleep until the oldest finished job expires; later ones finish later.
+        txn = runtime.transaction(writable=False)
+        try:
+            oldest = await txn.scan(BY_COMPLETED, completed_before(float("inf")), "asc", 1)
+        finally:
+            txn.release()
+        since = oldest[0][1]["completedTime"] if oldest else now
+        self._next_retention = since + runtime.retention_ms
+        self._wake.set()
 
 
 def _event(

@@ -69,7 +69,7 @@ def state_range(state: JobState, before: float | None = None, low: bytes | None 
 
 
 def completed_before(cutoff: float) -> KeyRange:
-    """Finished jobs whose ``completedTime`` is before ``cutoff``."""
+    """Finished jobs whose ``completedTime`` is at or before ``cutoff``."""
     low = prefix_successor(encode_prefix([MISSING]))
     assert low is not None
-    return KeyRange(BY_COMPLETED.key, low, encode_prefix([float(cutoff)]))
+    return KeyRange(BY_COMPLETED.key, low, prefix_successor(encode_prefix([float(cutoff)])))

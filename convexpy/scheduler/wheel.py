@@ -3,8 +3,7 @@
 The durable store holds every scheduled job; the runtime loads a job into the
 wheel only as its time approaches, asks :meth:`TimerWheel.next_deadline` how
 long it may sleep, and calls :meth:`TimerWheel.advance` with the clock's time
-to collect what is due. The wheel is pure: it never reads a clock, so a
-virtual clock can jump it days ahead in one call.
+to collect what is due. The wheel is pure: it never reads a clock.
 
 Layout. Time is cut into integer *ticks* of ``tick_ms``. Level ``L`` has
 ``slots_per_level`` (``S``) slots, each ``S**L`` ticks wide, used as a ring:
@@ -18,9 +17,12 @@ never make an entry due early or late. Entries beyond the top level's ring
 wait in an *overflow* heap and move into the wheel once it reaches them.
 
 Each level keeps a bitmask of its occupied slots, so finding the next slot
-with work is a few integer operations however far away it is; advancing costs
-time in proportion to the entries and occupied slots passed, never to the
-number of ticks.
+with work is a few integer operations however far away it is, and advance
+jumps from one such slot to the next. Entries whose tick the new time has
+already reached skip the lower levels and go straight to ready, a whole slot
+at a time when it lies entirely in the past. Advancing therefore costs time
+in proportion to the entries and occupied slots passed, never to the number
+of ticks: a virtual clock can jump a month in one call.
 """
 
 from __future__ import annotations
@@ -331,7 +333,7 @@ class TimerWheel(Generic[K]):
                 bucket = self._overflow
                 heapq.heappush(self._heap, (entry[0], entry[1], key))
                 start = self._overflow_start(t)
-                if start < self._ev_over - 1:
+                if start < self._ev_over:
                     self._ev_over = start
                     if start < self._event:
                         self._event = start

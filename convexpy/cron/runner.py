@@ -1,0 +1,340 @@
+"""The cron runner: turns ``crons.py`` into scheduled jobs, one run at a time.
+
+State lives in the ``_cron_jobs`` system table, one document per job::
+
+    {name, spec, function, args, nextRun, currentRun: job id | null,
+     lastRuns: [{scheduledTime, status: "success" | "failed" | "skipped",
+                 duration?, error?, skipped?}]}
+
+When a job is due the runner schedules its function as an ordinary job in
+``_scheduled_functions`` (so mutations run exactly once and actions at most
+once) and records it as ``currentRun``. The next run is only planned once
+that run has finished: at the first scheduled time at or after *now*. Runs
+missed meanwhile (a long run, downtime) are skipped, not burst, and the skip
+is recorded in ``lastRuns`` with its count.
+
+On start and on reload, jobs are matched to the documents by name: new ones
+are created, removed ones deleted, changed ones recomputed and unchanged ones
+keep their next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ..db import Transaction
+from ..errors import CronSpecError, FunctionNotFoundError, InvalidValueError
+from ..functions import FunctionKind
+from ..scheduler.api import ScheduledWrites, schedule_in
+from ..scheduler.jobs import JobState
+from ..store.base import IndexDef, KeyRange
+from ..values import check_value
+from .compile import Schedule, compile_schedule
+from .jobs import CronJobs
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+
+__all__ = ["CRON_JOBS", "CRON_INDEXES", "CronRunner", "HISTORY_LENGTH"]
+
+logger = logging.getLogger("convexpy.cron")
+
+CRON_JOBS = "_cron_jobs"
+BY_NAME = IndexDef(CRON_JOBS, "by_name", ("name",))
+CRON_INDEXES = (BY_NAME,)
+HISTORY_LENGTH = 10
+"""How many past runs each job keeps (Convex keeps 5)."""
+
+_ALL = KeyRange(BY_NAME.key, b"", None)
+
+
+class Planned:
+    """What the runner keeps in memory for one job."""
+
+    __slots__ = ("doc_id", "name", "next_run", "running", "schedule")
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.doc_id: str = doc["_id"]
+        self.name: str = doc["name"]
+        self.next_run: float = doc["nextRun"]
+        self.running: str | None = doc["currentRun"]
+        self.schedule: Schedule = compile_schedule(doc["spec"], job=doc["name"])
+
+
+class CronRunner:
+    """Runs one runtime's cron jobs; see the module docstring."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._planned: dict[str, Planned] = {}
+        self._by_job: dict[str, str] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._finished: set[str] = set()
+        self.sleeping = False
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self, crons: CronJobs | None) -> None:
+        await self.sync(crons)
+        self._task = asyncio.create_task(self._loop(), name="convexpy-crons")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    @property
+    def quiet(self) -> bool:
+        return self._task is None or (self.sleeping and not self._wake.is_set())
+
+    def current_runs(self) -> set[str]:
+        """Ids of the jobs that are cron runs in flight."""
+        return set(self._by_job)
+
+    # -- definitions -------------------------------------------------------------
+
+    def _definitions(self, crons: CronJobs | None) -> dict[str, dict[str, Any]]:
+        """The wanted documents (without run state), validated against the app."""
+        wanted: dict[str, dict[str, Any]] = {}
+        for job in crons or ():
+            try:
+                path, fn = self._runtime.resolve(job.function)
+            except FunctionNotFoundError as exc:
+                raise CronSpecError(
+                    f'cron job "{job.name}": {exc}', job=job.name, field="function"
+                ) from None
+            if fn.kind is FunctionKind.QUERY:
+                raise CronSpecError(
+                    f'cron job "{job.name}": {path} is a query; a cron job must run a '
+                    "mutation or an action",
+                    job=job.name,
+                    field="function",
+                )
+            try:
+                check_value(job.args, "args")
+            except InvalidValueError as exc:
+                raise CronSpecError(
+                    f'cron job "{job.name}": args are not Convex values: {exc}',
+                    job=job.name,
+                    field="args",
+                ) from None
+            wanted[job.name] = {
+                "name": job.name,
+                "spec": dict(job.schedule.spec),
+                "function": path,
+                "args": job.args,
+            }
+        return wanted
+
+    def validate(self, crons: CronJobs | None) -> None:
+        """Raise :class:`CronSpecError` if the app's cron jobs cannot run."""
+        self._definitions(crons)
+
+    async def sync(self, crons: CronJobs | None) -> None:
+        """Match the stored jobs to ``crons`` by name (see the module docstring)."""
+        wanted = self._definitions(crons)
+        runtime = self._runtime
+
+        async def body(txn: Transaction) -> list[dict[str, Any]]:
+            now = runtime.clock.now()
+            existing = {
+                doc["name"]: doc for _, doc in await txn.scan(BY_NAME, _ALL, "asc", 1 << 30)
+            }
+            result = []
+            for name, doc in existing.items():
+                if name not in wanted:
+                    txn.put(CRON_JOBS, doc, None)
+            for name, fields in wanted.items():
+                current = existing.get(name)
+                if current is None:
+                    schedule = compile_schedule(fields["spec"], job=name)
+                    first = now if schedule.period_ms is not None else schedule.next_after(now - 1)
+                    new_fields = {
+                        **fields,
+                        "nextRun": float(first),
+                        "currentRun": None,
+                        "lastRuns": [],
+                    }
+                    created = await txn.get(await txn.insert(CRON_JOBS, new_fields))
+                    assert created is not None
+                    result.append(created)
+                    continue
+                if all(current.get(key) == value for key, value in fields.items()):
+                    result.append(current)
+                    continue
+                updated = {**current, **fields}
+                if current.get("spec") != fields["spec"]:
+                    schedule = compile_schedule(fields["spec"], job=name)
+                    if schedule.period_ms is not None:
+                        updated["nextRun"] = float(now)
+                    else:
+                        updated["nextRun"] = float(schedule.next_after(now - 1))
+                txn.put(CRON_JOBS, current, updated)
+                result.append(updated)
+            return result
+
+        docs = await runtime.system_mutation(body)
+        self._planned = {doc["name"]: Planned(doc) for doc in docs}
+        self._by_job = {p.running: p.name for p in self._planned.values() if p.running}
+        self._finished.update(self._by_job)  # check them: they may have ended while we were down
+        self._wake.set()
+
+    # -- events ------------------------------------------------------------------
+
+    def job_finished(self, job_id: str) -> None:
+        """Called by the dispatcher whenever a job's task ends."""
+        if job_id in self._by_job:
+            self._finished.add(job_id)
+            self._wake.set()
+
+    # -- the loop ------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        clock = self._runtime.clock
+        while True:
+            self._wake.clear()
+            for job_id in list(self._finished):
+                self._finished.discard(job_id)
+                await self._settle_run(job_id)
+            now = clock.now()
+            for planned in list(self._planned.values()):
+                if planned.running is None and planned.next_run <= now:
+                    await self._start_run(planned)
+            deadline = min(
+                (p.next_run for p in self._planned.values() if p.running is None),
+                default=float("inf"),
+            )
+            if self._finished:
+                continue
+            await self._sleep(deadline)
+
+    async def _sleep(self, deadline: float) -> None:
+        clock = self._runtime.clock
+        if clock.now() >= deadline:
+            await asyncio.sleep(0)
+            return
+        sleeper = asyncio.ensure_future(clock.sleep_until(deadline))
+        waker = asyncio.ensure_future(self._wake.wait())
+        self.sleeping = True
+        try:
+            await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.sleeping = False
+            for task in (sleeper, waker):
+                task.cancel()
+            await asyncio.gather(sleeper, waker, return_exceptions=True)
+
+    async def _start_run(self, planned: Planned) -> None:
+        runtime = self._runtime
+        writes = ScheduledWrites()
+
+        async def body(txn: Transaction) -> dict[str, Any] | None:
+            writes.jobs.clear()
+            writes.args_bytes = 0
+            doc = await txn.get(planned.doc_id)
+            if doc is None or doc["currentRun"] is not None:
+                return doc
+            job_id = await schedule_in(
+                txn, writes, doc["function"], doc["args"], doc["nextRun"], now=runtime.clock.now()
+            )
+            updated = {**doc, "currentRun": job_id}
+            txn.put(CRON_JOBS, doc, updated)
+            return updated
+
+        doc = await runtime.system_mutation(body)
+        if doc is None:
+            self._planned.pop(planned.name, None)
+            return
+        planned.running = doc["currentRun"]
+        planned.next_run = doc["nextRun"]
+        if planned.running is not None:
+            self._by_job[planned.running] = planned.name
+        runtime.dispatcher.notify(writes)
+
+    async def _settle_run(self, job_id: str) -> None:
+        """Record a finished run and plan the next one."""
+        runtime = self._runtime
+        name = self._by_job.get(job_id)
+        planned = self._planned.get(name) if name is not None else None
+
+        async def body(txn: Transaction) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+            job = await txn.get(job_id)
+            if job is None or not JobState(job["state"]["kind"]).finished:
+                return None, None
+            if planned is None:
+                return job, None
+            doc = await txn.get(planned.doc_id)
+            if doc is None or doc["currentRun"] != job_id:
+                return job, None
+            now = runtime.clock.now()
+            scheduled = job["scheduledTime"]
+            state = job["state"]["kind"]
+            run: dict[str, Any] = {
+                "scheduledTime": scheduled,
+                "status": "success" if state == JobState.SUCCESS else "failed",
+                "duration": max(0.0, job.get("completedTime", now) - scheduled),
+            }
+            if state != JobState.SUCCESS:
+                run["error"] = job["state"].get("error", state)
+            history = [*doc["lastRuns"], run]
+            next_run, skipped = _plan_next(planned.schedule, scheduled, now)
+            if skipped:
+                history.append(
+                    {"scheduledTime": scheduled, "status": "skipped", "skipped": skipped}
+                )
+                logger.warning(
+                    "Skipping %d run(s) of job %s because multiple scheduled runs are in the past",
+                    skipped,
+                    planned.name,
+                )
+            updated = {
+                **doc,
+                "currentRun": None,
+                "nextRun": float(next_run),
+                "lastRuns": history[-HISTORY_LENGTH:],
+            }
+            txn.put(CRON_JOBS, doc, updated)
+            return job, updated
+
+        job, updated = await runtime.system_mutation(body)
+        if job is None:
+            # Not finished after all (e.g. reported at start-up): wait for it.
+            return
+        self._by_job.pop(job_id, None)
+        if planned is None or updated is None:
+            return
+        planned.running = None
+        planned.next_run = updated["nextRun"]
+        last = updated["lastRuns"][-1]
+        event: dict[str, Any] = {
+            "type": "cron",
+            "name": planned.name,
+            "outcome": last["status"],
+            "scheduledTime": job["scheduledTime"],
+        }
+        if last["status"] == "skipped":
+            event["skipped"] = last["skipped"]
+        runtime.emit(event)
+
+
+def _plan_next(schedule: Schedule, scheduled: float, now: float) -> tuple[int, int]:
+    """The first fire time >= ``now`` after a run scheduled at ``scheduled``,
+    and how many fire times in between were missed."""
+    period = schedule.period_ms
+    if period is not None:
+        # Interval jobs stay on the grid of their first run.
+        steps = max(1, -(-int(now - scheduled) // period))
+        return int(scheduled) + steps * period, steps - 1
+    skipped = 0
+    candidate = schedule.next_after(scheduled)
+    while candidate < now:
+        skipped += 1
+        if skipped > 100_000:
+            # Very long downtime on a fine schedule: count no further.
+            return schedule.next_after(now - 1), skipped
+        candidate = schedule.next_after(candidate)
+    return candidate, skipped
