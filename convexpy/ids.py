@@ -20,7 +20,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from .errors import InvalidIdError
 
@@ -271,9 +271,10 @@ class Id(str):
     """A document id; as an annotation, ``Id["messages"]`` is an id of ``messages``.
 
     ``Id["t"]`` is ``Annotated[str, IdOf("t")]``, so it works in handler
-    annotations and TypedDicts; ``Id`` alone and ``Id[str]`` mean an id of
-    any table. Ids at runtime are plain ``str``; this class exists for
-    annotations (and ``isinstance(x, str)`` holds for it).
+    annotations and TypedDicts; ``Id[Literal["t"]]`` is the same (linters such
+    as pyflakes read ``Id["t"]`` in an annotation as a forward reference to a
+    name ``t``). ``Id`` alone and ``Id[str]`` mean an id of any table. Ids at
+    runtime are plain ``str``; this class exists for annotations.
     """
 
     __slots__ = ()
@@ -281,6 +282,10 @@ class Id(str):
     def __class_getitem__(cls, table: Any) -> Any:
         if table is str:
             return Annotated[str, IdOf(None)]
+        # Id[Literal["messages"]] is the same thing, spelled so that linters
+        # do not read "messages" as a forward reference to a missing name.
+        if get_origin(table) is Literal and len(get_args(table)) == 1:
+            (table,) = get_args(table)
         if isinstance(table, str) and table:
             return Annotated[str, IdOf(table)]
         raise TypeError(f'Id[...] takes a table name such as Id["messages"], got {table!r}')

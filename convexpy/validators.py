@@ -266,48 +266,56 @@ class Validator:
         return ms
 
 
-class VString(Validator):
+class _Scalar(Validator):
+    """A validator without parameters: its texts, kinds and msgspec type are class data."""
+
+    __slots__ = ()
+    _name: ClassVar[str]  # describe()
+    _json_type: ClassVar[str]  # json()["type"], Convex's name
+    _factory: ClassVar[str]  # repr(): v.<factory>()
+    _kind_set: ClassVar[frozenset[str]]
+    _ms_plain: ClassVar[Any]  # the msgspec type, or _FALLBACK
+
+    def describe(self) -> str:
+        return self._name
+
+    def json(self) -> dict[str, Any]:
+        return {"type": self._json_type}
+
+    def _repr(self) -> str:
+        return f"v.{self._factory}()"
+
+    def _kinds(self) -> frozenset[str]:
+        return self._kind_set
+
+    def _build_ms(self) -> Any:
+        return self._ms_plain
+
+
+class VString(_Scalar):
     """``v.string()``: a ``str``."""
 
     __slots__ = ()
-
-    def describe(self) -> str:
-        return "string"
-
-    def json(self) -> dict[str, Any]:
-        return {"type": "string"}
-
-    def _repr(self) -> str:
-        return "v.string()"
+    _name = _json_type = _factory = "string"
+    _kind_set = frozenset({"str"})
+    _ms_plain = str
 
     def _check(self, value: Any) -> Any:
         if isinstance(value, str):
             return value
         raise _Mismatch(value, "string")
 
-    def _kinds(self) -> frozenset[str]:
-        return frozenset({"str"})
 
-    def _build_ms(self) -> Any:
-        return str
-
-
-class VFloat64(Validator):
+class VFloat64(_Scalar):
     """``v.number()`` / ``v.float64()``: a float; ints are accepted and converted."""
 
     __slots__ = ()
-
-    def describe(self) -> str:
-        return "float64"
-
-    def json(self) -> dict[str, Any]:
-        return {"type": "number"}
-
-    def _repr(self) -> str:
-        return "v.number()"
+    _name, _json_type, _factory = "float64", "number", "number"
+    _kind_set = frozenset({"float", "int"})
+    _ms_plain = float
 
     def _check(self, value: Any) -> Any:
-        if type(value) is float:
+        if type(value) is float:  # msgspec refuses float subclasses too
             return value
         if isinstance(value, int) and not isinstance(value, bool):
             try:
@@ -316,132 +324,74 @@ class VFloat64(Validator):
                 raise _Mismatch(value, "float64", detail="too large for a float64") from None
         raise _Mismatch(value, "float64")
 
-    def _kinds(self) -> frozenset[str]:
-        return frozenset({"float", "int"})
 
-    def _build_ms(self) -> Any:
-        return float
-
-
-class VInt64(Validator):
+class VInt64(_Scalar):
     """``v.int64()`` / ``v.bigint()``: an ``int`` in the int64 range (not a ``bool``)."""
 
     __slots__ = ()
-
-    def describe(self) -> str:
-        return "int64"
-
-    def json(self) -> dict[str, Any]:
-        return {"type": "bigint"}
-
-    def _repr(self) -> str:
-        return "v.int64()"
+    _name, _json_type, _factory = "int64", "bigint", "int64"
+    _kind_set = frozenset({"int"})
+    _ms_plain = _I64
 
     def _check(self, value: Any) -> Any:
-        if isinstance(value, int) and not isinstance(value, bool):
-            if INT64_MIN <= value <= INT64_MAX:
-                return int(value)
-            raise _Mismatch(value, "int64")
+        if (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and INT64_MIN <= value <= INT64_MAX
+        ):
+            return int(value)
         raise _Mismatch(value, "int64")
 
-    def _kinds(self) -> frozenset[str]:
-        return frozenset({"int"})
 
-    def _build_ms(self) -> Any:
-        return _I64
-
-
-class VBoolean(Validator):
+class VBoolean(_Scalar):
     """``v.boolean()``: ``True`` or ``False``."""
 
     __slots__ = ()
-
-    def describe(self) -> str:
-        return "boolean"
-
-    def json(self) -> dict[str, Any]:
-        return {"type": "boolean"}
-
-    def _repr(self) -> str:
-        return "v.boolean()"
+    _name = _json_type = _factory = "boolean"
+    _kind_set = frozenset({"bool"})
+    _ms_plain = bool
 
     def _check(self, value: Any) -> Any:
         if type(value) is bool:
             return value
         raise _Mismatch(value, "boolean")
 
-    def _kinds(self) -> frozenset[str]:
-        return frozenset({"bool"})
 
-    def _build_ms(self) -> Any:
-        return bool
-
-
-class VNull(Validator):
+class VNull(_Scalar):
     """``v.null()``: ``None``."""
 
     __slots__ = ()
-
-    def describe(self) -> str:
-        return "null"
-
-    def json(self) -> dict[str, Any]:
-        return {"type": "null"}
-
-    def _repr(self) -> str:
-        return "v.null()"
+    _name = _json_type = _factory = "null"
+    _kind_set = frozenset({"null"})
+    _ms_plain = None
 
     def _check(self, value: Any) -> Any:
         if value is None:
             return None
         raise _Mismatch(value, "null")
 
-    def _kinds(self) -> frozenset[str]:
-        return frozenset({"null"})
 
-    def _build_ms(self) -> Any:
-        return None
-
-
-class VBytes(Validator):
+class VBytes(_Scalar):
     """``v.bytes()``: ``bytes`` (``bytearray`` and ``memoryview`` are converted)."""
 
     __slots__ = ()
-
-    def describe(self) -> str:
-        return "bytes"
-
-    def json(self) -> dict[str, Any]:
-        return {"type": "bytes"}
-
-    def _repr(self) -> str:
-        return "v.bytes()"
+    _name = _json_type = _factory = "bytes"
+    _kind_set = frozenset({"bytes"})
+    _ms_plain = bytes
 
     def _check(self, value: Any) -> Any:
         if isinstance(value, bytes | bytearray | memoryview):
             return bytes(value)
         raise _Mismatch(value, "bytes")
 
-    def _kinds(self) -> frozenset[str]:
-        return frozenset({"bytes"})
 
-    def _build_ms(self) -> Any:
-        return bytes
-
-
-class VAny(Validator):
+class VAny(_Scalar):
     """``v.any()``: any Convex value (checked with :func:`convexpy.values.check_value`)."""
 
     __slots__ = ()
-
-    def describe(self) -> str:
-        return "any"
-
-    def json(self) -> dict[str, Any]:
-        return {"type": "any"}
-
-    def _repr(self) -> str:
-        return "v.any()"
+    _name = _json_type = _factory = "any"
+    _kind_set = _ALL_KINDS
+    _ms_plain = _FALLBACK
 
     def _check(self, value: Any) -> Any:
         problem = find_invalid(value)
@@ -457,9 +407,6 @@ class VAny(Validator):
         raise _Mismatch(
             inner, "a Convex value", reason=f"not a Convex value: {text}", sub_parts=parts
         )
-
-    def _kinds(self) -> frozenset[str]:
-        return _ALL_KINDS
 
 
 class VId(Validator):
@@ -617,7 +564,11 @@ class VObject(Validator):
 
     def __init__(self, fields: dict[str, Validator]) -> None:
         super().__init__()
-        for name in fields:
+        for name, field in fields.items():
+            if not isinstance(field, Validator):
+                raise TypeError(
+                    f"field {name!r} must be a validator such as v.string(), got {field!r}"
+                )
             if not is_valid_field_name(name):
                 raise ValueError(
                     f"invalid field name {name!r}: field names are non-empty printable "
@@ -1326,6 +1277,28 @@ def _function_name(handler: Callable[..., Any]) -> str:
     return f"{module}.{name}"
 
 
+def _argument_hints(
+    handler: Callable[..., Any], parameters: list[inspect.Parameter], name: str
+) -> dict[str, Any]:
+    namespace = getattr(inspect.unwrap(handler), "__globals__", {})
+    hints: dict[str, Any] = {}
+    for parameter in parameters:
+        if parameter.annotation is inspect.Parameter.empty:
+            continue
+
+        def holder() -> None: ...
+
+        holder.__annotations__ = {parameter.name: parameter.annotation}
+        try:
+            hints.update(typing.get_type_hints(holder, namespace, include_extras=True))
+        except Exception as error:
+            raise TypeError(
+                f"{name}: parameter `{parameter.name}`: cannot resolve its annotation "
+                f"{parameter.annotation!r}: {error}"
+            ) from None
+    return hints
+
+
 def compile_args(
     args: dict[str, Validator] | VObject | None, handler: Callable[..., Any]
 ) -> ArgsValidator:
@@ -1351,11 +1324,13 @@ def compile_args(
         signature = inspect.signature(handler)
     except (TypeError, ValueError) as error:
         raise TypeError(f"{name}: cannot read the signature: {error}") from None
+    parameters = list(signature.parameters.values())
     try:
         hints = typing.get_type_hints(handler, include_extras=True)
-    except Exception as error:
-        raise TypeError(f"{name}: cannot resolve the type annotations: {error}") from None
-    parameters = list(signature.parameters.values())
+    except Exception:
+        # Often only `ctx` or the return type is unresolvable (imported under
+        # TYPE_CHECKING); only the arguments' annotations matter here.
+        hints = _argument_hints(handler, parameters[1:], name)
     if not parameters or parameters[0].kind not in (
         inspect.Parameter.POSITIONAL_ONLY,
         inspect.Parameter.POSITIONAL_OR_KEYWORD,

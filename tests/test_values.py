@@ -324,7 +324,7 @@ def test_json_numbers_decode_as_floats() -> None:
         ({"n": {"$integer": 5}}, "$.n", "base64 string"),
         ({"n": {"$float": "AAAAAAAAAAAAAAAA"}}, "$.n", "exactly 8 bytes"),
         ([{"$bytes": "a"}], "$[0]", "invalid base64"),
-        ({"x": {"$date": "2024"}}, "$.x[\"$date\"]", "unknown special key"),
+        ({"x": {"$date": "2024"}}, '$.x["$date"]', "unknown special key"),
         ({"x": {"$integer": "AQAAAAAAAAA=", "y": 1}}, '$.x["$integer"]', "unknown special key"),
         ({"x": (1,)}, "$.x", "unsupported type tuple"),
     ],
