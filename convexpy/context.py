@@ -51,22 +51,44 @@ class Auth:
         return self._identity
 
 
-class QueryCtx:
-    """``ctx`` of a query: ``db`` (read-only) and ``auth``."""
+class _Ctx:
+    __slots__ = ("_now",)
+
+    def __init__(self, now: Callable[[], float]) -> None:
+        self._now = now
+
+    def now(self) -> float:
+        """The current time in epoch milliseconds, from the runtime's clock.
+
+        Like ``Date.now()`` in Convex, it is fixed for the whole run of a query
+        or mutation (so retries and virtual time stay deterministic); in an
+        action it moves. Use it instead of ``time.time()``, which ignores the
+        test harness's virtual clock.
+        """
+        return self._now()
+
+
+class QueryCtx(_Ctx):
+    """``ctx`` of a query: ``db`` (read-only), ``auth`` and ``now()``."""
 
     __slots__ = ("auth", "db")
 
-    def __init__(self, db: DatabaseReader, auth: Auth) -> None:
+    def __init__(self, db: DatabaseReader, auth: Auth, now: Callable[[], float]) -> None:
+        super().__init__(now)
         self.db = db
         self.auth = auth
 
 
-class MutationCtx:
-    """``ctx`` of a mutation: ``db``, ``auth`` and ``scheduler``, all in one transaction."""
+class MutationCtx(_Ctx):
+    """``ctx`` of a mutation: ``db``, ``auth`` and ``scheduler``, all in one
+    transaction, and ``now()``."""
 
     __slots__ = ("auth", "db", "scheduler")
 
-    def __init__(self, db: DatabaseWriter, auth: Auth, scheduler: Scheduler) -> None:
+    def __init__(
+        self, db: DatabaseWriter, auth: Auth, scheduler: Scheduler, now: Callable[[], float]
+    ) -> None:
+        super().__init__(now)
         self.db = db
         self.auth = auth
         self.scheduler = scheduler
@@ -75,7 +97,7 @@ class MutationCtx:
 Runner = Callable[[object, "dict[str, Any] | None"], Awaitable[Any]]
 
 
-class ActionCtx:
+class ActionCtx(_Ctx):
     """``ctx`` of an action: no ``db``; ``run_query`` / ``run_mutation`` /
     ``run_action`` call other functions (each in its own transaction) with the
     same identity, and ``scheduler`` commits each call on its own."""
@@ -89,7 +111,9 @@ class ActionCtx:
         run_query: Runner,
         run_mutation: Runner,
         run_action: Runner,
+        now: Callable[[], float],
     ) -> None:
+        super().__init__(now)
         self.auth = auth
         self.scheduler = scheduler
         self._run_query = run_query

@@ -319,7 +319,8 @@ class Runtime:
         validated = fn.args.validate({} if args is None else args, path)
         txn = self.transaction(writable=False)
         try:
-            result = await fn.handler(QueryCtx(DatabaseReader(txn), Auth(identity)), **validated)
+            ctx = QueryCtx(DatabaseReader(txn), Auth(identity), _frozen(self.clock.now()))
+            result = await fn.handler(ctx, **validated)
             return self.check_result(path, fn, result)
         finally:
             txn.release()
@@ -366,7 +367,9 @@ class Runtime:
         try:
             scheduled = ScheduledWrites()
             scheduler = MutationScheduler(self, txn, scheduled, current_job=job)
-            ctx = MutationCtx(DatabaseWriter(txn), Auth(identity), scheduler)
+            ctx = MutationCtx(
+                DatabaseWriter(txn), Auth(identity), scheduler, _frozen(self.clock.now())
+            )
             if job is not None:
                 await job.begin(txn)
             result = await fn.handler(ctx, **copy_value(validated))
@@ -408,6 +411,7 @@ class Runtime:
             lambda f, a: run(FunctionKind.QUERY, f, a),
             lambda f, a: run(FunctionKind.MUTATION, f, a),
             lambda f, a: run(FunctionKind.ACTION, f, a),
+            self.clock.now,
         )
 
     async def system_mutation(self, body: Callable[[Transaction], Any]) -> Any:
@@ -424,6 +428,10 @@ class Runtime:
                 await asyncio.sleep(_conflict_backoff(min(attempt, 10)))
             finally:
                 txn.release()
+
+
+def _frozen(now: float) -> Callable[[], float]:
+    return lambda: now
 
 
 def _conflict_backoff(attempt: int) -> float:

@@ -121,7 +121,9 @@ class ConvexTest:
             writes.jobs.clear()
             writes.canceled.clear()
             db = DatabaseWriter(txn, allow_system_reads=True)
-            ctx = MutationCtx(db, Auth(None), MutationScheduler(runtime, txn, writes))
+            now = runtime.clock.now()
+            scheduler = MutationScheduler(runtime, txn, writes)
+            ctx = MutationCtx(db, Auth(None), scheduler, lambda: now)
             result = body(ctx)
             if inspect.isawaitable(result):
                 result = await result

@@ -107,6 +107,9 @@ class LatestVersionStore(Store):
         self._applied_ts = 0
         self._next_ts = 1
         self._declared: dict[str, dict[str, IndexDef]] = {}
+        """Indexes that queries can use (fully built)."""
+        self._maintained: dict[str, dict[str, IndexDef]] = {}
+        """Indexes that commits keep up to date (the declared ones, and any being built)."""
         self._index_by_key: dict[str, IndexDef] = {}
         self._last_creation: dict[str, float] = {}
         self._flusher: asyncio.Task[None] | None = None
@@ -146,9 +149,19 @@ class LatestVersionStore(Store):
                 raise ValueError(f"index name {BY_CREATION_TIME!r} is reserved")
             declared.setdefault(index.table, {})[index.name] = index
         self._check_open()
+        by_key = {i.key: i for t in declared.values() for i in t.values()}
+        # Commits computed against the old index set must be applied before
+        # the build starts; from here on, new commits maintain the new set.
+        await self._drain()
+        previous = self._maintained
+        self._maintained = declared
+        try:
+            await self._base_sync_indexes(list(by_key.values()))
+        except BaseException:
+            self._maintained = previous
+            raise
         self._declared = declared
-        self._index_by_key = {i.key: i for t in declared.values() for i in t.values()}
-        await self._base_sync_indexes(list(self._index_by_key.values()))
+        self._index_by_key = by_key
 
     def indexes_of(self, table: str) -> Mapping[str, IndexDef]:
         indexes = {BY_CREATION_TIME: IndexDef.by_creation_time(table)}
@@ -226,11 +239,14 @@ class LatestVersionStore(Store):
     def _index_changes(self, writes: list[Write]) -> list[IndexChange]:
         changes: list[IndexChange] = []
         for write in writes:
-            for index in self.indexes_of(write.table).values():
+            indexes = [IndexDef.by_creation_time(write.table)]
+            indexes.extend(self._maintained.get(write.table, {}).values())
+            for index in indexes:
                 old = None if write.old is None else index_key_of(index, write.old)
                 new = None if write.new is None else index_key_of(index, write.new)
-                if old != new:
-                    changes.append(IndexChange(index.key, write.id, old, new))
+                # Also when the key stays put: the entry's document changed, and a
+                # transaction that scanned over it read the old content.
+                changes.append(IndexChange(index.key, write.id, old, new))
         return changes
 
     async def _flush_loop(self) -> None:

@@ -81,7 +81,8 @@ def encode_value(value: object) -> bytes:
     if isinstance(value, dict):
         parts = [
             b"\x01" + _escape(key.encode("utf-8")) + encode_value(item)
-            for key, item in value.items()
+            # Convex objects compare by fields sorted by name, not insertion order.
+            for key, item in sorted(value.items())
         ]
         return _T_OBJECT + b"".join(parts) + _END
     if value is MISSING:

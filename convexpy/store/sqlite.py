@@ -13,6 +13,7 @@ Only one process may open a database file at a time; a second one gets
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -73,6 +74,9 @@ class SqliteStore(LatestVersionStore):
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._lock_file: IO[bytes] | None = None
+        # The writer connection runs one transaction at a time: group commits
+        # and index builds take turns.
+        self._write_lock = asyncio.Lock()
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -190,6 +194,20 @@ class SqliteStore(LatestVersionStore):
     ) -> None:
         conn = self._writer
         assert conn is not None
+        async with self._write_lock:
+            await self._write_in_transaction(
+                conn, upserts, deletes, tables, entry_deletes, entry_inserts
+            )
+
+    async def _write_in_transaction(
+        self,
+        conn: aiosqlite.Connection,
+        upserts: list[tuple[str, str, bytes]],
+        deletes: list[tuple[str]],
+        tables: set[tuple[str]],
+        entry_deletes: list[tuple[str, bytes]],
+        entry_inserts: list[tuple[str, bytes, str]],
+    ) -> None:
         await conn.execute("BEGIN IMMEDIATE")
         try:
             if upserts:
@@ -216,6 +234,10 @@ class SqliteStore(LatestVersionStore):
             raise
 
     async def _base_sync_indexes(self, declared: list[IndexDef]) -> None:
+        async with self._write_lock:
+            await self._sync_indexes_locked(declared)
+
+    async def _sync_indexes_locked(self, declared: list[IndexDef]) -> None:
         conn = self._writer
         assert conn is not None
         rows = await conn.execute_fetchall("SELECT idx, tbl, fields FROM indexes")
