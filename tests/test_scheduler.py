@@ -331,3 +331,19 @@ async def test_retention_deletes_finished_jobs_after_seven_days(t):
     await t.advance(120_000)
     assert await job(t, job_id) is None
     assert (await job(t, pending))["state"] == {"kind": "pending"}
+
+
+async def test_conflicting_scheduled_mutation_retries_and_applies_exactly_once(t):
+    counter = await t.mutation(api.jobs.make_counter)
+    job_id = await t.mutation(api.jobs.schedule_slow_bump, {"counter": counter})
+    runner = asyncio.create_task(t.advance(60_000))
+    await started(t, "slow_bump")
+    # While the job holds its read of the counter, a client bumps it: the job's
+    # commit must conflict, back off on the virtual clock and re-run.
+    await t.mutation(api.jobs.bump_counter, {"counter": counter})
+    module(t).gates["slow_bump"].set()
+    await runner
+    assert module(t).attempts == [counter, counter]
+    assert await t.query(api.jobs.counter_value, {"counter": counter}) == 2
+    assert (await job(t, job_id))["state"] == {"kind": "success"}
+    assert t.runtime.store.conflicts >= 1

@@ -204,3 +204,38 @@ async def states(ctx) -> list:
 @mutation
 async def schedule_read_own_state(ctx) -> str:
     return await ctx.scheduler.run_after(0, internal.jobs.read_own_state, {})
+
+
+attempts: list[str] = []
+
+
+@mutation
+async def make_counter(ctx) -> str:
+    return await ctx.db.insert("counters", {"value": 0})
+
+
+@mutation
+async def bump_counter(ctx, counter: str) -> int:
+    doc = await ctx.db.get(counter)
+    await ctx.db.patch(counter, {"value": doc["value"] + 1})
+    return doc["value"] + 1
+
+
+@internal_mutation
+async def slow_bump(ctx, counter: str) -> None:
+    doc = await ctx.db.get(counter)
+    attempts.append(counter)
+    started_signals.setdefault("slow_bump", asyncio.Event()).set()
+    if len(attempts) == 1:
+        await gates.setdefault("slow_bump", asyncio.Event()).wait()
+    await ctx.db.patch(counter, {"value": doc["value"] + 1})
+
+
+@mutation
+async def schedule_slow_bump(ctx, counter: str) -> str:
+    return await ctx.scheduler.run_after(0, internal.jobs.slow_bump, {"counter": counter})
+
+
+@query
+async def counter_value(ctx, counter: str) -> float:
+    return (await ctx.db.get(counter))["value"]
