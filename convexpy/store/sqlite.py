@@ -18,8 +18,11 @@ import contextlib
 import fcntl
 import json
 import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, NamedTuple, TypeVar
 
 import aiosqlite
 import msgspec
@@ -52,6 +55,7 @@ CREATE TABLE IF NOT EXISTS tables (name TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 
 Synchronous = Literal["full", "normal", "off"]
+T = TypeVar("T")
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(dict[str, Any]).decode
@@ -71,12 +75,10 @@ class SqliteStore(LatestVersionStore):
             raise ValueError(f"synchronous must be 'full', 'normal' or 'off', got {synchronous!r}")
         self.path = Path(path)
         self._synchronous = synchronous
-        self._writer: aiosqlite.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
         self._lock_file: IO[bytes] | None = None
-        # The writer connection runs one transaction at a time: group commits
-        # and index builds take turns.
-        self._write_lock = asyncio.Lock()
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -84,20 +86,33 @@ class SqliteStore(LatestVersionStore):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._acquire_lock()
         try:
-            self._writer = await self._connect()
-            await self._writer.executescript(_SCHEMA)
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="convexpy-sqlite-writer")
+            self._writer = await self._in_writer(self._connect_writer)
             self._reader = await self._connect()
         except BaseException:
             await self.close()
             raise
         self._opened = True
 
+    def _pragmas(self) -> list[str]:
+        return [
+            "PRAGMA journal_mode=WAL",
+            f"PRAGMA synchronous={self._synchronous.upper()}",
+            "PRAGMA cache_size=-65536",
+            "PRAGMA temp_store=MEMORY",
+        ]
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        for pragma in self._pragmas():
+            conn.execute(pragma)
+        conn.executescript(_SCHEMA)
+        return conn
+
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
-        await conn.execute("PRAGMA cache_size=-65536")
-        await conn.execute("PRAGMA temp_store=MEMORY")
+        for pragma in self._pragmas():
+            await conn.execute(pragma)
         return conn
 
     def _acquire_lock(self) -> None:
@@ -118,11 +133,16 @@ class SqliteStore(LatestVersionStore):
             return
         await self._drain()
         self._closed = True
-        for conn in (self._reader, self._writer):
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    await conn.close()
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                await self._reader.close()
+        if self._writer is not None and self._executor is not None:
+            with contextlib.suppress(Exception):
+                await self._in_writer(self._writer.close)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
         self._reader = self._writer = None
+        self._executor = None
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
@@ -164,6 +184,15 @@ class SqliteStore(LatestVersionStore):
         return [(bytes(key), _decode(doc)) for key, doc in rows]
 
     # -- writes ------------------------------------------------------------------
+    #
+    # Writes run on one dedicated thread with a plain sqlite3 connection, so a
+    # whole group commit (or an index build) is a single call into that
+    # thread rather than one aiosqlite round trip per statement. The executor
+    # has one worker, which also serializes them.
+
+    async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
 
     async def _base_apply(self, commits: list[Commit]) -> None:
         # Net effect of the batch: later commits overwrite earlier ones.
@@ -173,74 +202,48 @@ class SqliteStore(LatestVersionStore):
             for write in commit.writes:
                 docs[write.id] = (write.table, write.new)
             for change in commit.index_changes:
-                if change.old is not None:
+                if change.old is not None and change.old != change.new:
                     entries[(change.index, change.old)] = None
                 if change.new is not None:
                     entries[(change.index, change.new)] = change.id
-        upserts = [(i, t, _encode(d)) for i, (t, d) in docs.items() if d is not None]
-        deletes = [(i,) for i, (_, d) in docs.items() if d is None]
-        tables = {(t,) for t, d in docs.values() if d is not None}
-        entry_deletes = [k for k, v in entries.items() if v is None]
-        entry_inserts = [(idx, key, v) for (idx, key), v in entries.items() if v is not None]
-        await self._write_batch(upserts, deletes, tables, entry_deletes, entry_inserts)
+        batch = _Batch(
+            upserts=[(i, t, _encode(d)) for i, (t, d) in docs.items() if d is not None],
+            deletes=[(i,) for i, (_, d) in docs.items() if d is None],
+            tables={(t,) for t, d in docs.values() if d is not None},
+            entry_deletes=[k for k, v in entries.items() if v is None],
+            entry_inserts=[(idx, key, v) for (idx, key), v in entries.items() if v is not None],
+        )
+        await self._in_writer(self._write_batch, batch)
 
-    async def _write_batch(
-        self,
-        upserts: list[tuple[str, str, bytes]],
-        deletes: list[tuple[str]],
-        tables: set[tuple[str]],
-        entry_deletes: list[tuple[str, bytes]],
-        entry_inserts: list[tuple[str, bytes, str]],
-    ) -> None:
+    def _write_batch(self, batch: _Batch) -> None:
         conn = self._writer
         assert conn is not None
-        async with self._write_lock:
-            await self._write_in_transaction(
-                conn, upserts, deletes, tables, entry_deletes, entry_inserts
-            )
-
-    async def _write_in_transaction(
-        self,
-        conn: aiosqlite.Connection,
-        upserts: list[tuple[str, str, bytes]],
-        deletes: list[tuple[str]],
-        tables: set[tuple[str]],
-        entry_deletes: list[tuple[str, bytes]],
-        entry_inserts: list[tuple[str, bytes, str]],
-    ) -> None:
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            if upserts:
-                await conn.executemany(
-                    "INSERT OR REPLACE INTO documents (id, tbl, doc) VALUES (?, ?, ?)", upserts
+        with _transaction(conn):
+            if batch.upserts:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO documents (id, tbl, doc) VALUES (?, ?, ?)",
+                    batch.upserts,
                 )
-            if deletes:
-                await conn.executemany("DELETE FROM documents WHERE id = ?", deletes)
-            if tables:
-                await conn.executemany("INSERT OR IGNORE INTO tables (name) VALUES (?)", tables)
-            if entry_deletes:
-                await conn.executemany(
-                    "DELETE FROM index_entries WHERE idx = ? AND key = ?", entry_deletes
+            if batch.deletes:
+                conn.executemany("DELETE FROM documents WHERE id = ?", batch.deletes)
+            if batch.tables:
+                conn.executemany("INSERT OR IGNORE INTO tables (name) VALUES (?)", batch.tables)
+            if batch.entry_deletes:
+                conn.executemany(
+                    "DELETE FROM index_entries WHERE idx = ? AND key = ?", batch.entry_deletes
                 )
-            if entry_inserts:
-                await conn.executemany(
+            if batch.entry_inserts:
+                conn.executemany(
                     "INSERT OR REPLACE INTO index_entries (idx, key, id) VALUES (?, ?, ?)",
-                    entry_inserts,
+                    batch.entry_inserts,
                 )
-            await conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await conn.execute("ROLLBACK")
-            raise
 
     async def _base_sync_indexes(self, declared: list[IndexDef]) -> None:
-        async with self._write_lock:
-            await self._sync_indexes_locked(declared)
-
-    async def _sync_indexes_locked(self, declared: list[IndexDef]) -> None:
         conn = self._writer
         assert conn is not None
-        rows = await conn.execute_fetchall("SELECT idx, tbl, fields FROM indexes")
+        rows = await self._in_writer(
+            lambda: conn.execute("SELECT idx, tbl, fields FROM indexes").fetchall()
+        )
         built = {
             idx: IndexDef(tbl, idx.rpartition(".")[2], tuple(json.loads(f))) for idx, tbl, f in rows
         }
@@ -249,41 +252,63 @@ class SqliteStore(LatestVersionStore):
         missing = [index for key, index in wanted.items() if built.get(key) != index]
         if not stale and not missing:
             return
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            for key in stale:
-                await conn.execute("DELETE FROM index_entries WHERE idx = ?", (key,))
-                await conn.execute("DELETE FROM indexes WHERE idx = ?", (key,))
-            for index in missing:
-                await self._backfill(conn, index)
-            await conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await conn.execute("ROLLBACK")
-            raise
+        await self._in_writer(self._drop_indexes, stale)
+        for index in missing:
+            await self._backfill(conn, index)
 
-    async def _backfill(self, conn: aiosqlite.Connection, index: IndexDef) -> None:
-        await conn.execute("DELETE FROM index_entries WHERE idx = ?", (index.key,))
-        creation = IndexDef.by_creation_time(index.table).key
+    def _drop_indexes(self, keys: list[str]) -> None:
+        conn = self._writer
+        assert conn is not None
+        with _transaction(conn):
+            for key in keys:
+                conn.execute("DELETE FROM index_entries WHERE idx = ?", (key,))
+                conn.execute("DELETE FROM indexes WHERE idx = ?", (key,))
+
+    async def _backfill(self, conn: sqlite3.Connection, index: IndexDef) -> None:
+        """Build ``index`` from the documents, in one transaction on the writer thread."""
+        await self._in_writer(_build_index, conn, index)
+
+
+class _Batch(NamedTuple):
+    upserts: list[tuple[str, str, bytes]]
+    deletes: list[tuple[str]]
+    tables: set[tuple[str]]
+    entry_deletes: list[tuple[str, bytes]]
+    entry_inserts: list[tuple[str, bytes, str]]
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _build_index(conn: sqlite3.Connection, index: IndexDef) -> None:
+    creation = IndexDef.by_creation_time(index.table).key
+    with _transaction(conn):
+        conn.execute("DELETE FROM index_entries WHERE idx = ?", (index.key,))
         last = b""
         while True:
             # Keyset pagination: never hold a cursor open over the table we write.
-            chunk = list(
-                await conn.execute_fetchall(
-                    "SELECT e.key, d.id, d.doc FROM index_entries e"
-                    " JOIN documents d ON d.id = e.id"
-                    " WHERE e.idx = ? AND e.key > ? ORDER BY e.key LIMIT 1000",
-                    (creation, last),
-                )
-            )
+            chunk = conn.execute(
+                "SELECT e.key, d.id, d.doc FROM index_entries e"
+                " JOIN documents d ON d.id = e.id"
+                " WHERE e.idx = ? AND e.key > ? ORDER BY e.key LIMIT 1000",
+                (creation, last),
+            ).fetchall()
             if not chunk:
                 break
             last = bytes(chunk[-1][0])
-            await conn.executemany(
+            conn.executemany(
                 "INSERT OR REPLACE INTO index_entries (idx, key, id) VALUES (?, ?, ?)",
                 [(index.key, index_key_of(index, _decode(doc)), i) for _, i, doc in chunk],
             )
-        await conn.execute(
+        conn.execute(
             "INSERT OR REPLACE INTO indexes (idx, tbl, fields) VALUES (?, ?, ?)",
             (index.key, index.table, json.dumps(list(index.fields))),
         )
