@@ -116,6 +116,10 @@ class Transaction:
         self.table_names = tables
         self.schema = schema
         self._released = False
+        self._cache: dict[str, Document | None] = {}
+        """Snapshot versions already read (the snapshot never changes)."""
+        self._undo: list[tuple[str, Write | None]] = []
+        """Previous write of each id written, for :meth:`rollback_to`."""
 
     def release(self) -> None:
         if not self._released:
@@ -138,7 +142,34 @@ class Transaction:
         if write is not None:
             return write.new
         self.reads.ids.add(doc_id)
-        return await self.store.get(self.snapshot, doc_id)
+        if doc_id in self._cache:
+            return self._cache[doc_id]
+        doc = await self.store.get(self.snapshot, doc_id)
+        self._cache[doc_id] = doc
+        return doc
+
+    async def prefetch(self, doc_ids: list[str]) -> None:
+        """Read several documents in one store round trip (they join the read
+        set only when :meth:`get` asks for them)."""
+        missing = [i for i in doc_ids if i not in self._cache and i not in self.writes]
+        if missing:
+            self._cache.update(await self.store.get_many(self.snapshot, missing))
+
+    # -- savepoints ------------------------------------------------------------
+
+    def savepoint(self) -> int:
+        """A mark to :meth:`rollback_to`: undoes the writes made after it
+        (reads stay in the read set, which only makes conflicts more likely)."""
+        return len(self._undo)
+
+    def rollback_to(self, mark: int) -> None:
+        undo = self._undo
+        while len(undo) > mark:
+            doc_id, previous = undo.pop()
+            if previous is None:
+                self.writes.pop(doc_id, None)
+            else:
+                self.writes[doc_id] = previous
 
     async def scan(
         self, index: IndexDef, key_range: KeyRange, order: Order, limit: int
@@ -173,6 +204,7 @@ class Transaction:
     ) -> None:
         # ``old`` stays the version in the snapshot, however often we write.
         previous = self.writes.get(doc_id)
+        self._undo.append((doc_id, previous))
         old = previous.old if previous is not None else current
         if old is None and new is None:
             self.writes.pop(doc_id, None)

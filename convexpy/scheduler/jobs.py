@@ -44,7 +44,8 @@ class JobState(StrEnum):
 TRANSIENT_ACTION_ERROR = "Transient error while executing action"
 
 BY_STATE = IndexDef(SCHEDULED_FUNCTIONS, "by_state", ("state.kind", "scheduledTime"))
-BY_COMPLETED = IndexDef(SCHEDULED_FUNCTIONS, "by_completed", ("completedTime",))
+# Sparse: pending jobs have no completedTime, so they cost no entry here.
+BY_COMPLETED = IndexDef(SCHEDULED_FUNCTIONS, "by_completed", ("completedTime",), sparse=True)
 SYSTEM_INDEXES = (BY_STATE, BY_COMPLETED)
 
 

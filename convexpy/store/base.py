@@ -49,11 +49,16 @@ BY_CREATION_TIME = "by_creation_time"
 
 @dataclass(frozen=True, slots=True)
 class IndexDef:
-    """An index of ``table`` on ``fields`` (``_creationTime`` and ``_id`` are implied last)."""
+    """An index of ``table`` on ``fields`` (``_creationTime`` and ``_id`` are implied last).
+
+    A ``sparse`` index (internal: system tables) leaves out documents that lack
+    one of its fields, which keeps it small when most documents lack it.
+    """
 
     table: str
     name: str
     fields: tuple[str, ...]
+    sparse: bool = False
 
     @property
     def key(self) -> str:
@@ -156,6 +161,10 @@ class Store(ABC):
     @abstractmethod
     async def get(self, snapshot: Snapshot, doc_id: str) -> Document | None:
         """The document with ``doc_id`` as of ``snapshot``, or None."""
+
+    async def get_many(self, snapshot: Snapshot, doc_ids: list[str]) -> dict[str, Document | None]:
+        """Several documents as of ``snapshot`` (stores override this to batch)."""
+        return {doc_id: await self.get(snapshot, doc_id) for doc_id in doc_ids}
 
     @abstractmethod
     async def scan(

@@ -40,9 +40,11 @@ __all__ = ["LatestVersionStore", "index_key_of", "overlay_scan"]
 Rows = list[tuple[bytes, Document]]
 
 
-def index_key_of(index: IndexDef, doc: Document) -> bytes:
-    """The key of ``doc`` in ``index``."""
-    return encode_index_key(doc, index.fields, doc["_creationTime"], doc["_id"])
+def index_key_of(index: IndexDef, doc: Document) -> bytes | None:
+    """The key of ``doc`` in ``index`` (None: a sparse index leaves it out)."""
+    return encode_index_key(
+        doc, index.fields, doc["_creationTime"], doc["_id"], sparse=index.sparse
+    )
 
 
 async def overlay_scan(
@@ -76,7 +78,7 @@ async def overlay_scan(
                 if version is None:
                     continue
                 key = index_key_of(index, version)
-                if not remaining.contains(key):
+                if key is None or not remaining.contains(key):
                     continue
                 if bound is not None and (key < bound if descending else key > bound):
                     continue
@@ -196,6 +198,18 @@ class LatestVersionStore(Store):
         changed, version = self._log.version_at(snapshot.ts, doc_id)
         return version if changed else latest
 
+    async def get_many(self, snapshot: Snapshot, doc_ids: list[str]) -> dict[str, Document | None]:
+        self._check_open()
+        latest = await self._base_get_many(doc_ids)
+        result: dict[str, Document | None] = {}
+        for doc_id in doc_ids:
+            changed, version = self._log.version_at(snapshot.ts, doc_id)
+            result[doc_id] = version if changed else latest.get(doc_id)
+        return result
+
+    async def _base_get_many(self, doc_ids: list[str]) -> dict[str, Document | None]:
+        return {doc_id: await self._base_get(doc_id) for doc_id in doc_ids}
+
     async def scan(
         self, snapshot: Snapshot, key_range: KeyRange, order: Order, limit: int
     ) -> list[tuple[bytes, Document]]:
@@ -244,6 +258,8 @@ class LatestVersionStore(Store):
             for index in indexes:
                 old = None if write.old is None else index_key_of(index, write.old)
                 new = None if write.new is None else index_key_of(index, write.new)
+                if old is None and new is None:
+                    continue
                 # Also when the key stays put: the entry's document changed, and a
                 # transaction that scanned over it read the old content.
                 changes.append(IndexChange(index.key, write.id, old, new))

@@ -96,14 +96,23 @@ def encode_prefix(values: list[object] | tuple[object, ...]) -> bytes:
 
 
 def encode_index_key(
-    doc: dict[str, object], fields: tuple[str, ...], creation_time: float, doc_id: str
-) -> bytes:
+    doc: dict[str, object],
+    fields: tuple[str, ...],
+    creation_time: float,
+    doc_id: str,
+    *,
+    sparse: bool = False,
+) -> bytes | None:
     """The full key of ``doc`` in an index on ``fields``.
 
     Like Convex, every index ends with ``_creationTime`` and ``_id``, so keys
-    are unique and ties between equal field values sort by creation.
+    are unique and ties between equal field values sort by creation. For a
+    ``sparse`` index, a document missing a field has no key (None).
     """
-    parts = [encode_value(_lookup(doc, field)) for field in fields]
+    values = [_lookup(doc, field) for field in fields]
+    if sparse and MISSING in values:
+        return None
+    parts = [encode_value(value) for value in values]
     parts.append(encode_value(creation_time))
     parts.append(_escape(doc_id.encode("ascii")))
     return b"".join(parts)

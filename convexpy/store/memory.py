@@ -37,6 +37,10 @@ class MemoryStore(LatestVersionStore):
     async def _base_get(self, doc_id: str) -> Document | None:
         return self._docs.get(doc_id)
 
+    async def _base_get_many(self, doc_ids: list[str]) -> dict[str, Document | None]:
+        docs = self._docs
+        return {doc_id: docs.get(doc_id) for doc_id in doc_ids}
+
     async def _base_scan(
         self, key_range: KeyRange, order: Order, limit: int
     ) -> list[tuple[bytes, Document]]:
@@ -63,6 +67,8 @@ class MemoryStore(LatestVersionStore):
                 self._tables.setdefault(write.table, set()).add(write.id)
         entries = self._entries
         for change in commit.index_changes:
+            if change.old == change.new:
+                continue  # content changed, the entry did not
             index = entries.get(change.index)
             if index is None:
                 index = entries[change.index] = SortedDict()
@@ -83,6 +89,7 @@ class MemoryStore(LatestVersionStore):
             self._built[index.key] = index
             entries = SortedDict()
             for doc_id in self._tables.get(index.table, ()):
-                doc = self._docs[doc_id]
-                entries[index_key_of(index, doc)] = doc_id
+                entry = index_key_of(index, self._docs[doc_id])
+                if entry is not None:
+                    entries[entry] = doc_id
             self._entries[index.key] = entries

@@ -166,6 +166,17 @@ class SqliteStore(LatestVersionStore):
         )
         return _decode(rows[0][0]) if rows else None
 
+    async def _base_get_many(self, doc_ids: list[str]) -> dict[str, Document | None]:
+        found: dict[str, Document | None] = {}
+        for start in range(0, len(doc_ids), 500):
+            chunk = doc_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = await self._read_conn.execute_fetchall(
+                f"SELECT id, doc FROM documents WHERE id IN ({marks})", chunk
+            )
+            found.update((doc_id, _decode(doc)) for doc_id, doc in rows)
+        return found
+
     async def _base_scan(
         self, key_range: KeyRange, order: Order, limit: int
     ) -> list[tuple[bytes, Document]]:
@@ -204,7 +215,7 @@ class SqliteStore(LatestVersionStore):
             for change in commit.index_changes:
                 if change.old is not None and change.old != change.new:
                     entries[(change.index, change.old)] = None
-                if change.new is not None:
+                if change.new is not None and change.new != change.old:
                     entries[(change.index, change.new)] = change.id
         batch = _Batch(
             upserts=[(i, t, _encode(d)) for i, (t, d) in docs.items() if d is not None],
@@ -244,9 +255,7 @@ class SqliteStore(LatestVersionStore):
         rows = await self._in_writer(
             lambda: conn.execute("SELECT idx, tbl, fields FROM indexes").fetchall()
         )
-        built = {
-            idx: IndexDef(tbl, idx.rpartition(".")[2], tuple(json.loads(f))) for idx, tbl, f in rows
-        }
+        built = {idx: _index_from_row(idx, tbl, spec) for idx, tbl, spec in rows}
         wanted = {index.key: index for index in declared}
         stale = [key for key, index in built.items() if wanted.get(key) != index]
         missing = [index for key, index in wanted.items() if built.get(key) != index]
@@ -304,11 +313,23 @@ def _build_index(conn: sqlite3.Connection, index: IndexDef) -> None:
             if not chunk:
                 break
             last = bytes(chunk[-1][0])
+            keys = [(index_key_of(index, _decode(doc)), i) for _, i, doc in chunk]
             conn.executemany(
                 "INSERT OR REPLACE INTO index_entries (idx, key, id) VALUES (?, ?, ?)",
-                [(index.key, index_key_of(index, _decode(doc)), i) for _, i, doc in chunk],
+                [(index.key, key, i) for key, i in keys if key is not None],
             )
         conn.execute(
             "INSERT OR REPLACE INTO indexes (idx, tbl, fields) VALUES (?, ?, ?)",
-            (index.key, index.table, json.dumps(list(index.fields))),
+            (index.key, index.table, _index_spec(index)),
         )
+
+
+def _index_spec(index: IndexDef) -> str:
+    return json.dumps({"fields": list(index.fields), "sparse": index.sparse})
+
+
+def _index_from_row(idx: str, table: str, spec: str) -> IndexDef:
+    parsed = json.loads(spec)
+    if isinstance(parsed, list):  # written before sparse indexes existed
+        parsed = {"fields": parsed, "sparse": False}
+    return IndexDef(table, idx.rpartition(".")[2], tuple(parsed["fields"]), parsed["sparse"])
