@@ -226,6 +226,8 @@ class FunctionRegistry:
     def __init__(self) -> None:
         self._by_path: dict[str, ConvexFunction] = {}
         self._paths: dict[int, str] = {}
+        self._resolved: dict[tuple[str, bool], tuple[str, ConvexFunction]] = {}
+        """Path strings already resolved (the registry never changes once loaded)."""
 
     def register(self, path: str, function: ConvexFunction) -> None:
         if path in self._by_path and self._by_path[path] is not function:
@@ -259,6 +261,13 @@ class FunctionRegistry:
         ``api.*`` references never reach internal functions.
         """
         public_only = not trusted
+        if type(ref) is str:
+            hit = self._resolved.get((ref, public_only))
+            if hit is not None:
+                return hit
+            found = self._resolve(normalize_path(ref), public_only)
+            self._resolved[(ref, public_only)] = found
+            return found
         if isinstance(ref, ConvexFunction):
             path = self.path_of(ref)
         elif isinstance(ref, FunctionReference):
@@ -271,6 +280,9 @@ class FunctionRegistry:
                 f"a function reference must be a decorated function, a path string like "
                 f"'messages:send', or api.x.y / internal.x.y; got {type(ref).__name__}"
             )
+        return self._resolve(path, public_only)
+
+    def _resolve(self, path: str, public_only: bool) -> tuple[str, ConvexFunction]:
         function = self._by_path.get(path)
         if function is None or (public_only and function.visibility is Visibility.INTERNAL):
             kind = "public function" if public_only else "function"

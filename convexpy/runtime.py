@@ -355,27 +355,20 @@ class Runtime:
         fn: ConvexFunction,
         validated: dict[str, Any],
         identity: UserIdentity | None,
-        *,
-        job: Any = None,
     ) -> Any:
         """One transaction of a mutation: run the handler, then commit.
 
-        ``job`` (a scheduled job being executed) gets its ``success`` state
-        written in the same transaction. Raises ``ConflictError`` to retry.
+        Raises ``ConflictError`` when the caller should retry.
         """
         txn = self.transaction(writable=True)
         try:
             scheduled = ScheduledWrites()
-            scheduler = MutationScheduler(self, txn, scheduled, current_job=job)
+            scheduler = MutationScheduler(self, txn, scheduled)
             ctx = MutationCtx(
                 DatabaseWriter(txn), Auth(identity), scheduler, _frozen(self.clock.now())
             )
-            if job is not None:
-                await job.begin(txn)
             result = await fn.handler(ctx, **copy_value(validated))
             result = self.check_result(path, fn, result)
-            if job is not None:
-                await job.succeed(txn)
             try:
                 await txn.commit()
             except ConflictError:

@@ -223,7 +223,7 @@ async def test_a_scheduled_mutation_cannot_cancel_itself(t):
     txn = t.runtime.transaction(writable=True)
     try:
         scheduler = MutationScheduler(
-            t.runtime, txn, ScheduledWrites(), current_job=RunningJob(t.runtime, job_id)
+            t.runtime, txn, ScheduledWrites(), current_job=RunningJob(job_id)
         )
         with pytest.raises(SchedulerError, match="A mutation cannot cancel itself"):
             await scheduler.cancel(job_id)

@@ -35,7 +35,8 @@ FIVE_YEARS_MS = 5 * 365.25 * 24 * 3600 * 1000
 class ScheduledWrites:
     """What one transaction scheduled and cancelled, for limits and for waking the dispatcher."""
 
-    jobs: list[tuple[str, float]] = field(default_factory=list)
+    jobs: list[tuple[str, float, str]] = field(default_factory=list)
+    """(job id, scheduled time, function path) of each job created."""
     canceled: list[str] = field(default_factory=list)
     args_bytes: int = 0
 
@@ -168,7 +169,7 @@ async def schedule_in(
     job_id = await txn.insert(SCHEDULED_FUNCTIONS, fields)
     writes.args_bytes += size
     if not canceled:
-        writes.jobs.append((job_id, when))
+        writes.jobs.append((job_id, when, path))
     return job_id
 
 

@@ -24,14 +24,15 @@ import functools
 import heapq
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from ..db import Transaction
+from ..context import Auth, MutationCtx
+from ..db import DatabaseWriter, Transaction
 from ..errors import ConvexError, ConvexpyError, FunctionNotFoundError
 from ..functions import ConvexFunction, FunctionKind
 from ..store.base import ConflictError, KeyRange
-from .api import ScheduledWrites
+from .api import MutationScheduler, ScheduledWrites
 from .jobs import (
     BY_COMPLETED,
     BY_STATE,
@@ -46,15 +47,11 @@ from .wheel import TimerWheel
 if TYPE_CHECKING:
     from ..runtime import Runtime
 
-__all__ = ["CommitFailedError", "Dispatcher", "JobGone", "RunningJob", "error_text"]
+__all__ = ["CommitFailedError", "Dispatcher", "RunningJob", "error_text"]
 
 logger = logging.getLogger("convexpy.scheduler")
 
 RETENTION_BATCH = 1000
-
-
-class JobGone(ConvexpyError):
-    """The job is no longer pending (cancelled, or run by someone else): skip it."""
 
 
 class CommitFailedError(ConvexpyError):
@@ -75,28 +72,31 @@ def full_jitter(attempt: int, base_ms: float, cap_ms: float) -> float:
 
 
 class RunningJob:
-    """A scheduled mutation inside its executing transaction."""
+    """The scheduled mutation a transaction is executing (it may not cancel itself)."""
 
-    __slots__ = ("_doc", "_runtime", "id")
+    __slots__ = ("id",)
 
-    def __init__(self, runtime: Runtime, job_id: str) -> None:
-        self._runtime = runtime
+    def __init__(self, job_id: str) -> None:
         self.id = job_id
-        self._doc: dict[str, Any] | None = None
 
-    async def begin(self, txn: Transaction) -> None:
-        doc = await txn.get(self.id)
-        if doc is None or doc["state"]["kind"] != JobState.PENDING:
-            raise JobGone(self.id)
-        self._doc = doc
 
-    async def succeed(self, txn: Transaction) -> None:
-        assert self._doc is not None
-        txn.put(
-            SCHEDULED_FUNCTIONS,
-            self._doc,
-            finished(self._doc, JobState.SUCCESS, self._runtime.clock.now()),
-        )
+_Outcome = tuple[str, str, str, "str | None", float]
+"""(job id, path, "success" | "failed", error, start time)."""
+
+MAX_BATCH = 128
+"""Most scheduled mutations run in one transaction."""
+
+
+def _at(now: float) -> Callable[[], float]:
+    return lambda: now
+
+
+def _job_error(exc: Exception, path: str) -> str:
+    if isinstance(exc, FunctionNotFoundError):
+        if exc.path and "is not a mutation" not in str(exc):
+            return f"Function {path!r} no longer exists in the app, so this job cannot run"
+        return str(exc)
+    return error_text(exc)
 
 
 def finished(
@@ -126,6 +126,11 @@ class Dispatcher:
         self.started = 0
         """How many jobs were started (for the harness's runaway bound)."""
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._names: dict[str, str] = {}
+        """Function paths of jobs waiting to run, to batch mutations without a read."""
+        self._solo: set[str] = set()
+        """Jobs whose batch conflicted: they run alone from now on."""
         self._frontier = float("-inf")
         self._next_refresh = float("-inf")
         self._loop_task: asyncio.Task[None] | None = None
@@ -198,11 +203,13 @@ class Dispatcher:
             return
         for job_id in writes.canceled:
             wheel.cancel(job_id)
+            self._names.pop(job_id, None)
         earliest = float("inf")
-        for job_id, when in writes.jobs:
+        for job_id, when, path in writes.jobs:
             if when < self._frontier:
                 if job_id not in self._running:
                     wheel.add(job_id, when)
+                    self._names[job_id] = path
                     earliest = min(earliest, when)
             else:
                 refresh = when - self.window_ms / 2
@@ -289,6 +296,7 @@ class Dispatcher:
                     job_id = doc["_id"]
                     if job_id not in self._running and job_id not in wheel:
                         wheel.add(job_id, doc["scheduledTime"])
+                        self._names[job_id] = doc["name"]
                 if len(rows) < 1000:
                     break
                 low = rows[-1][0] + b"\x00"
@@ -309,29 +317,63 @@ class Dispatcher:
         else:
             self._next_refresh = float("inf")
 
+    def _kind_of(self, job_id: str) -> FunctionKind | None:
+        """The kind of a job's function, if known without reading the store."""
+        name = self._names.get(job_id)
+        if name is None:
+            return None
+        try:
+            return self._runtime.resolve(name)[1].kind
+        except FunctionNotFoundError:
+            return None
+
     def _start_ready(self) -> None:
         limit = self._runtime.parallelism
-        while self._ready and len(self._running) < limit and not (self._stopping or self.paused):
-            _, _, job_id = heapq.heappop(self._ready)
-            if job_id in self._running:
-                continue
-            task = asyncio.create_task(self._run(job_id), name=f"convexpy-job-{job_id}")
-            self.started += 1
-            self._running[job_id] = task
-            task.add_done_callback(functools.partial(self._job_done, job_id))
+        ready = self._ready
+        while ready and len(self._tasks) < limit and not (self._stopping or self.paused):
+            # Spread the backlog over the free slots: one job when little is
+            # due (lowest latency), up to MAX_BATCH under load (throughput).
+            free = limit - len(self._tasks)
+            size = max(1, min(MAX_BATCH, -(-len(ready) // free)))
+            batch: list[str] = []
+            while ready and len(batch) < size:
+                job_id = heapq.heappop(ready)[2]
+                if job_id in self._running:
+                    continue
+                if self._kind_of(job_id) is FunctionKind.MUTATION and job_id not in self._solo:
+                    batch.append(job_id)
+                else:
+                    self._spawn([job_id], self._run_one(job_id))
+                    break
+            if batch:
+                self._spawn(batch, self._run_batch(batch))
 
-    def _job_done(self, job_id: str, _task: object = None) -> None:
-        self._running.pop(job_id, None)
-        if self.on_job_done is not None:
-            self.on_job_done(job_id)
+    def _spawn(self, job_ids: list[str], work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name=f"convexpy-jobs-{job_ids[0]}")
+        self.started += len(job_ids)
+        self._tasks.add(task)
+        for job_id in job_ids:
+            self._names.pop(job_id, None)
+            self._running[job_id] = task
+        task.add_done_callback(functools.partial(self._jobs_done, job_ids))
+
+    def _jobs_done(self, job_ids: list[str], task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        for job_id in job_ids:
+            if self._running.get(job_id) is task:
+                del self._running[job_id]
+                self._solo.discard(job_id)
+                if self.on_job_done is not None:
+                    self.on_job_done(job_id)
         if self._ready and not self._stopping:
             self._start_ready()
         if self._capped and self._backlog < self.max_loaded // 2:
             self._wake.set()
 
-    # -- running a job ---------------------------------------------------------------
+    # -- running jobs ----------------------------------------------------------------
 
-    async def _run(self, job_id: str) -> None:
+    async def _run_one(self, job_id: str) -> None:
+        """A job whose kind was not known up front, or an action."""
         runtime = self._runtime
         try:
             txn = runtime.transaction(writable=False)
@@ -341,74 +383,120 @@ class Dispatcher:
                 txn.release()
             if doc is None or doc["state"]["kind"] != JobState.PENDING:
                 return
-            path = doc["name"]
-            args = doc["args"][0] if doc["args"] else {}
             try:
-                path, fn = runtime.resolve(path)
+                path, fn = runtime.resolve(doc["name"])
             except FunctionNotFoundError:
-                await self._finish(
-                    job_id,
-                    (JobState.PENDING,),
-                    JobState.FAILED,
-                    f"Function {path!r} no longer exists in the app, so this job cannot run",
-                )
-                return
-            if fn.kind is FunctionKind.MUTATION:
-                await self._run_mutation(job_id, path, fn, args)
-            elif fn.kind is FunctionKind.ACTION:
-                await self._run_action(job_id, path, fn, args)
+                fn = None
+            if fn is not None and fn.kind is FunctionKind.ACTION:
+                await self._run_action(job_id, path, fn, doc["args"][0] if doc["args"] else {})
             else:
-                await self._finish(
-                    job_id,
-                    (JobState.PENDING,),
-                    JobState.FAILED,
-                    f"{path!r} is a query and cannot be scheduled",
-                )
+                # Mutations, and the failures of missing functions and queries,
+                # are recorded by the batch path.
+                await self._run_batch([job_id])
         except asyncio.CancelledError:
             raise
         except Exception:  # the dispatcher must survive anything a job does
             logger.exception("scheduled job %s crashed the executor", job_id)
 
-    async def _run_mutation(
-        self, job_id: str, path: str, fn: ConvexFunction, args: dict[str, Any]
-    ) -> None:
-        runtime = self._runtime
-        started = runtime.clock.now()
-        try:
-            validated = fn.args.validate(args, path)
-        except Exception as exc:
-            await self._failed(job_id, path, exc, started)
-            return
+    async def _run_batch(self, job_ids: list[str]) -> None:
+        """Run scheduled mutations in one transaction, each exactly once.
+
+        Jobs run one after another; each one's writes and its ``success``
+        state, or its ``failed`` state alone (writes rolled back to a
+        savepoint), become part of the transaction, which commits them all at
+        once. A conflict re-queues a multi-job batch as single jobs, which
+        then retry with backoff until they commit.
+        """
         conflicts = 0
         errors = 0
-        job = RunningJob(runtime, job_id)
-        while True:
-            try:
-                await runtime.mutation_attempt(path, fn, validated, None, job=job)
-            except JobGone:
-                return
-            except ConflictError:
-                conflicts += 1
-                await self._backoff(full_jitter(conflicts, 100, 60_000))
-                continue
-            except CommitFailedError:
-                errors += 1
-                logger.warning("job %s: commit failed, retrying", job_id, exc_info=True)
-                await self._backoff(full_jitter(errors, 500, 2 * 3600 * 1000))
-                continue
-            except Exception as exc:
-                await self._failed(job_id, path, exc, started)
-                return
-            runtime.emit(_event(job_id, path, "mutation", "success", started, runtime.clock.now()))
+        try:
+            while True:
+                try:
+                    outcomes = await self._batch_attempt(job_ids)
+                except ConflictError:
+                    if len(job_ids) > 1:
+                        self._requeue_solo(job_ids)
+                        return
+                    conflicts += 1
+                    await self._backoff(full_jitter(conflicts, 100, 60_000), len(job_ids))
+                    continue
+                except CommitFailedError:
+                    errors += 1
+                    logger.warning("scheduled mutations: commit failed, retrying", exc_info=True)
+                    await self._backoff(full_jitter(errors, 500, 2 * 3600 * 1000), len(job_ids))
+                    continue
+                break
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the dispatcher must survive anything a job does
+            logger.exception("scheduled mutations %s crashed the executor", job_ids)
             return
+        runtime = self._runtime
+        if runtime.listeners:
+            for job_id, path, outcome, error, started in outcomes:
+                event = _event(job_id, path, "mutation", outcome, started, runtime.clock.now())
+                if error is not None:
+                    event["error"] = error
+                runtime.emit(event)
 
-    async def _failed(self, job_id: str, path: str, exc: Exception, started: float) -> None:
-        text = error_text(exc)
-        done = await self._finish(job_id, (JobState.PENDING,), JobState.FAILED, text)
-        if done:
-            event = _event(job_id, path, "mutation", "failed", started, self._runtime.clock.now())
-            event["error"] = text
-            self._runtime.emit(event)
+    def _requeue_solo(self, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            self._solo.add(job_id)
+            del self._running[job_id]
+            self._seq += 1
+            heapq.heappush(self._ready, (float("-inf"), self._seq, job_id))
+
+    async def _batch_attempt(self, job_ids: list[str]) -> list[_Outcome]:
+        runtime = self._runtime
+        clock = runtime.clock
+        txn = runtime.transaction(writable=True)
+        all_writes = ScheduledWrites()
+        outcomes: list[_Outcome] = []
+        try:
+            await txn.prefetch(job_ids)
+            for job_id in job_ids:
+                doc = await txn.get(job_id)
+                if doc is None or doc["state"]["kind"] != JobState.PENDING:
+                    continue  # cancelled, or run elsewhere
+                started = clock.now()
+                path = doc["name"]
+                mark = txn.savepoint()
+                writes = ScheduledWrites()
+                try:
+                    path, fn = runtime.resolve(path)
+                    if fn.kind is not FunctionKind.MUTATION:
+                        raise FunctionNotFoundError(f"{path!r} is not a mutation", path=path)
+                    args = fn.args.validate(doc["args"][0] if doc["args"] else {}, path)
+                    scheduler = MutationScheduler(
+                        runtime, txn, writes, current_job=RunningJob(job_id)
+                    )
+                    ctx = MutationCtx(DatabaseWriter(txn), Auth(None), scheduler, _at(started))
+                    result = await fn.handler(ctx, **args)
+                    runtime.check_result(path, fn, result)
+                except Exception as exc:
+                    txn.rollback_to(mark)
+                    error = _job_error(exc, path)
+                    txn.put(
+                        SCHEDULED_FUNCTIONS,
+                        doc,
+                        finished(doc, JobState.FAILED, clock.now(), error),
+                    )
+                    outcomes.append((job_id, path, "failed", error, started))
+                    continue
+                txn.put(SCHEDULED_FUNCTIONS, doc, finished(doc, JobState.SUCCESS, clock.now()))
+                all_writes.jobs.extend(writes.jobs)
+                all_writes.canceled.extend(writes.canceled)
+                outcomes.append((job_id, path, "success", None, started))
+            try:
+                await txn.commit()
+            except ConflictError:
+                raise
+            except Exception as exc:
+                raise CommitFailedError(f"the store failed to commit: {exc}") from exc
+        finally:
+            txn.release()
+        self.notify(all_writes)
+        return outcomes
 
     async def _run_action(
         self, job_id: str, path: str, fn: ConvexFunction, args: dict[str, Any]
@@ -461,13 +549,13 @@ class Dispatcher:
         result: bool = await runtime.system_mutation(body)
         return result
 
-    async def _backoff(self, delay_ms: float) -> None:
+    async def _backoff(self, delay_ms: float, jobs: int = 1) -> None:
         clock = self._runtime.clock
-        self._backing_off += 1
+        self._backing_off += jobs
         try:
             await clock.sleep_until(clock.now() + delay_ms)
         finally:
-            self._backing_off -= 1
+            self._backing_off -= jobs
 
     # -- start-up and retention ----------------------------------------------------------
 

@@ -32,7 +32,7 @@ from .base import (
     Store,
     Write,
 )
-from .keys import encode_index_key
+from .keys import encode_fields, encode_index_key, encode_suffix
 from .occ import Commit, CommitLog, IndexChange
 
 __all__ = ["LatestVersionStore", "index_key_of", "overlay_scan"]
@@ -252,17 +252,34 @@ class LatestVersionStore(Store):
 
     def _index_changes(self, writes: list[Write]) -> list[IndexChange]:
         changes: list[IndexChange] = []
+        append = changes.append
+        maintained = self._maintained
         for write in writes:
-            indexes = [IndexDef.by_creation_time(write.table)]
-            indexes.extend(self._maintained.get(write.table, {}).values())
-            for index in indexes:
-                old = None if write.old is None else index_key_of(index, write.old)
-                new = None if write.new is None else index_key_of(index, write.new)
-                if old is None and new is None:
-                    continue
+            old_doc, new_doc = write.old, write.new
+            any_doc = new_doc if new_doc is not None else old_doc
+            assert any_doc is not None
+            # _creationTime and _id never change: the key suffix is shared.
+            suffix = encode_suffix(any_doc["_creationTime"], write.id)
+            append(
+                IndexChange(
+                    f"{write.table}.{BY_CREATION_TIME}",
+                    write.id,
+                    None if old_doc is None else suffix,
+                    None if new_doc is None else suffix,
+                )
+            )
+            for index in maintained.get(write.table, {}).values():
+                old = new = None
+                if old_doc is not None:
+                    prefix = encode_fields(old_doc, index.fields, sparse=index.sparse)
+                    old = None if prefix is None else prefix + suffix
+                if new_doc is not None:
+                    prefix = encode_fields(new_doc, index.fields, sparse=index.sparse)
+                    new = None if prefix is None else prefix + suffix
                 # Also when the key stays put: the entry's document changed, and a
                 # transaction that scanned over it read the old content.
-                changes.append(IndexChange(index.key, write.id, old, new))
+                if old is not None or new is not None:
+                    append(IndexChange(index.key, write.id, old, new))
         return changes
 
     async def _flush_loop(self) -> None:

@@ -10,12 +10,15 @@ index be expressed as a byte range over key prefixes.
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import Final
 
 __all__ = [
     "MISSING",
+    "encode_fields",
     "encode_index_key",
+    "encode_suffix",
     "encode_prefix",
     "encode_value",
     "prefix_successor",
@@ -46,6 +49,7 @@ _T_OBJECT = b"\x0a"
 _END = b"\x00"
 
 _pack_q = struct.Struct(">Q").pack
+_unpack_q = struct.Struct(">Q").unpack
 _pack_d = struct.Struct(">d").pack
 _SIGN = 1 << 63
 _MASK = (1 << 64) - 1
@@ -57,8 +61,25 @@ def _escape(raw: bytes) -> bytes:
     return raw.replace(b"\x00", b"\x00\xff") + b"\x00\x00"
 
 
+def _encode_float(value: float) -> bytes:
+    bits: int = _unpack_q(_pack_d(value))[0]
+    # Negative floats: flip all bits; positive: flip the sign bit.
+    return _T_FLOAT + _pack_q((~bits & _MASK) if bits & _SIGN else bits | _SIGN)
+
+
 def encode_value(value: object) -> bytes:
     """Encode one Convex value (or ``MISSING``) so byte order is value order."""
+    # The common index field types first: this runs for every index of every write.
+    cls = type(value)
+    if cls is str:
+        raw: bytes = value.encode("utf-8")  # type: ignore[attr-defined]
+        if b"\x00" not in raw:
+            return _T_STR + raw + b"\x00\x00"
+        return _T_STR + _escape(raw)
+    if cls is float:
+        return _encode_float(value)  # type: ignore[arg-type]
+    if value is MISSING:
+        return _T_UNDEFINED
     if value is None:
         return _T_NULL
     if value is True:
@@ -68,10 +89,7 @@ def encode_value(value: object) -> bytes:
     if isinstance(value, int):
         return _T_INT + _pack_q((value + _SIGN) & _MASK)
     if isinstance(value, float):
-        bits = int.from_bytes(_pack_d(value), "big")
-        # Negative floats: flip all bits; positive: flip the sign bit.
-        bits = (~bits & _MASK) if bits & _SIGN else bits | _SIGN
-        return _T_FLOAT + bits.to_bytes(8, "big")
+        return _encode_float(value)
     if isinstance(value, str):
         return _T_STR + _escape(value.encode("utf-8"))
     if isinstance(value, bytes):
@@ -109,24 +127,48 @@ def encode_index_key(
     are unique and ties between equal field values sort by creation. For a
     ``sparse`` index, a document missing a field has no key (None).
     """
-    values = [_lookup(doc, field) for field in fields]
-    if sparse and MISSING in values:
+    prefix = encode_fields(doc, fields, sparse=sparse)
+    if prefix is None:
         return None
-    parts = [encode_value(value) for value in values]
-    parts.append(encode_value(creation_time))
-    parts.append(_escape(doc_id.encode("ascii")))
-    return b"".join(parts)
+    return prefix + encode_suffix(creation_time, doc_id)
+
+
+def encode_fields(
+    doc: dict[str, object], fields: tuple[str, ...], *, sparse: bool = False
+) -> bytes | None:
+    """The part of an index key made of ``fields`` (None: sparse and one is missing)."""
+    out = b""
+    for field in fields:
+        value = doc.get(field, MISSING) if "." not in field else _lookup(doc, field)
+        if value is MISSING:
+            if sparse:
+                return None
+            out += _T_UNDEFINED
+        else:
+            out += encode_value(value)
+    return out
+
+
+def encode_suffix(creation_time: float, doc_id: str) -> bytes:
+    """The end every index key shares: ``_creationTime`` then ``_id``."""
+    # Ids are base32 text: no 0x00 to escape.
+    return _encode_float(creation_time) + doc_id.encode("ascii") + b"\x00\x00"
 
 
 def _lookup(doc: dict[str, object], field: str) -> object:
     if "." not in field:
         return doc.get(field, MISSING)
     current: object = doc
-    for part in field.split("."):
+    for part in _split(field):
         if not isinstance(current, dict) or part not in current:
             return MISSING
         current = current[part]
     return current
+
+
+@functools.lru_cache(maxsize=1024)
+def _split(field: str) -> list[str]:
+    return field.split(".")
 
 
 def prefix_successor(prefix: bytes) -> bytes | None:
