@@ -257,21 +257,24 @@ class Runtime:
             return await self._dispatch(kind, path, fn, args, identity)
         started = time.perf_counter()
         event: dict[str, Any] = {"type": "call", "kind": kind.value, "path": path}
-        with capture() if self.capture_logs else nullcontext() as lines:
-            try:
-                result = await self._dispatch(kind, path, fn, args, identity)
-                event["outcome"] = "success"
-                return result
-            except Exception as exc:
-                event["outcome"] = "error"
-                event["error"] = error_text(exc)
-                raise
-            finally:
-                event["duration_ms"] = (time.perf_counter() - started) * 1000.0
-                event["logs"] = [] if lines is None else lines.finish()
-                if logs is not None:
-                    logs.extend(event["logs"])
-                self.emit(event)
+        try:
+            with capture() if self.capture_logs else nullcontext() as lines:
+                try:
+                    result = await self._dispatch(kind, path, fn, args, identity)
+                    event["outcome"] = "success"
+                    return result
+                except Exception as exc:
+                    event["outcome"] = "error"
+                    event["error"] = error_text(exc)
+                    raise
+                finally:
+                    event["duration_ms"] = (time.perf_counter() - started) * 1000.0
+                    event["logs"] = [] if lines is None else lines.finish()
+                    if logs is not None:
+                        logs.extend(event["logs"])
+        finally:
+            # Outside the capture: a listener's own prints reach the terminal.
+            self.emit(event)
 
     async def _dispatch(
         self,

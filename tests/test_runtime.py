@@ -193,6 +193,8 @@ def test_public_names_are_exported():
         "values",
         "annotations",
         "logcapture",
+        "server",
+        "cli",
     }
     assert public - modules <= set(convexpy.__all__)
 

@@ -1,0 +1,401 @@
+"""The dev server: end to end (the real process, driven by the official client) and its pieces."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import os
+import signal
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from convex import ConvexError, ConvexInt64
+from convex.http_client import ConvexExecutionError, ConvexHttpClient
+from e2e_helpers import DevServer, dev_server, server_info, write_app
+
+from convexpy.server.dev import (
+    load_or_create_admin_key,
+    remove_server_info,
+    state_dir_for,
+    write_server_info,
+)
+from convexpy.server.logs import LogPrinter, format_duration, use_color
+
+
+async def call(function: Callable[..., Any], *args: Any) -> Any:
+    """Run a blocking client call in a thread, off the event loop."""
+    return await anyio.to_thread.run_sync(partial(function, *args))
+
+
+async def wait_until(check: Callable[[], Any], within: float = 10) -> Any:
+    """Poll the (blocking) ``check`` until it returns something truthy."""
+    with anyio.fail_after(within):
+        while True:
+            result = await call(check)
+            if result:
+                return result
+            await anyio.sleep(0.05)
+
+
+def jwt(claims: dict[str, Any]) -> str:
+    def part(obj: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'none'})}.{part(claims)}.sig"
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    return write_app(tmp_path / "project" / "convex")
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "project" / ".convexpy" / "data.sqlite3"
+
+
+@pytest.mark.slow
+async def test_official_client(app_dir: Path, db: Path) -> None:
+    async with dev_server(app_dir, db) as server:
+        client = ConvexHttpClient(server.url)
+        assert await call(client.query, "nested/deep:hello", {"name": "py"}) == "hello py"
+        doc_id = await call(client.mutation, "tasks:add", {"text": "from the client"})
+        assert isinstance(doc_id, str)
+        assert await call(client.query, "tasks:texts") == ["from the client"]
+        assert await call(client.action, "values:echo_action", {"value": "act"}) == "act"
+        total = await call(client.query, "values:add", {"a": ConvexInt64(2), "b": ConvexInt64(40)})
+        assert total == ConvexInt64(42)
+
+        # Every Convex type, through the client's own encoding.
+        values: list[Any] = [
+            None,
+            True,
+            False,
+            ConvexInt64(-(2**63)),
+            ConvexInt64(2**63 - 1),
+            1.5,
+            -0.0,
+            float("inf"),
+            float("-inf"),
+            "text ✓",
+            b"\x00\x01\xff",
+            [1.0, "two", [None]],
+            {"a": {"b": [b"x", ConvexInt64(7)]}},
+        ]
+        for value in values:
+            result = await call(client.query, "values:echo", {"value": value})
+            assert result == value and type(result) is type(value), (value, result)
+        negative_zero = await call(client.query, "values:echo", {"value": -0.0})
+        assert math.copysign(1, negative_zero) == -1
+        nan = await call(client.query, "values:echo", {"value": float("nan")})
+        assert math.isnan(nan)
+        # Python ints are sent as float64 by this client.
+        assert await call(client.query, "values:echo", {"value": 3}) == 3.0
+
+        with pytest.raises(ConvexError) as caught:
+            await call(client.query, "values:fail_with", {"data": {"code": "nope"}})
+        assert caught.value.data == {"code": "nope"}
+        with pytest.raises(ConvexError) as caught:
+            await call(client.query, "values:fail_with", {"data": "just text"})
+        assert caught.value.data == "just text"
+        with pytest.raises(ConvexExecutionError, match="ValueError: boom"):
+            await call(client.query, "values:boom")
+        with pytest.raises(ConvexExecutionError, match="ArgumentValidationError"):
+            await call(client.query, "values:add", {"a": 1})
+        with pytest.raises(Exception, match="404 FunctionNotFound"):
+            await call(client.query, "values:secret")
+
+        client.set_admin_auth(server.admin_key)
+        assert await call(client.query, "values:secret") == "s3cret"
+        client.set_auth(jwt({"sub": "user-7", "iss": "https://auth.example", "name": "Ada"}))
+        who = await call(client.query, "values:whoami")
+        assert who == {"subject": "user-7", "issuer": "https://auth.example", "name": "Ada"}
+        client.set_admin_auth("wrong")
+        with pytest.raises(Exception, match="401 BadAdminKey"):
+            await call(client.query, "values:secret")
+
+        # The banner and the per-call log lines.
+        await server.wait_for_output(server.url)
+        assert "admin key" in await server.wait_for_output(server.admin_key)
+        assert "functions" in server.output
+        await server.wait_for_output("values:boom")
+        await server.wait_for_output("ValueError: boom")
+        await server.wait_for_output("404 FunctionNotFound")
+
+
+@pytest.mark.slow
+async def test_log_lines_reach_client_and_terminal(app_dir: Path, db: Path, capsys: Any) -> None:
+    async with dev_server(app_dir, db) as server:
+        client = ConvexHttpClient(server.url)
+        client.set_debug(True)
+        assert await call(client.query, "values:chatty") == "done"
+        assert "hello from chatty" in capsys.readouterr().out
+        line = await server.wait_for_output("values:chatty")
+        assert "success" in line
+        await server.wait_for_output("| hello from chatty")
+        await server.wait_for_output("careful")
+
+
+@pytest.mark.slow
+async def test_scheduled_job_runs_in_real_time(app_dir: Path, db: Path) -> None:
+    async with dev_server(app_dir, db) as server:
+        client = ConvexHttpClient(server.url)
+        await call(client.mutation, "tasks:add_later", {"text": "later", "delay_ms": 300})
+        assert await call(client.query, "tasks:texts") == []
+        await wait_until(lambda: client.query("tasks:texts") == ["later"])
+        line = await server.wait_for_output("tasks:add_now")
+        assert "job" in line and "success" in line
+
+
+@pytest.mark.slow
+async def test_hot_reload(app_dir: Path, db: Path) -> None:
+    async with dev_server(app_dir, db) as server:
+        client = ConvexHttpClient(server.url)
+        (app_dir / "extra.py").write_text(
+            "from convexpy import query\n\n@query\nasync def ping(ctx) -> str:\n    return 'pong'\n"
+        )
+
+        def ping() -> Any:
+            try:
+                return client.query("extra:ping")
+            except Exception:
+                return None
+
+        assert await wait_until(ping, within=5) == "pong"
+        await server.wait_for_output("+extra:ping")
+        # Data survives the reload.
+        await call(client.mutation, "tasks:add", {"text": "kept"})
+
+        # A broken edit: the previous version keeps serving, the error names file and line.
+        (app_dir / "extra.py").write_text(
+            "from convexpy import query\n\n@query\nasync def ping(ctx) -> str:\n"
+            "    return 'new'\n\nthis is not python\n"
+        )
+        line = await server.wait_for_output("Reload failed", within=5)
+        assert "extra.py:7" in line
+        assert await call(client.query, "extra:ping") == "pong"
+        assert await call(client.query, "tasks:texts") == ["kept"]
+
+        # Fixing it brings the new version in.
+        (app_dir / "extra.py").write_text(
+            "from convexpy import query\n\n@query\nasync def ping(ctx) -> str:\n"
+            "    return 'fixed'\n"
+        )
+        assert await wait_until(lambda: ping() == "fixed", within=5)
+
+
+@pytest.mark.slow
+async def test_sigterm_is_graceful_and_restart_resumes_jobs(app_dir: Path, db: Path) -> None:
+    async with dev_server(app_dir, db) as server:
+        client = ConvexHttpClient(server.url)
+        assert server_info(db.parent) == {
+            "url": server.url,
+            "pid": server.proc.pid,
+            "app": str(app_dir),
+            "data": str(db),
+            "state": str(db.parent),
+        }
+        await call(client.mutation, "tasks:add_later", {"text": "resumed", "delay_ms": 3000})
+        async with anyio.create_task_group() as tg:
+            results: list[Any] = []
+
+            async def slow_call() -> None:
+                results.append(await call(client.action, "tasks:slow", {"seconds": 0.8}))
+
+            tg.start_soon(slow_call)
+            await server.wait_for_output("tasks:mark")  # the action is running
+            assert await server.stop(signal.SIGTERM) == 0
+        assert results == ["slept"]  # the in-flight call finished
+        assert server_info(db.parent) is None
+        assert "Stopped." in server.output
+        assert "tasks:add_now" not in server.output  # not due yet when we stopped
+
+    async with dev_server(app_dir, db) as restarted:
+        client = ConvexHttpClient(restarted.url)
+        await wait_until(lambda: client.query("tasks:texts") == ["resumed"], within=15)
+        await restarted.wait_for_output("tasks:add_now")
+        assert await restarted.stop(signal.SIGINT) == 0
+
+
+@pytest.mark.slow
+async def test_startup_failures(tmp_path: Path, app_dir: Path, db: Path) -> None:
+    async with dev_server(app_dir, db) as server:
+        # The same port again: a clear message and status 1.
+        port = server.url.rsplit(":", 1)[1]
+        other = write_app(tmp_path / "other" / "convex")
+        result = await call(_run_dev, [str(other), "--port", port, "--memory"], tmp_path / "other")
+        assert result.returncode == 1
+        assert "Cannot listen" in result.stdout and "Traceback" not in result.stdout
+        # The same database from another process: refused, no traceback.
+        result = await call(_run_dev, [str(other), "--port", "0", "--db", str(db)], tmp_path)
+        assert result.returncode == 1, result.stdout
+        assert "Could not open the database" in result.stdout
+        assert "Traceback" not in result.stdout
+
+    broken = write_app(tmp_path / "broken" / "convex", {"bad.py": "x = (\n"})
+    result = await call(_run_dev, [str(broken), "--port", "0", "--memory"], tmp_path)
+    assert result.returncode == 1
+    assert "Could not load the app" in result.stdout and "bad.py" in result.stdout
+    result = await call(_run_dev, [str(tmp_path / "missing")], tmp_path)
+    assert result.returncode == 1 and "does not exist" in result.stdout
+
+
+def _run_dev(args: list[str], cwd: Path) -> Any:
+    from e2e_helpers import run_cli
+
+    return run_cli(["dev", *args], cwd, timeout=30)
+
+
+@pytest.mark.slow
+async def test_memory_mode_keeps_nothing(app_dir: Path) -> None:
+    async with dev_server(app_dir, None, "--no-crons", "-q") as server:
+        client = ConvexHttpClient(server.url)
+        await call(client.mutation, "tasks:add", {"text": "ephemeral"})
+        assert await call(client.query, "tasks:texts") == ["ephemeral"]
+        # -q: successful calls are not printed, errors are.
+        with pytest.raises(ConvexExecutionError):
+            await call(client.query, "values:boom")
+        await server.wait_for_output("ValueError: boom")
+        assert "tasks:add" not in server.output
+        assert isinstance(server, DevServer)
+    assert not (app_dir.parent / ".convexpy" / "data.sqlite3").exists()
+
+
+# --------------------------------------------------------------------------
+# Pieces, in-process
+
+
+def printer(verbosity: int = 0, color: bool = False) -> tuple[LogPrinter, io.StringIO]:
+    stream = io.StringIO()
+    # 2026-01-01T00:00:00.250Z, rendered in local time: only the milliseconds are checked.
+    return LogPrinter(
+        stream, verbosity=verbosity, color=color, now_ms=lambda: 1767225600250.0
+    ), stream
+
+
+CALL_OK = {
+    "type": "call",
+    "kind": "mutation",
+    "path": "messages:send",
+    "duration_ms": 4.25,
+    "outcome": "success",
+    "logs": ["sending hi", "[INFO] done"],
+}
+CALL_ERROR = {
+    "type": "call",
+    "kind": "query",
+    "path": "messages:boom",
+    "duration_ms": 0.3,
+    "outcome": "error",
+    "error": "ValueError: boom",
+    "logs": [],
+}
+JOB_OK = {
+    "type": "job",
+    "job": "abc123",
+    "path": "messages:destruct",
+    "kind": "mutation",
+    "outcome": "success",
+    "duration_ms": 1500.0,
+}
+CRON_FAILED = {
+    "type": "cron",
+    "name": "check queue",
+    "path": "queue:process",
+    "outcome": "failed",
+    "duration_ms": 12.0,
+    "error": "RuntimeError: down",
+    "skipped": 2,
+}
+
+
+def test_log_lines_are_aligned_and_plain() -> None:
+    log, stream = printer()
+    for event in (CALL_OK, CALL_ERROR, JOB_OK, CRON_FAILED):
+        log.on_event(event)
+    lines = stream.getvalue().splitlines()
+    assert "\x1b[" not in stream.getvalue()
+    assert lines[0].endswith("  mutation  messages:send" + " " * 24 + "4.25 ms  success")
+    assert lines[0][8:13] == ".250 "
+    assert lines[1:3] == ["    | sending hi", "    | [INFO] done"]
+    assert "query     messages:boom" in lines[3] and lines[3].endswith("error")
+    assert lines[4] == "    ! ValueError: boom"
+    assert "job       messages:destruct (mutation)" in lines[5] and "1.50 s" in lines[5]
+    assert "abc123" not in lines[5]  # job ids only with -v
+    assert 'cron      "check queue" queue:process' in lines[6] and lines[6].endswith("failed")
+    assert lines[7] == "    ! RuntimeError: down"
+    # The path column lines up.
+    assert len({line.index(" ms") for line in lines if " ms " in line}) == 1
+
+
+def test_quiet_and_verbose() -> None:
+    log, stream = printer(verbosity=-1)
+    for event in (CALL_OK, CALL_ERROR, JOB_OK, CRON_FAILED):
+        log.on_event(event)
+    log.info("banner")
+    out = stream.getvalue()
+    assert "messages:send" not in out and "messages:destruct" not in out and "banner" not in out
+    assert "messages:boom" in out and "check queue" in out
+
+    log, stream = printer(verbosity=1)
+    log.on_event(JOB_OK)
+    log.on_event(CRON_FAILED)
+    log.on_event({"type": "something-new"})
+    out = stream.getvalue()
+    assert "job abc123" in out and "skipped=2" in out and "something-new" in out
+
+
+def test_colors() -> None:
+    log, stream = printer(color=True)
+    log.on_event(CALL_ERROR)
+    assert "\x1b[31merror\x1b[0m" in stream.getvalue()
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert use_color(Tty(), {}) is True
+    assert use_color(Tty(), {"NO_COLOR": "1"}) is False
+    assert use_color(io.StringIO(), {}) is False
+    assert use_color(io.StringIO(), {"FORCE_COLOR": "1"}) is True
+    assert [format_duration(ms) for ms in (0.123, 42.4, 2500, 90_000)] == [
+        "0.12 ms",
+        "42 ms",
+        "2.50 s",
+        "1.5 min",
+    ]
+
+
+def test_tracebacks_and_request_errors() -> None:
+    log, stream = printer()
+    try:
+        raise ValueError("bad input")
+    except ValueError as exc:
+        log.function_exception("m:f", exc)
+    log.request_error("POST", "/api/query", 404, "FunctionNotFound", "Could not find m:g")
+    out = stream.getvalue()
+    assert "    ! Traceback (most recent call last):" in out
+    assert "test_tracebacks_and_request_errors" in out and "ValueError: bad input" in out
+    assert "POST /api/query" in out and "404 FunctionNotFound" in out
+    assert "    ! Could not find m:g" in out
+
+
+def test_state_files(tmp_path: Path) -> None:
+    app = tmp_path / "convex"
+    assert state_dir_for(app) == tmp_path / ".convexpy"
+    assert state_dir_for(app, tmp_path / "elsewhere" / "x.db") == tmp_path / "elsewhere"
+    state = tmp_path / ".convexpy"
+    key = load_or_create_admin_key(state)
+    assert len(key) > 32 and load_or_create_admin_key(state) == key
+    assert os.stat(state / "admin_key").st_mode & 0o777 == 0o600
+    write_server_info(state, "http://127.0.0.1:1", 111)
+    remove_server_info(state, 222)  # another server's file stays
+    assert server_info(state) == {"url": "http://127.0.0.1:1", "pid": 111}
+    remove_server_info(state, 111)
+    assert server_info(state) is None
