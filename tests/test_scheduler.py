@@ -347,3 +347,53 @@ async def test_conflicting_scheduled_mutation_retries_and_applies_exactly_once(t
     assert await t.query(api.jobs.counter_value, {"counter": counter}) == 2
     assert (await job(t, job_id))["state"] == {"kind": "success"}
     assert t.runtime.store.conflicts >= 1
+
+
+async def test_job_whose_function_disappeared_on_reload_fails_clearly(make_app):
+    code = """
+from convexpy import internal, internal_mutation, mutation
+
+@internal_mutation
+async def later(ctx) -> None:
+    pass
+
+@mutation
+async def plan(ctx) -> str:
+    return await ctx.scheduler.run_after(1000, internal.m.later, {})
+"""
+    root = make_app({"m.py": code})
+    async with ConvexTest(root) as t:
+        job_id = await t.mutation("m:plan")
+        (root / "m.py").write_text(code.replace("async def later", "async def renamed"))
+        await t.runtime.reload()
+        await t.advance(1000)
+        doc = await job(t, job_id)
+        assert doc["state"]["kind"] == "failed"
+        assert "'m:later' no longer exists" in doc["state"]["error"]
+
+
+async def test_reload_keeps_data_and_a_broken_module_keeps_the_old_version(make_app):
+    from convexpy.loader import AppLoadError
+
+    code = """
+from convexpy import mutation, query
+
+@mutation
+async def add(ctx) -> str:
+    return await ctx.db.insert("things", {"n": 1.0})
+
+@query
+async def count(ctx) -> int:
+    return len(await ctx.db.query("things").collect())
+"""
+    root = make_app({"m.py": code})
+    async with ConvexTest(root) as t:
+        await t.mutation("m:add")
+        (root / "m.py").write_text(code + "\n\nsyntax error here\n")
+        with pytest.raises(AppLoadError, match=r"m\.py"):
+            await t.runtime.reload()
+        assert await t.query("m:count") == 1  # the previous version keeps serving
+        (root / "m.py").write_text(code.replace('"n": 1.0', '"n": 2.0'))
+        await t.runtime.reload()
+        await t.mutation("m:add")
+        assert await t.query("m:count") == 2
