@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import anyio
 
-__all__ = ["Clock", "SystemClock", "VirtualClock"]
+__all__ = ["Clock", "SystemClock", "VirtualClock", "sleep_until_or_woken"]
 
 
 class Clock(ABC):
@@ -90,3 +91,26 @@ class VirtualClock(Clock):
                 await self._changed.wait()
         finally:
             del self._deadlines[token]
+
+
+async def sleep_until_or_woken(
+    clock: Clock,
+    deadline_ms: float,
+    wake: asyncio.Event,
+    on_wake: Callable[[], None],
+) -> None:
+    """Wait until ``deadline_ms`` on ``clock``, or less if ``wake`` is set first.
+
+    ``on_wake`` runs the moment the wait ends, before the clean-up yields to
+    the event loop: callers clear their "asleep" flag there, so that nobody
+    (the test harness) mistakes a task that is waking up for one at rest.
+    """
+    sleeper = asyncio.ensure_future(clock.sleep_until(deadline_ms))
+    waker = asyncio.ensure_future(wake.wait())
+    try:
+        await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        on_wake()
+        for task in (sleeper, waker):
+            task.cancel()
+        await asyncio.gather(sleeper, waker, return_exceptions=True)

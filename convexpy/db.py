@@ -14,13 +14,14 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import (
+    CommitFailedError,
     DocumentNotFoundError,
     InvalidIdError,
     InvalidValueError,
     ReadOnlyError,
 )
 from .ids import decode_id, new_id, table_number
-from .store.base import BY_ID, Document, IndexDef, KeyRange, ReadSet, Store, Write
+from .store.base import BY_ID, ConflictError, Document, IndexDef, KeyRange, ReadSet, Store, Write
 from .store.engine import overlay_scan
 from .store.keys import encode_prefix, prefix_successor
 from .values import check_document
@@ -131,6 +132,10 @@ class Transaction:
         writes = [w for w in self.writes.values() if w.old is not None or w.new is not None]
         try:
             return await self.store.commit(self.snapshot, self.reads, writes)
+        except ConflictError:
+            raise
+        except Exception as exc:
+            raise CommitFailedError(f"the store failed to commit: {exc}") from exc
         finally:
             self.release()
 

@@ -13,6 +13,7 @@ from typing import Any
 
 __all__ = [
     "ArgumentValidationError",
+    "CommitFailedError",
     "ConvexError",
     "ConvexpyError",
     "CronSpecError",
@@ -131,6 +132,12 @@ class CronSpecError(ConvexpyError, ValueError):
         self.job = job
         self.field = field
         super().__init__(message)
+
+
+class CommitFailedError(ConvexpyError, RuntimeError):
+    """The store could not commit, for a reason other than a conflict (an I/O
+    error, a full disk); the driver's error is on ``__cause__``. Scheduled
+    mutations retry with backoff; client calls see this error."""
 
 
 class StoreClosedError(ConvexpyError, RuntimeError):

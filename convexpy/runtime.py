@@ -31,7 +31,7 @@ from .functions import ConvexFunction, FunctionKind
 from .loader import LoadedApp, load_app, unload_app
 from .logcapture import capture
 from .scheduler.api import ActionScheduler, MutationScheduler, ScheduledWrites
-from .scheduler.executor import CommitFailedError, Dispatcher, error_text
+from .scheduler.executor import Dispatcher, error_text
 from .scheduler.jobs import SCHEDULED_FUNCTIONS, SYSTEM_INDEXES
 from .store import Store, store_from_url
 from .store.base import ConflictError
@@ -372,12 +372,7 @@ class Runtime:
             )
             result = await fn.handler(ctx, **copy_value(validated))
             result = self.check_result(path, fn, result)
-            try:
-                await txn.commit()
-            except ConflictError:
-                raise
-            except Exception as exc:
-                raise CommitFailedError(f"the store failed to commit {path}: {exc}") from exc
+            await txn.commit()
         finally:
             txn.release()
         self.dispatcher.notify(scheduled)

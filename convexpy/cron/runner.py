@@ -24,6 +24,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ..clock import sleep_until_or_woken
 from ..db import Transaction
 from ..errors import CronSpecError, FunctionNotFoundError, InvalidValueError
 from ..functions import FunctionKind
@@ -213,20 +214,14 @@ class CronRunner:
             await self._sleep(deadline)
 
     async def _sleep(self, deadline: float) -> None:
-        clock = self._runtime.clock
-        if clock.now() >= deadline:
-            await asyncio.sleep(0)
+        if self._runtime.clock.now() >= deadline or self._wake.is_set():
+            await asyncio.sleep(0)  # work to do: not asleep, as far as the harness knows
             return
-        sleeper = asyncio.ensure_future(clock.sleep_until(deadline))
-        waker = asyncio.ensure_future(self._wake.wait())
         self.sleeping = True
-        try:
-            await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            self.sleeping = False
-            for task in (sleeper, waker):
-                task.cancel()
-            await asyncio.gather(sleeper, waker, return_exceptions=True)
+        await sleep_until_or_woken(self._runtime.clock, deadline, self._wake, self._woken)
+
+    def _woken(self) -> None:
+        self.sleeping = False
 
     async def _start_run(self, planned: Planned) -> None:
         runtime = self._runtime

@@ -27,9 +27,10 @@ import random
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from ..clock import sleep_until_or_woken
 from ..context import Auth, MutationCtx
 from ..db import DatabaseWriter, Transaction
-from ..errors import ConvexError, ConvexpyError, FunctionNotFoundError
+from ..errors import CommitFailedError, ConvexError, FunctionNotFoundError
 from ..functions import ConvexFunction, FunctionKind
 from ..store.base import ConflictError, KeyRange
 from .api import MutationScheduler, ScheduledWrites
@@ -47,15 +48,11 @@ from .wheel import TimerWheel
 if TYPE_CHECKING:
     from ..runtime import Runtime
 
-__all__ = ["CommitFailedError", "Dispatcher", "RunningJob", "error_text"]
+__all__ = ["Dispatcher", "RunningJob", "error_text"]
 
 logger = logging.getLogger("convexpy.scheduler")
 
 RETENTION_BATCH = 1000
-
-
-class CommitFailedError(ConvexpyError):
-    """The store failed to commit for a reason other than a conflict."""
 
 
 def error_text(exc: BaseException) -> str:
@@ -249,23 +246,17 @@ class Dispatcher:
             await self._sleep(deadline)
 
     async def _sleep(self, deadline: float) -> None:
-        clock = self._runtime.clock
-        if clock.now() >= deadline:
-            await asyncio.sleep(0)
+        if self._runtime.clock.now() >= deadline:
+            await asyncio.sleep(0)  # due already: not asleep, as far as the harness knows
             return
         self._wake.clear()
         self._sleep_deadline = deadline
-        sleeper = asyncio.ensure_future(clock.sleep_until(deadline))
-        waker = asyncio.ensure_future(self._wake.wait())
         self.sleeping = True
-        try:
-            await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            self.sleeping = False
-            self._sleep_deadline = float("inf")
-            for task in (sleeper, waker):
-                task.cancel()
-            await asyncio.gather(sleeper, waker, return_exceptions=True)
+        await sleep_until_or_woken(self._runtime.clock, deadline, self._wake, self._woken)
+
+    def _woken(self) -> None:
+        self.sleeping = False
+        self._sleep_deadline = float("inf")
 
     @property
     def _backlog(self) -> int:
@@ -487,12 +478,7 @@ class Dispatcher:
                 all_writes.jobs.extend(writes.jobs)
                 all_writes.canceled.extend(writes.canceled)
                 outcomes.append((job_id, path, "success", None, started))
-            try:
-                await txn.commit()
-            except ConflictError:
-                raise
-            except Exception as exc:
-                raise CommitFailedError(f"the store failed to commit: {exc}") from exc
+            await txn.commit()
         finally:
             txn.release()
         self.notify(all_writes)
