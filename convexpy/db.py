@@ -83,9 +83,20 @@ class TableNames:
 
     def __init__(self) -> None:
         self._names: dict[int, str] = {}
+        self._known: set[str] = set()
 
     def add(self, table: str) -> None:
-        self._names[table_number(table)] = table
+        if table in self._known:
+            return
+        number = table_number(table)
+        other = self._names.get(number)
+        if other is not None and other != table:
+            raise InvalidValueError(
+                f"table names {other!r} and {table!r} hash to the same table number, so their "
+                "ids would be indistinguishable; rename one of them"
+            )
+        self._names[number] = table
+        self._known.add(table)
 
     def of_id(self, doc_id: object) -> str | None:
         """The table of a well-formed id (None if no such table was seen).

@@ -227,6 +227,7 @@ class FunctionRegistry:
         self._by_path: dict[str, ConvexFunction] = {}
         self._paths: dict[int, str] = {}
         self._resolved: dict[tuple[str, bool], tuple[str, ConvexFunction]] = {}
+        self._references: dict[tuple[tuple[str, ...], bool], tuple[str, ConvexFunction]] = {}
         """Path strings already resolved (the registry never changes once loaded)."""
 
     def register(self, path: str, function: ConvexFunction) -> None:
@@ -271,8 +272,12 @@ class FunctionRegistry:
         if isinstance(ref, ConvexFunction):
             path = self.path_of(ref)
         elif isinstance(ref, FunctionReference):
-            path = ref.path
             public_only = public_only or ref.visibility is Visibility.PUBLIC
+            key = (ref._parts, public_only)
+            hit = self._references.get(key)
+            if hit is None:
+                hit = self._references[key] = self._resolve(ref.path, public_only)
+            return hit
         elif isinstance(ref, str):
             path = normalize_path(ref)
         else:

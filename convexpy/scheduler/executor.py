@@ -202,8 +202,17 @@ class Dispatcher:
             wheel.cancel(job_id)
             self._names.pop(job_id, None)
         earliest = float("inf")
+        now = self._runtime.clock.now()
+        started = False
         for job_id, when, path in writes.jobs:
-            if when < self._frontier:
+            if when <= now:
+                # Due already: straight to the ready queue, no wheel round trip.
+                if job_id not in self._running:
+                    self._names[job_id] = path
+                    self._seq += 1
+                    heapq.heappush(self._ready, (when, self._seq, job_id))
+                    started = True
+            elif when < self._frontier:
                 if job_id not in self._running:
                     wheel.add(job_id, when)
                     self._names[job_id] = path
@@ -213,6 +222,8 @@ class Dispatcher:
                 if refresh < self._next_refresh:
                     self._next_refresh = refresh
                     earliest = min(earliest, refresh)
+        if started:
+            self._start_ready()
         if earliest < self._sleep_deadline:
             self._wake.set()
 
