@@ -20,7 +20,7 @@ from typing import Any
 from .clock import Clock, SystemClock
 from .context import ActionCtx, Auth, MutationCtx, QueryCtx, UserIdentity
 from .cron.runner import CRON_INDEXES, CRON_JOBS, CronRunner
-from .db import DatabaseReader, DatabaseWriter, TableNames, Transaction, copy_value
+from .db import DatabaseReader, DatabaseWriter, TableNames, Transaction
 from .errors import (
     ConvexpyError,
     FunctionNotFoundError,
@@ -35,7 +35,7 @@ from .scheduler.executor import Dispatcher, error_text
 from .scheduler.jobs import SCHEDULED_FUNCTIONS, SYSTEM_INDEXES
 from .store import Store, store_from_url
 from .store.base import ConflictError
-from .values import check_value
+from .values import check_value, copy_value
 
 __all__ = ["Runtime"]
 

@@ -41,6 +41,7 @@ __all__ = [
     "check_document",
     "check_value",
     "convex_type_name",
+    "copy_value",
     "describe_value",
     "find_invalid",
     "format_path",
@@ -624,3 +625,12 @@ def from_convex_json(obj: object) -> object:
         return _decode(obj)
     except _Bad as bad:
         raise _raise_invalid(bad, "$", prefix="Invalid Convex JSON") from None
+
+
+def copy_value(value: Any) -> Any:
+    """A deep copy of a Convex value (only lists and dicts need copying)."""
+    if isinstance(value, dict):
+        return {key: copy_value(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [copy_value(item) for item in value]
+    return value

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ..db import Transaction, copy_value
+from ..db import Transaction
 from ..errors import FunctionNotFoundError, InvalidValueError, SchedulerError
 from ..functions import FunctionKind
 from ..ids import is_id_of
-from ..values import check_value, value_size
+from ..values import check_value, copy_value, value_size
 from .jobs import SCHEDULED_FUNCTIONS, JobState, job_document
 
 if TYPE_CHECKING:
