@@ -20,7 +20,7 @@ from .errors import (
     ReadOnlyError,
 )
 from .ids import decode_id, new_id, table_number
-from .query import IndexRangeBuilder, Order, Query
+from .queries import IndexRangeBuilder, Order, Query
 from .store.base import ConflictError, Document, IndexDef, KeyRange, ReadSet, Store, Write
 from .store.engine import overlay_scan
 from .values import check_document, copy_value

@@ -193,6 +193,7 @@ def test_public_names_are_exported():
         "values",
         "annotations",
         "logcapture",
+        "queries",
         "server",
         "cli",
     }
