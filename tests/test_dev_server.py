@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from convex import ConvexError, ConvexInt64
 from convex.http_client import ConvexExecutionError, ConvexHttpClient
@@ -140,6 +141,31 @@ async def test_log_lines_reach_client_and_terminal(app_dir: Path, db: Path, caps
         assert "success" in line
         await server.wait_for_output("| hello from chatty")
         await server.wait_for_output("careful")
+
+
+@pytest.mark.slow
+async def test_bad_raw_requests_are_4xx_and_the_server_keeps_serving(
+    app_dir: Path, db: Path
+) -> None:
+    async with dev_server(app_dir, db) as server, httpx.AsyncClient(base_url=server.url) as http:
+        bad = [
+            ("/api/query", b"{not json"),
+            ("/api/query", b"[]"),
+            ("/api/query", json.dumps({"args": {}}).encode()),
+            ("/api/query", json.dumps({"path": "nested/deep:hello", "args": 5}).encode()),
+            ("/api/query", json.dumps({"path": "nested/deep:hello", "format": "xml"}).encode()),
+            ("/api/mutation", json.dumps({"path": "no:such", "args": {}}).encode()),
+            ("/api/query", b"x" * (9 * 1024 * 1024)),
+        ]
+        for path, body in bad:
+            response = await http.post(path, content=body)
+            assert 400 <= response.status_code < 500, (path, body[:40], response.text)
+            assert set(response.json()) == {"code", "message"}
+        ok = await http.post(
+            "/api/query", json={"path": "nested/deep:hello", "args": {"name": "still"}}
+        )
+        assert ok.status_code == 200
+        assert ok.json()["value"] == "hello still"
 
 
 @pytest.mark.slow
