@@ -397,3 +397,35 @@ async def count(ctx) -> int:
         await t.runtime.reload()
         await t.mutation("m:add")
         assert await t.query("m:count") == 2
+
+
+async def test_parallelism_holds_with_mutations_and_actions_mixed():
+    async with ConvexTest(SCHED_APP, parallelism=2) as t:
+        dispatcher = t.runtime.dispatcher
+        peak = 0
+        spawn = dispatcher._spawn
+
+        def counting_spawn(job_ids, work):
+            nonlocal peak
+            spawn(job_ids, work)
+            peak = max(peak, len(dispatcher._tasks))
+
+        dispatcher._spawn = counting_spawn
+        gates = module(t).gates
+        for gate in ("a1", "a2", "a3"):
+            gates[gate] = asyncio.Event()
+        await t.mutation(api.jobs.schedule_action, {"gate": "a1"})
+        await t.mutation(api.jobs.schedule, {"delay": 0, "label": "m1"})
+        await t.mutation(api.jobs.schedule_action, {"gate": "a2"})
+        await t.mutation(api.jobs.schedule_action, {"gate": "a3"})
+        runner = asyncio.create_task(t.advance(0))
+        await started(t, "a1")
+        await started(t, "a2")
+        for _ in range(100):
+            await asyncio.sleep(0)
+        assert module(t).started == ["a1", "a2"]
+        for gate in gates.values():
+            gate.set()
+        await runner
+        assert peak <= 2
+        assert sorted(await log(t)) == ["done a1", "done a2", "done a3", "m1"]

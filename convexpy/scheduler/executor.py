@@ -154,19 +154,11 @@ class Dispatcher:
     async def stop(self) -> None:
         self._stopping = True
         tasks = [t for t in (self._loop_task, self._retention_task) if t is not None]
-        tasks.extend(self._running.values())
+        tasks.extend(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._running.clear()
-
-    @property
-    def live_tasks(self) -> int:
-        """Tasks that may still make progress without time passing, plus the loop."""
-        count = len(self._running) + (1 if self._loop_task and not self._loop_task.done() else 0)
-        if self._retention_task is not None and not self._retention_task.done():
-            count += 1
-        return count
 
     @property
     def quiet(self) -> bool:
@@ -339,11 +331,15 @@ class Dispatcher:
             size = max(1, min(MAX_BATCH, -(-len(ready) // free)))
             batch: list[str] = []
             while ready and len(batch) < size:
-                job_id = heapq.heappop(ready)[2]
+                entry = heapq.heappop(ready)
+                job_id = entry[2]
                 if job_id in self._running:
                     continue
                 if self._kind_of(job_id) is FunctionKind.MUTATION and job_id not in self._solo:
                     batch.append(job_id)
+                elif batch:
+                    heapq.heappush(ready, entry)  # its turn comes with the next free slot
+                    break
                 else:
                     self._spawn([job_id], self._run_one(job_id))
                     break
