@@ -11,7 +11,7 @@ from .db import DatabaseReader, DatabaseWriter
 if TYPE_CHECKING:
     from .scheduler.api import Scheduler
 
-__all__ = ["ActionCtx", "Auth", "MutationCtx", "QueryCtx", "UserIdentity"]
+__all__ = ["ActionCtx", "Auth", "MutationCtx", "QueryCtx", "UserIdentity", "fixed_time"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +49,11 @@ class Auth:
     def get_user_identity(self) -> UserIdentity | None:
         """The caller's identity, or None (always None in scheduled functions and crons)."""
         return self._identity
+
+
+def fixed_time(now: float) -> Callable[[], float]:
+    """A ``now()`` for a query or mutation: the time it started, throughout."""
+    return lambda: now
 
 
 class _Ctx:

@@ -204,8 +204,6 @@ class FunctionReference:
 api = FunctionReference((), Visibility.PUBLIC)
 internal = FunctionReference((), Visibility.INTERNAL)
 
-FunctionLike = ConvexFunction | FunctionReference | str
-
 
 def normalize_path(path: str) -> str:
     """``"messages:send"`` from the accepted spellings (``messages.py:send`` …)."""

@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from .clock import Clock, SystemClock
-from .context import ActionCtx, Auth, MutationCtx, QueryCtx, UserIdentity
+from .context import ActionCtx, Auth, MutationCtx, QueryCtx, UserIdentity, fixed_time
 from .cron.runner import CRON_INDEXES, CRON_JOBS, CronRunner
 from .db import DatabaseReader, DatabaseWriter, TableNames, Transaction
 from .errors import (
@@ -322,7 +322,7 @@ class Runtime:
         validated = fn.args.validate({} if args is None else args, path)
         txn = self.transaction(writable=False)
         try:
-            ctx = QueryCtx(DatabaseReader(txn), Auth(identity), _frozen(self.clock.now()))
+            ctx = QueryCtx(DatabaseReader(txn), Auth(identity), fixed_time(self.clock.now()))
             result = await fn.handler(ctx, **validated)
             return self.check_result(path, fn, result)
         finally:
@@ -368,7 +368,7 @@ class Runtime:
             scheduled = ScheduledWrites()
             scheduler = MutationScheduler(self, txn, scheduled)
             ctx = MutationCtx(
-                DatabaseWriter(txn), Auth(identity), scheduler, _frozen(self.clock.now())
+                DatabaseWriter(txn), Auth(identity), scheduler, fixed_time(self.clock.now())
             )
             result = await fn.handler(ctx, **copy_value(validated))
             result = self.check_result(path, fn, result)
@@ -419,10 +419,6 @@ class Runtime:
                 await asyncio.sleep(_conflict_backoff(min(attempt, 10)))
             finally:
                 txn.release()
-
-
-def _frozen(now: float) -> Callable[[], float]:
-    return lambda: now
 
 
 def _conflict_backoff(attempt: int) -> float:

@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from .clock import VirtualClock
-from .context import Auth, MutationCtx, UserIdentity
+from .context import Auth, MutationCtx, UserIdentity, fixed_time
 from .db import DatabaseWriter, Transaction
 from .errors import ConvexpyError
 from .runtime import Runtime
@@ -121,9 +121,8 @@ class ConvexTest:
             writes.jobs.clear()
             writes.canceled.clear()
             db = DatabaseWriter(txn, allow_system_reads=True)
-            now = runtime.clock.now()
             scheduler = MutationScheduler(runtime, txn, writes)
-            ctx = MutationCtx(db, Auth(None), scheduler, lambda: now)
+            ctx = MutationCtx(db, Auth(None), scheduler, fixed_time(runtime.clock.now()))
             result = body(ctx)
             if inspect.isawaitable(result):
                 result = await result

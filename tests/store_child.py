@@ -44,7 +44,6 @@ async def main(path: Path, first: int) -> None:
                     created = store.creation_time(TABLE, 0.0)
                     doc = {"_id": doc_id, "_creationTime": created, "seq": seq, "part": part}
                     reads.ids.add(doc_id)
-                    reads.tables[doc_id] = TABLE
                     writes.append(Write(doc_id, TABLE, None, doc))
                 snapshot = store.snapshot()
                 try:

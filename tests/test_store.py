@@ -118,7 +118,6 @@ class Txn:
         if previous is not None:
             old = previous.old
         self.reads.ids.add(doc_id)
-        self.reads.tables[doc_id] = table
         self.writes[doc_id] = Write(doc_id, table, old, new)
 
     async def commit(self) -> int:

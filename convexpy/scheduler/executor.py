@@ -28,7 +28,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ..clock import sleep_until_or_woken
-from ..context import Auth, MutationCtx
+from ..context import Auth, MutationCtx, fixed_time
 from ..db import DatabaseWriter, Transaction
 from ..errors import CommitFailedError, ConvexError, FunctionNotFoundError
 from ..functions import ConvexFunction, FunctionKind
@@ -82,10 +82,6 @@ _Outcome = tuple[str, str, str, "str | None", float]
 
 MAX_BATCH = 128
 """Most scheduled mutations run in one transaction."""
-
-
-def _at(now: float) -> Callable[[], float]:
-    return lambda: now
 
 
 def _job_error(exc: Exception, path: str) -> str:
@@ -468,7 +464,9 @@ class Dispatcher:
                     scheduler = MutationScheduler(
                         runtime, txn, writes, current_job=RunningJob(job_id)
                     )
-                    ctx = MutationCtx(DatabaseWriter(txn), Auth(None), scheduler, _at(started))
+                    ctx = MutationCtx(
+                        DatabaseWriter(txn), Auth(None), scheduler, fixed_time(started)
+                    )
                     result = await fn.handler(ctx, **args)
                     runtime.check_result(path, fn, result)
                 except Exception as exc:

@@ -93,8 +93,6 @@ class ReadSet:
 
     ids: set[str] = field(default_factory=set)
     ranges: list[KeyRange] = field(default_factory=list)
-    tables: dict[str, str] = field(default_factory=dict)
-    """Maps each id in ``ids`` to its table, to name the table in conflict errors."""
 
 
 @dataclass(frozen=True, slots=True)

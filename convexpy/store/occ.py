@@ -68,10 +68,6 @@ class CommitLog:
         else:
             del self._snapshots[ts]
 
-    @property
-    def pinned(self) -> int:
-        return sum(self._snapshots.values())
-
     # -- commits -----------------------------------------------------------
 
     def append(self, commit: Commit) -> None:
