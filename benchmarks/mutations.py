@@ -11,6 +11,7 @@ event loop), so that ratios carry over between machines.
 
     python benchmarks/mutations.py                       # memory + sqlite, 1/8/64 callers
     python benchmarks/mutations.py --seconds 10 --callers 64 --json
+    python benchmarks/mutations.py --repeat 3              # best of 3 on a noisy machine
     python benchmarks/mutations.py --profile sqlite:64   # cProfile one cell
     python benchmarks/mutations.py --profile memory:64 --profiler pyinstrument
 
@@ -29,6 +30,7 @@ import os
 import platform
 import pstats
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -62,6 +64,8 @@ class Cell:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    cpu_percent: float
+    """Process CPU time (all threads) over the timed window, as a percentage of one core."""
 
 
 def machine() -> dict[str, Any]:
@@ -79,6 +83,7 @@ def machine() -> dict[str, Any]:
     except AttributeError:
         usable = os.cpu_count() or 0
     return {
+        "convexpy_commit": git_commit(),
         "cpu": cpu,
         "cores": os.cpu_count(),
         "usable_cores": usable,
@@ -87,7 +92,43 @@ def machine() -> dict[str, Any]:
         "sqlite": sqlite3.sqlite_version,
         "convexpy": convexpy.__version__,
         "platform": platform.platform(),
+        "busy_cores_before": busy_cores(),
     }
+
+
+def git_commit() -> str | None:
+    """The checkout's commit, with ``+dirty`` if ``convexpy/`` has uncommitted changes."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=HERE.parent, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", "convexpy")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def busy_cores(interval: float = 0.5) -> float | None:
+    """How many cores other processes kept busy just before the run (Linux only)."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as file:
+            fields = [int(x) for x in file.readline().split()[1:9]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(interval)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 == total0:
+        return 0.0
+    return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / (total1 - total0))
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
@@ -97,20 +138,31 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[index]
 
 
-async def drive(call: Call, callers: int, warmup: float, seconds: float) -> tuple[int, list[float]]:
-    """Run ``callers`` tasks calling ``call`` in a loop; return completions and
-    latencies (seconds) of the calls that completed inside the timed window."""
+async def drive(
+    call: Call, callers: int, warmup: float, seconds: float
+) -> tuple[int, list[float], float]:
+    """Run ``callers`` tasks calling ``call`` in a loop; return the number of calls
+    that completed inside the timed window, their latencies (seconds), and the
+    process CPU time used during the window (all threads)."""
     clock = time.perf_counter
     start = clock() + warmup
     end = start + seconds
     latencies: list[list[float]] = [[] for _ in range(callers)]
+    # Process CPU time when the window opens and closes, taken by whichever
+    # worker notices first (a mutation on the memory store never yields, so a
+    # loop callback could not be relied on to run in time).
+    cpu: list[float] = []
 
     async def worker(number: int, out: list[float]) -> None:
         i = number * 1_000_000_000
         while True:
             t0 = clock()
             if t0 >= end:
+                if len(cpu) < 2:
+                    cpu.extend([time.process_time()] * (2 - len(cpu)))
                 return
+            if t0 >= start and not cpu:
+                cpu.append(time.process_time())
             await call(i)
             t1 = clock()
             if start <= t1 <= end:
@@ -119,7 +171,7 @@ async def drive(call: Call, callers: int, warmup: float, seconds: float) -> tupl
 
     await asyncio.gather(*(worker(n, out) for n, out in enumerate(latencies)))
     merged = [latency for out in latencies for latency in out]
-    return len(merged), merged
+    return len(merged), merged, cpu[1] - cpu[0]
 
 
 @asynccontextmanager
@@ -172,11 +224,11 @@ async def run_cell(
             await drive(call, callers, 0.0, warmup)  # warm up outside the profile
             profiler.start()
             try:
-                calls, latencies = await drive(call, callers, 0.0, seconds)
+                calls, latencies, cpu = await drive(call, callers, 0.0, seconds)
             finally:
                 profiler.stop()
         else:
-            calls, latencies = await drive(call, callers, warmup, seconds)
+            calls, latencies, cpu = await drive(call, callers, warmup, seconds)
     latencies.sort()
     return Cell(
         store=store,
@@ -187,12 +239,13 @@ async def run_cell(
         p50_ms=percentile(latencies, 0.50) * 1000,
         p99_ms=percentile(latencies, 0.99) * 1000,
         max_ms=(latencies[-1] if latencies else float("nan")) * 1000,
+        cpu_percent=100 * cpu / seconds,
     )
 
 
 def format_table(cells: list[Cell]) -> str:
     noop = {c.callers: c.per_second for c in cells if c.store == "baseline:noop"}
-    rows = [("store", "callers", "mutations/s", "p50 ms", "p99 ms", "max ms", "vs no-op")]
+    rows = [("store", "callers", "mutations/s", "p50 ms", "p99 ms", "max ms", "CPU %", "vs no-op")]
     for c in cells:
         base = noop.get(c.callers)
         ratio = f"1/{base / c.per_second:,.0f}" if base and c.per_second else "-"
@@ -206,6 +259,7 @@ def format_table(cells: list[Cell]) -> str:
                 f"{c.p50_ms:.3f}",
                 f"{c.p99_ms:.3f}",
                 f"{c.max_ms:.3f}",
+                f"{c.cpu_percent:.0f}",
                 ratio,
             )
         )
@@ -249,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--stores", type=parse_stores, default=list(STORES), help="memory,sqlite (default)"
     )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="run each cell N times and keep the fastest"
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the no-op baselines")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
@@ -280,16 +337,26 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"machine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable), "
             f"{info['implementation']} {info['python']}, SQLite {info['sqlite']}, "
-            f"convexpy {info['convexpy']}"
+            f"convexpy {info['convexpy']} at {info['convexpy_commit']}"
         )
-        print(f"{args.seconds:g} s per cell after {args.warmup:g} s warm-up; {FUNCTION}\n")
+        busy = info["busy_cores_before"]
+        if busy is not None and busy > 0.2:
+            print(f"warning: {busy:.1f} cores were busy before starting; results will be skewed")
+        best = f", best of {args.repeat}" if args.repeat > 1 else ""
+        print(f"{args.seconds:g} s per cell after {args.warmup:g} s warm-up{best}; {FUNCTION}\n")
     cells = []
     for store, callers in plan:
-        cells.append(asyncio.run(run_cell(store, callers, args.warmup, args.seconds)))
+        runs = [
+            asyncio.run(run_cell(store, callers, args.warmup, args.seconds))
+            for _ in range(max(1, args.repeat))
+        ]
+        cells.append(max(runs, key=lambda cell: cell.per_second))
         if not args.json:
             print(f"  {store:<16} {callers:>3} callers: {cells[-1].per_second:>12,.0f}/s")
     if args.json:
-        print(json.dumps({"machine": info, "cells": [asdict(c) for c in cells]}, indent=2))
+        settings = {"seconds": args.seconds, "warmup": args.warmup, "repeat": args.repeat}
+        output = {"machine": info, "settings": settings, "cells": [asdict(c) for c in cells]}
+        print(json.dumps(output, indent=2))
     else:
         print()
         print(format_table(cells))
@@ -315,7 +382,7 @@ def profile(args: argparse.Namespace, info: dict[str, Any]) -> int:
         from pyinstrument import Profiler
 
         # async_mode="disabled": sample the event-loop thread as is, not per task.
-        profiler: Any = Profiler(interval=0.0002, async_mode="disabled")
+        profiler: Any = Profiler(interval=0.001, async_mode="disabled")
     else:
         profiler = _CProfile()
     cell = asyncio.run(run_cell(store, n, args.warmup, args.seconds, profiler))
@@ -334,7 +401,7 @@ def profile(args: argparse.Namespace, info: dict[str, Any]) -> int:
     stats = pstats.Stats(profiler.profile, stream=io.StringIO())
     total = stats.total_tt  # type: ignore[attr-defined]
     per_call = total / cell.calls * 1e6 if cell.calls else float("nan")
-    print(f"total profiled CPU {total:.2f} s = {per_call:.1f} us per mutation\n")
+    print(f"profiled wall time on the loop thread {total:.2f} s = {per_call:.1f} us per mutation\n")
     for key, title in (("tottime", "own time"), ("cumulative", "cumulative time")):
         out = io.StringIO()
         stats.stream = out  # type: ignore[attr-defined]

@@ -17,6 +17,7 @@ Commits stay in the log while a live snapshot may still need them.
 from __future__ import annotations
 
 import asyncio
+import bisect
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -80,11 +81,9 @@ class CommitLog:
     def after(self, ts: int) -> list[Commit]:
         """Commits with a timestamp greater than ``ts``, oldest first."""
         commits = self._commits
-        # Timestamps are increasing; scan back from the end, usually short.
-        start = len(commits)
-        while start > 0 and commits[start - 1].ts > ts:
-            start -= 1
-        return commits[start:]
+        if not commits or commits[-1].ts <= ts:
+            return []
+        return commits[bisect.bisect_right(commits, ts, key=_commit_ts) :]
 
     def trim(self, applied_ts: int) -> None:
         """Forget commits no live snapshot can see past, once applied to the store."""
@@ -104,6 +103,8 @@ class CommitLog:
 
     def find_conflict(self, snapshot_ts: int, reads: ReadSet) -> str | None:
         """The table of a conflicting write committed after ``snapshot_ts``, or None."""
+        if not reads.ids and not reads.ranges:
+            return None
         later = self.after(snapshot_ts)
         if not later:
             return None
@@ -146,3 +147,7 @@ class CommitLog:
                 if write.table == table and write.id not in versions:
                     versions[write.id] = write.old
         return versions
+
+
+def _commit_ts(commit: Commit) -> int:
+    return commit.ts
