@@ -11,7 +11,15 @@ from .db import DatabaseReader, DatabaseWriter
 if TYPE_CHECKING:
     from .scheduler.api import Scheduler
 
-__all__ = ["ActionCtx", "Auth", "MutationCtx", "QueryCtx", "UserIdentity", "fixed_time"]
+__all__ = [
+    "NO_AUTH",
+    "ActionCtx",
+    "Auth",
+    "MutationCtx",
+    "QueryCtx",
+    "UserIdentity",
+    "fixed_time",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +79,10 @@ class _Ctx:
         test harness's virtual clock.
         """
         return self._now()
+
+
+NO_AUTH = Auth(None)
+"""The ``ctx.auth`` of calls without an identity (scheduled jobs, crons)."""
 
 
 class QueryCtx(_Ctx):

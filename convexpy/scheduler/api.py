@@ -17,7 +17,7 @@ from ..db import Transaction
 from ..errors import FunctionNotFoundError, InvalidValueError, SchedulerError
 from ..functions import FunctionKind
 from ..ids import is_id_of
-from ..values import check_value, copy_value, value_size
+from ..values import copy_value, value_size
 from .jobs import SCHEDULED_FUNCTIONS, JobState, job_document
 
 if TYPE_CHECKING:
@@ -93,7 +93,8 @@ class Scheduler(ABC):
     runAfter = run_after
     runAt = run_at
 
-    def _target(self, function: object, args: object, verb: str) -> tuple[str, dict[str, Any]]:
+    def _target(self, function: object, args: object, verb: str) -> tuple[str, dict[str, Any], int]:
+        """The function's path, a private copy of the checked args, and their size."""
         try:
             path, fn = self._runtime.resolve(function, trusted=True)
         except FunctionNotFoundError as exc:
@@ -110,10 +111,10 @@ class Scheduler(ABC):
         if not isinstance(args, dict):
             raise SchedulerError(f"{verb}: args must be a dict, got {type(args).__name__}")
         try:
-            check_value(args, "args")
+            size = value_size(args)  # checks the value on the way
         except InvalidValueError as exc:
             raise SchedulerError(f"{verb}: args of {path} are not Convex values: {exc}") from None
-        return path, copy_value(args)
+        return path, copy_value(args), size
 
     def _check_time(self, when: float, verb: str) -> None:
         now = self._runtime.clock.now()
@@ -150,13 +151,18 @@ async def schedule_in(
     *,
     canceled: bool = False,
     now: float,
+    size: int | None = None,
 ) -> str:
-    """Insert a job into ``txn``, enforcing the per-transaction limits."""
+    """Insert a job into ``txn``, enforcing the per-transaction limits.
+
+    ``size`` is :func:`value_size` of ``args`` when the caller has it already.
+    """
     if len(writes.jobs) >= MAX_JOBS_PER_TRANSACTION:
         raise SchedulerError(
             f"Too many functions scheduled by this mutation (limit: {MAX_JOBS_PER_TRANSACTION})"
         )
-    size = value_size(args)
+    if size is None:
+        size = value_size(args)
     if writes.args_bytes + size > MAX_ARGS_BYTES_PER_TRANSACTION:
         raise SchedulerError(
             "Too large total size of the arguments of scheduled functions from this mutation "
@@ -207,10 +213,10 @@ class MutationScheduler(Scheduler):
         self._current_job = current_job
 
     async def _schedule(self, when: float, function: object, args: object, verb: str) -> str:
-        path, checked = self._target(function, args, verb)
+        path, checked, size = self._target(function, args, verb)
         self._check_time(when, verb)
         return await schedule_in(
-            self._txn, self._writes, path, checked, when, now=self._runtime.clock.now()
+            self._txn, self._writes, path, checked, when, now=self._runtime.clock.now(), size=size
         )
 
     async def cancel(self, job_id: str) -> None:
@@ -232,7 +238,7 @@ class ActionScheduler(Scheduler):
         self._parent_job = parent_job
 
     async def _schedule(self, when: float, function: object, args: object, verb: str) -> str:
-        path, checked = self._target(function, args, verb)
+        path, checked, size = self._target(function, args, verb)
         self._check_time(when, verb)
         runtime = self._runtime
         writes = ScheduledWrites()
@@ -245,7 +251,14 @@ class ActionScheduler(Scheduler):
                 parent = await txn.get(self._parent_job)
                 canceled = parent is not None and parent["state"]["kind"] == JobState.CANCELED
             return await schedule_in(
-                txn, writes, path, checked, when, canceled=canceled, now=runtime.clock.now()
+                txn,
+                writes,
+                path,
+                checked,
+                when,
+                canceled=canceled,
+                now=runtime.clock.now(),
+                size=size,
             )
 
         job_id: str = await runtime.system_mutation(body)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ..clock import sleep_until_or_woken
-from ..context import Auth, MutationCtx, fixed_time
+from ..context import NO_AUTH, MutationCtx, fixed_time
 from ..db import DatabaseWriter, Transaction
 from ..errors import CommitFailedError, ConvexError, FunctionNotFoundError
 from ..functions import ConvexFunction, FunctionKind
@@ -446,6 +446,7 @@ class Dispatcher:
         txn = runtime.transaction(writable=True)
         all_writes = ScheduledWrites()
         outcomes: list[_Outcome] = []
+        db = DatabaseWriter(txn)  # stateless beyond the transaction: one serves every job
         try:
             await txn.prefetch(job_ids)
             for job_id in job_ids:
@@ -464,9 +465,7 @@ class Dispatcher:
                     scheduler = MutationScheduler(
                         runtime, txn, writes, current_job=RunningJob(job_id)
                     )
-                    ctx = MutationCtx(
-                        DatabaseWriter(txn), Auth(None), scheduler, fixed_time(started)
-                    )
+                    ctx = MutationCtx(db, NO_AUTH, scheduler, fixed_time(started))
                     result = await fn.handler(ctx, **args)
                     runtime.check_result(path, fn, result)
                 except Exception as exc:
