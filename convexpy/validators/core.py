@@ -98,6 +98,7 @@ class _Checked:
 
 
 def _dec_hook(tp: type, obj: Any) -> Any:
+    # msgspec's hook protocol: NotImplementedError means "not a type I handle".
     if not (isinstance(tp, type) and issubclass(tp, _Checked)):
         raise NotImplementedError
     try:
@@ -113,7 +114,7 @@ def _enc_hook(obj: Any) -> Any:
         return obj.value
     if isinstance(obj, str):
         return str.__str__(obj)
-    raise NotImplementedError
+    raise NotImplementedError  # msgspec's hook protocol: not a type we handle
 
 
 def _to_plain(converted: object) -> Any:

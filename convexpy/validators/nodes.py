@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import types
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Literal, Union, cast
 
 import msgspec
@@ -39,7 +40,7 @@ from .core import (
 # Validators
 
 
-class Validator:
+class Validator(ABC):
     """Base class of all validators (what ``v.*`` returns).
 
     ``describe()`` gives the short form used in messages (``array<int64>``),
@@ -56,16 +57,17 @@ class Validator:
 
     # -- public ------------------------------------------------------------
 
+    @abstractmethod
     def describe(self) -> str:
         """A short type expression for messages, e.g. ``{ name: string, age?: int64 }``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def json(self) -> dict[str, Any]:
         """A JSON-compatible structural description (Convex's validator JSON shape)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _repr(self) -> str:
-        raise NotImplementedError
+        """The ``v.*(...)`` expression that builds this validator."""
 
     def __repr__(self) -> str:
         return f"v.optional({self._repr()})" if self.is_optional else self._repr()
@@ -84,13 +86,13 @@ class Validator:
 
     # -- internals ---------------------------------------------------------
 
+    @abstractmethod
     def _check(self, value: Any) -> Any:
         """Python path: return the converted value or raise ``_Mismatch``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _kinds(self) -> frozenset[str]:
         """The value kinds this validator can accept (for union compilation)."""
-        raise NotImplementedError
 
     def _shallow_match(self, value: object) -> bool:
         # Whether a union's error should be explained by this member's own
