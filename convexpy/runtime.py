@@ -62,6 +62,8 @@ class Runtime:
     ``mutation_retries`` times before ``OptimisticConcurrencyError``.
     ``capture_logs=True`` (the dev server) collects what handlers print or
     log into each call's event instead of letting it reach the terminal.
+    On exit, running scheduled jobs get ``shutdown_grace`` seconds (real
+    time) to finish before they are cancelled.
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class Runtime:
         mutation_retries: int = 16,
         retention_ms: float = 7 * 24 * 3600 * 1000,
         capture_logs: bool = False,
+        shutdown_grace: float = 5.0,
     ) -> None:
         if not isinstance(parallelism, int) or parallelism < 1:
             raise ValueError(f"parallelism must be a positive integer, got {parallelism!r}")
@@ -88,6 +91,7 @@ class Runtime:
         self.mutation_retries = mutation_retries
         self.retention_ms = retention_ms
         self.capture_logs = capture_logs
+        self.shutdown_grace = shutdown_grace
         self.tables = TableNames()
         self.app: LoadedApp | None = None
         self.dispatcher = Dispatcher(self)
@@ -108,7 +112,7 @@ class Runtime:
             stack.push_async_callback(self.store.close)
             await self._configure_store(self.app)
             await self.dispatcher.start()
-            stack.push_async_callback(self.dispatcher.stop)
+            stack.push_async_callback(lambda: self.dispatcher.stop(self.shutdown_grace))
             if self.crons_enabled:
                 await self.crons.start(self.app.crons)
                 stack.push_async_callback(self.crons.stop)

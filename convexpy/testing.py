@@ -60,7 +60,12 @@ class ConvexTest:
     ) -> None:
         self.clock = clock if clock is not None else VirtualClock(start_ms)
         self.runtime = Runtime(
-            app_dir, store=store, clock=self.clock, parallelism=parallelism, crons=crons
+            app_dir,
+            store=store,
+            clock=self.clock,
+            parallelism=parallelism,
+            crons=crons,
+            shutdown_grace=0.0,  # a test ending mid-job should not wait for it
         )
         self.settle_timeout = settle_timeout
 

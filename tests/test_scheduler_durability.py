@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -153,3 +154,38 @@ async def test_sigkill_crash_loop_runs_every_job_exactly_or_at_most_once(tmp_pat
     for token, state in action_jobs.items():
         if state == "success":
             assert token in logged
+
+
+async def test_shutdown_lets_a_running_action_finish_within_the_grace(tmp_path):
+    store = f"sqlite:///{tmp_path}/s.sqlite3"
+    async with Runtime(SCHED_APP, store=store, shutdown_grace=30.0) as rt:
+        events = JobEvents(rt)
+        module = rt.app.modules["jobs"]
+        module.gates["slow"] = gate = asyncio.Event()
+        job_id = await rt.mutation(api.jobs.schedule_action, {"gate": "slow"})
+        signal = module.started_signals.setdefault("slow", asyncio.Event())
+        with anyio.fail_after(10):
+            await signal.wait()
+        # Leaving the block while the action runs: release it from a callback.
+        asyncio.get_running_loop().call_soon(gate.set)
+    assert [e["outcome"] for e in events.events] == ["success"]
+    async with Runtime(SCHED_APP, store=store) as rt:
+        docs = {d["_id"]: d async for d in _system_docs(rt)}
+        assert docs[job_id]["state"] == {"kind": "success"}
+
+
+async def test_shutdown_without_grace_fails_the_action_on_next_start(tmp_path):
+    store = f"sqlite:///{tmp_path}/s.sqlite3"
+    async with Runtime(SCHED_APP, store=store, shutdown_grace=0.0) as rt:
+        module = rt.app.modules["jobs"]
+        module.gates["stuck"] = asyncio.Event()
+        job_id = await rt.mutation(api.jobs.schedule_action, {"gate": "stuck"})
+        signal = module.started_signals.setdefault("stuck", asyncio.Event())
+        with anyio.fail_after(10):
+            await signal.wait()
+    async with Runtime(SCHED_APP, store=store) as rt:
+        docs = {d["_id"]: d async for d in _system_docs(rt)}
+        assert docs[job_id]["state"] == {
+            "kind": "failed",
+            "error": "Transient error while executing action",
+        }

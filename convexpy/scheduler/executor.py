@@ -147,13 +147,21 @@ class Dispatcher:
         self._next_retention = self._runtime.clock.now()
         self._loop_task = asyncio.create_task(self._loop(), name="convexpy-dispatcher")
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 0.0) -> None:
+        """Start no more jobs; give running ones ``grace`` seconds (real time)
+        to finish, then cancel the rest. A cancelled mutation rolls back and
+        runs again on the next start; a cancelled action becomes ``failed``
+        ("Transient error while executing action") on the next start."""
         self._stopping = True
-        tasks = [t for t in (self._loop_task, self._retention_task) if t is not None]
-        tasks.extend(self._tasks)
-        for task in tasks:
+        housekeeping = [t for t in (self._loop_task, self._retention_task) if t is not None]
+        for task in housekeeping:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if grace > 0 and self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace)
+        remaining = list(self._tasks)
+        for task in remaining:
+            task.cancel()
+        await asyncio.gather(*housekeeping, *remaining, return_exceptions=True)
         self._running.clear()
 
     @property
