@@ -57,6 +57,7 @@ class ConvexTest:
         settle_timeout: float = 30.0,
         store: str | Store = "memory",
         clock: VirtualClock | None = None,
+        retention_ms: float = 7 * 24 * 3600 * 1000,
     ) -> None:
         self.clock = clock if clock is not None else VirtualClock(start_ms)
         self.runtime = Runtime(
@@ -65,6 +66,7 @@ class ConvexTest:
             clock=self.clock,
             parallelism=parallelism,
             crons=crons,
+            retention_ms=retention_ms,
             shutdown_grace=0.0,  # a test ending mid-job should not wait for it
         )
         self.settle_timeout = settle_timeout

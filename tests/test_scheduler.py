@@ -429,3 +429,32 @@ async def test_parallelism_holds_with_mutations_and_actions_mixed():
         await runner
         assert peak <= 2
         assert sorted(await log(t)) == ["done a1", "done a2", "done a3", "m1"]
+
+
+async def test_retention_period_is_configurable():
+    async with ConvexTest(SCHED_APP, retention_ms=3600 * 1000) as t:
+        job_id = await t.mutation(api.jobs.schedule, {"delay": 0, "label": "x"})
+        await t.finish_in_progress_scheduled_functions()
+        await t.advance(3600 * 1000 - 1)
+        assert await job(t, job_id) is not None
+        await t.advance(1)
+        assert await job(t, job_id) is None
+
+
+async def test_store_failures_at_commit_are_retried_until_the_job_commits(t):
+    store = t.runtime.store
+    commit = store.commit
+    failures = []
+
+    async def flaky_commit(snapshot, reads, writes):
+        if any(w.table == "log" for w in writes) and len(failures) < 2:
+            failures.append(True)
+            raise OSError("disk hiccup")
+        return await commit(snapshot, reads, writes)
+
+    store.commit = flaky_commit
+    job_id = await t.mutation(api.jobs.schedule, {"delay": 0, "label": "once"})
+    await t.advance(60_000)  # backoff is 500 ms doubling, on the virtual clock
+    assert failures == [True, True]
+    assert await log(t) == ["once"]
+    assert (await job(t, job_id))["state"] == {"kind": "success"}
