@@ -259,3 +259,23 @@ async def test_invalid_cron_target_is_refused_at_load(make_app):
     with pytest.raises(CronSpecError, match="query"):
         async with ConvexTest(root):
             pass
+
+
+async def test_clock_schedules_over_a_leap_year_quarter():
+    # Four months of 2028: the 31st fires only in Jan and Mar; Feb 29 exists.
+    async with ConvexTest(CRON_APP, start_ms=ms(2028, 1, 1)) as t:
+        await t.advance(ms(2028, 5, 1) - 1 - t.now)
+        assert await runs(t, "monthly 31st") == ["2028-01-31 00:00", "2028-03-31 00:00"]
+        assert await runs(t, "leap day") == ["2028-02-29 12:00"]
+        days = 31 + 29 + 31 + 30
+        assert len(await runs(t, "daily")) == days
+        assert len(await runs(t, "hourly")) == days * 24
+        sundays = await runs(t, "weekly")
+        assert len(sundays) == 18 and sundays[0] == "2028-01-02 02:00"  # Jan 2 .. Apr 30
+        weekdays = await runs(t, "weekdays 17h")
+        expected = sum(
+            1
+            for day in range(days)
+            if datetime.fromtimestamp(ms(2028, 1, 1) / 1000 + day * 86400, tz=UTC).weekday() < 5
+        )
+        assert len(weekdays) == expected
