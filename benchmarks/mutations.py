@@ -27,10 +27,7 @@ import cProfile
 import io
 import json
 import os
-import platform
 import pstats
-import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +40,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 APP_DIR = HERE / "apps" / "bench"
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
+sys.path.insert(0, str(HERE))
+
+from _common import machine as common_machine  # noqa: E402
 
 import convexpy  # noqa: E402
 
@@ -69,47 +69,7 @@ class Cell:
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
-    return {
-        "convexpy_commit": git_commit(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "usable_cores": usable,
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "sqlite": sqlite3.sqlite_version,
-        "convexpy": convexpy.__version__,
-        "platform": platform.platform(),
-        "busy_cores_before": busy_cores(),
-    }
-
-
-def git_commit() -> str | None:
-    """The checkout's commit, with ``+dirty`` if ``convexpy/`` has uncommitted changes."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=HERE.parent, capture_output=True, text=True, check=True
-        ).stdout.strip()
-
-    try:
-        head = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--", "convexpy")
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("+dirty" if dirty else "")
+    return {**common_machine(), "busy_cores_before": busy_cores()}
 
 
 def busy_cores(interval: float = 0.5) -> float | None:
