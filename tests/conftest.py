@@ -1,8 +1,19 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# No per-example deadline: a loaded CI machine must not turn a slow example
+# into a failure. On CI, examples are derived from the test itself, so a run
+# is reproducible; locally they stay random and keep exploring.
+settings.register_profile(
+    "dev", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.register_profile("ci", parent=settings.get_profile("dev"), derandomize=True)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 APPS = Path(__file__).parent / "apps"
 
