@@ -144,21 +144,17 @@ class Runtime:
         old = self._loaded
         new = load_app(self.app_dir)
         try:
-            self.app = new
+            self.app = new  # cron validation resolves functions in the new app
             self.crons.validate(new.crons)
             await self._configure_store(new)
         except BaseException:
             self.app = old
             unload_app(new)
             raise
-        self.app = new
         unload_app(old)
-        await self._after_load()
-        return new
-
-    async def _after_load(self) -> None:
         if self.crons_enabled:
-            await self.crons.sync(self._loaded.crons)
+            await self.crons.sync(new.crons)
+        return new
 
     def _unload(self) -> None:
         if self.app is not None:

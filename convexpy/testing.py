@@ -125,8 +125,7 @@ class ConvexTest:
         writes = ScheduledWrites()
 
         async def transaction(txn: Transaction) -> Any:
-            writes.jobs.clear()
-            writes.canceled.clear()
+            writes.clear()
             db = DatabaseWriter(txn, allow_system_reads=True)
             scheduler = MutationScheduler(runtime, txn, writes)
             ctx = MutationCtx(db, Auth(None), scheduler, fixed_time(runtime.clock.now()))

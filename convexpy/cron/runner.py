@@ -228,8 +228,7 @@ class CronRunner:
         writes = ScheduledWrites()
 
         async def body(txn: Transaction) -> dict[str, Any] | None:
-            writes.jobs.clear()
-            writes.args_bytes = 0
+            writes.clear()
             doc = await txn.get(planned.doc_id)
             if doc is None or doc["currentRun"] is not None:
                 return doc

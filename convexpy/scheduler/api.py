@@ -40,6 +40,12 @@ class ScheduledWrites:
     canceled: list[str] = field(default_factory=list)
     args_bytes: int = 0
 
+    def clear(self) -> None:
+        """Forget everything: a transaction is being retried from the start."""
+        self.jobs.clear()
+        self.canceled.clear()
+        self.args_bytes = 0
+
 
 class Scheduler(ABC):
     """Shared argument checks of ``run_after`` / ``run_at`` / ``cancel``."""
@@ -244,8 +250,7 @@ class ActionScheduler(Scheduler):
         writes = ScheduledWrites()
 
         async def body(txn: Transaction) -> str:
-            writes.jobs.clear()
-            writes.args_bytes = 0
+            writes.clear()
             canceled = False
             if self._parent_job is not None:
                 parent = await txn.get(self._parent_job)
@@ -271,7 +276,7 @@ class ActionScheduler(Scheduler):
         writes = ScheduledWrites()
 
         async def body(txn: Transaction) -> None:
-            writes.canceled.clear()
+            writes.clear()
             await cancel_in(txn, writes, job_id, now=runtime.clock.now())
 
         await runtime.system_mutation(body)
