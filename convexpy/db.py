@@ -340,29 +340,31 @@ class DatabaseWriter(DatabaseReader):
 
     async def patch(self, doc_id: str, value: Document) -> None:
         """Shallow-merge ``value`` into the document (a ``None`` field becomes null)."""
-        if not isinstance(value, dict):
-            raise InvalidValueError(f"patch expects a dict of fields, got {type(value).__name__}")
-        table, doc = await self._user_doc(doc_id, "patch")
-        changes = dict(value)
-        for system_field in ("_id", "_creationTime"):
-            if system_field in changes and changes.pop(system_field) != doc[system_field]:
-                raise InvalidValueError(f"patch cannot change the system field {system_field}")
+        table, doc, changes = await self._user_change(doc_id, value, "patch")
         merged = {k: v for k, v in doc.items() if not k.startswith("_")}
-        merged.update(_user_fields(changes, "patch"))
-        check_document(merged)
+        merged.update(copy_value(changes))
+        check_document(merged)  # the merge as a whole: names, nesting, size
         merged = self._validate(table, merged)
         self._txn.put(table, doc, {**_system_fields(doc), **merged})
 
     async def replace(self, doc_id: str, value: Document) -> None:
+        table, doc, fields = await self._user_change(doc_id, value, "replace")
+        fields = self._validate(table, _user_fields(fields, "replace"))
+        self._txn.put(table, doc, {**_system_fields(doc), **fields})
+
+    async def _user_change(
+        self, doc_id: str, value: object, verb: str
+    ) -> tuple[str, Document, Document]:
+        """The table, the current document, and ``value`` without system fields
+        (which may be given, but only unchanged)."""
         if not isinstance(value, dict):
-            raise InvalidValueError(f"replace expects a dict of fields, got {type(value).__name__}")
-        table, doc = await self._user_doc(doc_id, "replace")
+            raise InvalidValueError(f"{verb} expects a dict of fields, got {type(value).__name__}")
+        table, doc = await self._user_doc(doc_id, verb)
         fields = dict(value)
         for system_field in ("_id", "_creationTime"):
             if system_field in fields and fields.pop(system_field) != doc[system_field]:
-                raise InvalidValueError(f"replace cannot change the system field {system_field}")
-        fields = self._validate(table, _user_fields(fields, "replace"))
-        self._txn.put(table, doc, {**_system_fields(doc), **fields})
+                raise InvalidValueError(f"{verb} cannot change the system field {system_field}")
+        return table, doc, fields
 
     async def delete(self, doc_id: str) -> None:
         table, doc = await self._user_doc(doc_id, "delete")
