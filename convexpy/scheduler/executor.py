@@ -84,14 +84,6 @@ MAX_BATCH = 128
 """Most scheduled mutations run in one transaction."""
 
 
-def _job_error(exc: Exception, path: str) -> str:
-    if isinstance(exc, FunctionNotFoundError):
-        if exc.path and "is not a mutation" not in str(exc):
-            return f"Function {path!r} no longer exists in the app, so this job cannot run"
-        return str(exc)
-    return error_text(exc)
-
-
 def finished(
     doc: dict[str, Any], state: JobState, now: float, error: str | None = None
 ) -> dict[str, Any]:
@@ -465,20 +457,27 @@ class Dispatcher:
                 path = doc["name"]
                 mark = txn.savepoint()
                 writes = ScheduledWrites()
+                error: str | None = None
                 try:
                     path, fn = runtime.resolve(path)
+                except FunctionNotFoundError:
+                    error = f"Function {path!r} no longer exists in the app, so this job cannot run"
+                else:
                     if fn.kind is not FunctionKind.MUTATION:
-                        raise FunctionNotFoundError(f"{path!r} is not a mutation", path=path)
-                    args = fn.args.validate(doc["args"][0] if doc["args"] else {}, path)
-                    scheduler = MutationScheduler(
-                        runtime, txn, writes, current_job=RunningJob(job_id)
-                    )
-                    ctx = MutationCtx(db, NO_AUTH, scheduler, fixed_time(started))
-                    result = await fn.handler(ctx, **args)
-                    runtime.check_result(path, fn, result)
-                except Exception as exc:
-                    txn.rollback_to(mark)
-                    error = _job_error(exc, path)
+                        error = f"{path!r} is not a mutation"
+                if error is None:
+                    try:
+                        args = fn.args.validate(doc["args"][0] if doc["args"] else {}, path)
+                        scheduler = MutationScheduler(
+                            runtime, txn, writes, current_job=RunningJob(job_id)
+                        )
+                        ctx = MutationCtx(db, NO_AUTH, scheduler, fixed_time(started))
+                        result = await fn.handler(ctx, **args)
+                        runtime.check_result(path, fn, result)
+                    except Exception as exc:
+                        txn.rollback_to(mark)
+                        error = error_text(exc)
+                if error is not None:
                     txn.put(
                         SCHEDULED_FUNCTIONS,
                         doc,
