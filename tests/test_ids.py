@@ -77,6 +77,22 @@ def test_new_ids_are_unique_and_prefixed_per_table() -> None:
     assert new_id("messages")[:8] != new_id("users")[:8]
 
 
+def test_new_ids_follow_the_clock_and_keep_88_random_bits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1_700_000_000.0]
+    monkeypatch.setattr("convexpy.ids.time.time", lambda: now[0])
+    early = [new_id("jobs") for _ in range(200)]
+    now[0] += 0.001
+    late = [new_id("jobs") for _ in range(200)]
+    # A later millisecond sorts after, as text and as decoded bytes.
+    assert max(early) < min(late)
+    internals = [decode_id(i)[1] for i in early]
+    assert {b[:5] for b in internals} == {(1_700_000_000_000 & (2**40 - 1)).to_bytes(5, "big")}
+    assert len({b[5:] for b in internals}) == 200  # the random part differs
+    assert all(decode_id(i)[0] == table_number("jobs") for i in early + late)
+
+
 @given(st.integers(1, 2**32 - 1), internal_ids)
 def test_encode_decode_round_trip(number: int, internal: bytes) -> None:
     encoded = encode_id(number, internal)
