@@ -484,6 +484,56 @@ async def test_configure_indexes_backfills_and_drops(store: Store) -> None:
         await store.configure_indexes([IndexDef(TASKS, BY_CREATION_TIME, ("owner",))])
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_indexes_match_the_documents_through_long_unscanned_stretches(
+    store: Store, seed: int
+) -> None:
+    """Bursts of writes far longer than the table (the memory store drops an
+    index nobody scans for that long and rebuilds it) alternate with short
+    ones (caught up entry by entry); every scan matches a model."""
+    rng = random.Random(seed)
+    await store.configure_indexes([BY_OWNER_DUE])
+    model: dict[str, Document] = {}
+
+    async def burst(commits: int) -> None:
+        for _ in range(commits):
+            txn = Txn(store)
+            for _ in range(rng.randint(1, 6)):
+                live = [i for i in model if i not in txn.writes]
+                roll = rng.random()
+                if live and roll < 0.3:
+                    doc = await txn.replace(
+                        TASKS, rng.choice(live), owner=rng.choice("abc"), due=rng.randint(0, 5)
+                    )
+                elif live and roll < 0.45:
+                    txn_id = rng.choice(live)
+                    await txn.delete(TASKS, txn_id)
+                else:
+                    doc = await txn.insert(TASKS, owner=rng.choice("abc"), due=rng.randint(0, 5))
+            await txn.commit()
+            for doc_id, write in txn.writes.items():
+                if write.new is None:
+                    model.pop(doc_id, None)
+                else:
+                    model[doc_id] = write.new
+
+    async def check() -> None:
+        docs = list(model.values())
+        by_due = sorted(docs, key=lambda d: (d["owner"], d["due"], d["_creationTime"]))
+        assert await scan_ids(store, full(BY_OWNER_DUE)) == ids(by_due)
+        assert await scan_ids(store, eq(BY_OWNER_DUE, "b"), "desc") == ids(
+            [d for d in by_due if d["owner"] == "b"][::-1]
+        )
+        by_time = sorted(docs, key=lambda d: d["_creationTime"])
+        assert await scan_ids(store, full(by_creation(TASKS))) == ids(by_time)
+
+    await burst(40)
+    await check()
+    for commits in (600, 3, 1, 500, 7):  # long stretches exceed the table's size
+        await burst(commits)
+        await check()
+
+
 async def test_configure_indexes_while_commits_are_in_flight(store: Store) -> None:
     docs = [await insert(store, TASKS, owner="x") for _ in range(5)]
     txns = [Txn(store) for _ in range(10)]

@@ -14,6 +14,7 @@ and friends.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -32,7 +33,7 @@ from .base import (
     Store,
     Write,
 )
-from .keys import encode_fields, encode_index_key, encode_suffix
+from .keys import encode_index_key, encode_suffix, prefix_encoder
 from .occ import Commit, CommitLog, IndexChange
 
 __all__ = ["LatestVersionStore", "index_key_of", "overlay_scan"]
@@ -96,6 +97,44 @@ async def overlay_scan(
             remaining = KeyRange(key_range.index, last + b"\x00", remaining.high)
     del result[limit:]
     return result
+
+
+_Encoders = dict[str, list[tuple[str, Callable[[Document], bytes | None]]]]
+
+
+def _index_changes(encoders: _Encoders, writes: list[Write]) -> list[IndexChange]:
+    """The index entries ``writes`` move, for the indexes in ``encoders`` (by table)."""
+    changes: list[IndexChange] = []
+    append = changes.append
+    no_indexes: list[tuple[str, Callable[[Document], bytes | None]]] = []
+    for write in writes:
+        old_doc, new_doc = write.old, write.new
+        any_doc = new_doc if new_doc is not None else old_doc
+        assert any_doc is not None
+        doc_id = write.id
+        # _creationTime and _id never change: the key suffix is shared.
+        suffix = encode_suffix(any_doc["_creationTime"], doc_id)
+        append(
+            IndexChange(
+                f"{write.table}.{BY_CREATION_TIME}",
+                doc_id,
+                None if old_doc is None else suffix,
+                None if new_doc is None else suffix,
+            )
+        )
+        for key, encode in encoders.get(write.table, no_indexes):
+            old = new = None
+            if old_doc is not None:
+                prefix = encode(old_doc)
+                old = None if prefix is None else prefix + suffix
+            if new_doc is not None:
+                prefix = encode(new_doc)
+                new = None if prefix is None else prefix + suffix
+            # Also when the key stays put: the entry's document changed, and a
+            # transaction that scanned over it read the old content.
+            if old is not None or new is not None:
+                append(IndexChange(key, doc_id, old, new))
+    return changes
 
 
 class LatestVersionStore(Store):
@@ -234,7 +273,7 @@ class LatestVersionStore(Store):
             raise ConflictError(conflict)
         if not writes:
             return snapshot.ts
-        commit = Commit(self._next_ts, writes, self._index_changes(writes))
+        commit = Commit(self._next_ts, writes, self._indexer())
         self._next_ts += 1
         self._log.append(commit)
         if self._apply_inline:
@@ -250,37 +289,16 @@ class LatestVersionStore(Store):
         await asyncio.shield(commit.done)
         return commit.ts
 
-    def _index_changes(self, writes: list[Write]) -> list[IndexChange]:
-        changes: list[IndexChange] = []
-        append = changes.append
-        maintained = self._maintained
-        for write in writes:
-            old_doc, new_doc = write.old, write.new
-            any_doc = new_doc if new_doc is not None else old_doc
-            assert any_doc is not None
-            # _creationTime and _id never change: the key suffix is shared.
-            suffix = encode_suffix(any_doc["_creationTime"], write.id)
-            append(
-                IndexChange(
-                    f"{write.table}.{BY_CREATION_TIME}",
-                    write.id,
-                    None if old_doc is None else suffix,
-                    None if new_doc is None else suffix,
-                )
-            )
-            for index in maintained.get(write.table, {}).values():
-                old = new = None
-                if old_doc is not None:
-                    prefix = encode_fields(old_doc, index.fields, sparse=index.sparse)
-                    old = None if prefix is None else prefix + suffix
-                if new_doc is not None:
-                    prefix = encode_fields(new_doc, index.fields, sparse=index.sparse)
-                    new = None if prefix is None else prefix + suffix
-                # Also when the key stays put: the entry's document changed, and a
-                # transaction that scanned over it read the old content.
-                if old is not None or new is not None:
-                    append(IndexChange(index.key, write.id, old, new))
-        return changes
+    def _indexer(self) -> Callable[[list[Write]], list[IndexChange]]:
+        """How the index changes of a commit made now are computed (when needed)."""
+        encoders = {
+            table: [
+                (index.key, prefix_encoder(index.fields, index.sparse))
+                for index in indexes.values()
+            ]
+            for table, indexes in self._maintained.items()
+        }
+        return functools.partial(_index_changes, encoders)
 
     async def _flush_loop(self) -> None:
         while True:

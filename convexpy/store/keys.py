@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import struct
+from collections.abc import Callable
 from typing import Final
 
 __all__ = [
@@ -147,6 +148,49 @@ def encode_fields(
         else:
             out += encode_value(value)
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def prefix_encoder(
+    fields: tuple[str, ...], sparse: bool = False
+) -> Callable[[dict[str, object]], bytes | None]:
+    """A function computing :func:`encode_fields` for ``fields``, specialised
+    for the common one- and two-field shapes (it runs for every index of
+    every write)."""
+    if len(fields) == 1 and "." not in fields[0]:
+        (name,) = fields
+
+        def one(doc: dict[str, object]) -> bytes | None:
+            value = doc.get(name, MISSING)
+            if value is MISSING:
+                return None if sparse else _T_UNDEFINED
+            return encode_value(value)
+
+        return one
+    if len(fields) == 2 and not sparse:
+        first, second = (_getter(field) for field in fields)
+
+        def two(doc: dict[str, object]) -> bytes | None:
+            return encode_value(first(doc)) + encode_value(second(doc))
+
+        return two
+    return functools.partial(encode_fields, fields=fields, sparse=sparse)
+
+
+def _getter(field: str) -> Callable[[dict[str, object]], object]:
+    if "." not in field:
+        return lambda doc: doc.get(field, MISSING)
+    head, _, rest = field.partition(".")
+    if "." not in rest:
+
+        def nested(doc: dict[str, object]) -> object:
+            inner = doc.get(head, MISSING)
+            if type(inner) is dict:
+                return inner.get(rest, MISSING)
+            return MISSING
+
+        return nested
+    return functools.partial(_lookup, field=field)
 
 
 def encode_suffix(creation_time: float, doc_id: str) -> bytes:

@@ -1,4 +1,13 @@
-"""``MemoryStore``: the whole database in process memory. For tests and ``--memory``."""
+"""``MemoryStore``: the whole database in process memory. For tests and ``--memory``.
+
+Indexes are materialized on demand. A commit only records which documents of
+a table it touched; an index catches up with those documents the next time
+somebody scans it. An index nobody has scanned for longer than it would take
+to rebuild (more writes to its table than the table has documents) is
+dropped, and rebuilt by sorting on its next scan. A table that is written
+much and read by id, like ``_scheduled_functions`` under load, thus pays for
+no sorted structures at all, and every scan still sees every commit.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +21,33 @@ from .occ import Commit
 
 __all__ = ["MemoryStore"]
 
+_MIN_LOG = 1024
+"""A table's change log is always allowed this many entries before indexes drop."""
+
+
+class _Index:
+    """The entries of one index: key -> id, sorted, and id -> key."""
+
+    __slots__ = ("definition", "entries", "keys", "seen")
+
+    def __init__(self, definition: IndexDef) -> None:
+        self.definition = definition
+        self.entries: SortedDict = SortedDict()
+        self.keys: dict[str, bytes] = {}
+        self.seen = 0
+        """How much of its table's change log is reflected."""
+
+
+class _Table:
+    __slots__ = ("ids", "indexes", "log")
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self.log: list[str] = []
+        """Ids written since the log was last cleared, in commit order."""
+        self.indexes: dict[str, _Index] = {}
+        """The materialized indexes, by index key."""
+
 
 class MemoryStore(LatestVersionStore):
     """A non-durable store; commits apply instantly and vanish with the process."""
@@ -21,9 +57,8 @@ class MemoryStore(LatestVersionStore):
     def __init__(self) -> None:
         super().__init__()
         self._docs: dict[str, Document] = {}
-        self._tables: dict[str, set[str]] = {}
-        self._entries: dict[str, SortedDict] = {}
-        self._built: dict[str, IndexDef] = {}
+        self._tables: dict[str, _Table] = {}
+        self._defined: dict[str, IndexDef] = {}
 
     async def open(self) -> None:
         self._opened = True
@@ -44,9 +79,10 @@ class MemoryStore(LatestVersionStore):
     async def _base_scan(
         self, key_range: KeyRange, order: Order, limit: int
     ) -> list[tuple[bytes, Document]]:
-        entries = self._entries.get(key_range.index)
-        if not entries:
+        index = self._materialized(key_range.index)
+        if index is None or not index.entries:
             return []
+        entries = index.entries
         keys = entries.irange(
             key_range.low, key_range.high, inclusive=(True, False), reverse=order == "desc"
         )
@@ -58,38 +94,78 @@ class MemoryStore(LatestVersionStore):
             self._base_apply_now(commit)
 
     def _base_apply_now(self, commit: Commit) -> None:
+        docs = self._docs
+        tables = self._tables
         for write in commit.writes:
+            table = tables.get(write.table)
+            if table is None:
+                table = tables[write.table] = _Table()
             if write.new is None:
-                self._docs.pop(write.id, None)
-                self._tables.get(write.table, set()).discard(write.id)
+                docs.pop(write.id, None)
+                table.ids.discard(write.id)
             else:
-                self._docs[write.id] = write.new
-                self._tables.setdefault(write.table, set()).add(write.id)
-        entries = self._entries
-        for change in commit.index_changes:
-            if change.old == change.new:
-                continue  # content changed, the entry did not
-            index = entries.get(change.index)
-            if index is None:
-                index = entries[change.index] = SortedDict()
-            if change.old is not None:
-                index.pop(change.old, None)
-            if change.new is not None:
-                index[change.new] = change.id
+                docs[write.id] = write.new
+                table.ids.add(write.id)
+            log = table.log
+            log.append(write.id)
+            if len(log) > _MIN_LOG and len(log) > len(table.ids):
+                # Catching up would cost more than a rebuild: drop the indexes.
+                table.indexes.clear()
+                log.clear()
+
+    # -- materialization ---------------------------------------------------------
+
+    def _materialized(self, key: str) -> _Index | None:
+        definition = self._defined.get(key)
+        if definition is None:
+            definition = self._index(key)  # by_creation_time, or KeyError
+        table = self._tables.get(definition.table)
+        if table is None:
+            return None
+        index = table.indexes.get(key)
+        if index is None:
+            index = table.indexes[key] = self._build(definition, table)
+        elif index.seen < len(table.log):
+            self._catch_up(index, table)
+        return index
+
+    def _build(self, definition: IndexDef, table: _Table) -> _Index:
+        index = _Index(definition)
+        docs = self._docs
+        keys = index.keys
+        for doc_id in table.ids:
+            key = index_key_of(definition, docs[doc_id])
+            if key is not None:
+                keys[doc_id] = key
+        index.entries = SortedDict({key: doc_id for doc_id, key in keys.items()})
+        index.seen = len(table.log)
+        return index
+
+    def _catch_up(self, index: _Index, table: _Table) -> None:
+        docs = self._docs
+        definition = index.definition
+        entries, keys = index.entries, index.keys
+        for doc_id in dict.fromkeys(table.log[index.seen :]):
+            doc = docs.get(doc_id)
+            new = None if doc is None else index_key_of(definition, doc)
+            old = keys.get(doc_id)
+            if old == new:
+                continue
+            if old is not None:
+                del entries[old]
+                del keys[doc_id]
+            if new is not None:
+                entries[new] = doc_id
+                keys[doc_id] = new
+        index.seen = len(table.log)
 
     async def _base_sync_indexes(self, declared: list[IndexDef]) -> None:
         wanted = {index.key: index for index in declared}
-        for key in list(self._built):
-            if wanted.get(key) != self._built[key]:
-                del self._built[key]
-                self._entries.pop(key, None)
-        for index in declared:
-            if index.key in self._built:
-                continue
-            self._built[index.key] = index
-            entries = SortedDict()
-            for doc_id in self._tables.get(index.table, ()):
-                entry = index_key_of(index, self._docs[doc_id])
-                if entry is not None:
-                    entries[entry] = doc_id
-            self._entries[index.key] = entries
+        for key, definition in list(self._defined.items()):
+            if wanted.get(key) != definition:
+                del self._defined[key]
+                table = self._tables.get(definition.table)
+                if table is not None:
+                    table.indexes.pop(key, None)
+        # New indexes are built by their first scan.
+        self._defined.update(wanted)

@@ -19,14 +19,15 @@ from __future__ import annotations
 import asyncio
 import bisect
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from .base import Document, ReadSet, Write
 
 __all__ = ["Commit", "CommitLog", "IndexChange"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class IndexChange:
     """An index entry of ``id`` moved from ``old`` to ``new`` (None: absent)."""
 
@@ -36,16 +37,39 @@ class IndexChange:
     new: bytes | None
 
 
-@dataclass(slots=True)
 class Commit:
-    ts: int
-    writes: list[Write]
-    index_changes: list[IndexChange]
-    by_id: dict[str, Write] = field(default_factory=dict)
-    done: asyncio.Future[None] | None = None
+    """One committed transaction: its writes, and the index entries they move.
 
-    def __post_init__(self) -> None:
-        self.by_id = {write.id: write for write in self.writes}
+    The index changes are worked out on first use, from the writes and the
+    indexes maintained when the commit was made: a commit nobody validates a
+    range read against, applied to a backend that indexes on its own terms,
+    never pays for encoding keys.
+    """
+
+    __slots__ = ("_changes", "_indexer", "by_id", "done", "tables", "ts", "writes")
+
+    def __init__(
+        self,
+        ts: int,
+        writes: list[Write],
+        indexer: Callable[[list[Write]], list[IndexChange]],
+    ) -> None:
+        self.ts = ts
+        self.writes = writes
+        self.by_id: dict[str, Write] = {write.id: write for write in writes}
+        self.tables = {write.table for write in writes}
+        self.done: asyncio.Future[None] | None = None
+        self._indexer: Callable[[list[Write]], list[IndexChange]] | None = indexer
+        self._changes: list[IndexChange] | None = None
+
+    @property
+    def index_changes(self) -> list[IndexChange]:
+        changes = self._changes
+        if changes is None:
+            assert self._indexer is not None
+            changes = self._changes = self._indexer(self.writes)
+            self._indexer = None
+        return changes
 
 
 class CommitLog:
@@ -110,14 +134,16 @@ class CommitLog:
             return None
         ids = reads.ids
         ranges_by_index: dict[str, list[tuple[bytes, bytes | None]]] = {}
+        scanned: set[str] = set()
         for key_range in reads.ranges:
             ranges_by_index.setdefault(key_range.index, []).append((key_range.low, key_range.high))
+            scanned.add(key_range.index.rpartition(".")[0])
         for commit in later:
             if ids:
                 for doc_id, write in commit.by_id.items():
                     if doc_id in ids:
                         return write.table
-            if ranges_by_index:
+            if scanned and not scanned.isdisjoint(commit.tables):
                 for change in commit.index_changes:
                     ranges = ranges_by_index.get(change.index)
                     if ranges is None:
