@@ -502,14 +502,13 @@ async def test_indexes_match_the_documents_through_long_unscanned_stretches(
                 live = [i for i in model if i not in txn.writes]
                 roll = rng.random()
                 if live and roll < 0.3:
-                    doc = await txn.replace(
+                    await txn.replace(
                         TASKS, rng.choice(live), owner=rng.choice("abc"), due=rng.randint(0, 5)
                     )
                 elif live and roll < 0.45:
-                    txn_id = rng.choice(live)
-                    await txn.delete(TASKS, txn_id)
+                    await txn.delete(TASKS, rng.choice(live))
                 else:
-                    doc = await txn.insert(TASKS, owner=rng.choice("abc"), due=rng.randint(0, 5))
+                    await txn.insert(TASKS, owner=rng.choice("abc"), due=rng.randint(0, 5))
             await txn.commit()
             for doc_id, write in txn.writes.items():
                 if write.new is None:
