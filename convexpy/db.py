@@ -121,6 +121,7 @@ class Transaction:
         """Snapshot versions already read (the snapshot never changes)."""
         self._undo: list[tuple[str, Write | None]] = []
         """Previous write of each id written, for :meth:`rollback_to`."""
+        self._prepared: set[str] = set()
 
     def release(self) -> None:
         if not self._released:
@@ -152,6 +153,14 @@ class Transaction:
         doc = await self.store.get(self.snapshot, doc_id)
         self._cache[doc_id] = doc
         return doc
+
+    def get_prefetched(self, doc_id: str) -> Document | None:
+        """:meth:`get` of an id :meth:`prefetch` read (or this transaction wrote)."""
+        write = self.writes.get(doc_id)
+        if write is not None:
+            return write.new
+        self.reads.ids.add(doc_id)
+        return self._cache[doc_id]
 
     async def prefetch(self, doc_ids: list[str]) -> None:
         """Read several documents in one store round trip (they join the read
@@ -216,10 +225,24 @@ class Transaction:
         else:
             self.writes[doc_id] = Write(doc_id, table, old, new)
 
+    async def prepare(self, table: str) -> None:
+        """Get ``table`` ready for :meth:`insert_prepared` in this transaction."""
+        if table not in self._prepared:
+            await self.store.prepare_table(table)
+            self.table_names.add(table)
+            self._prepared.add(table)
+
+    def prepared(self, table: str) -> bool:
+        return table in self._prepared
+
     async def insert(self, table: str, fields: Document) -> str:
         """Insert ``fields`` (already validated) as a new document of ``table``."""
-        await self.store.prepare_table(table)
-        self.table_names.add(table)
+        if table not in self._prepared:
+            await self.prepare(table)
+        return self.insert_prepared(table, fields)
+
+    def insert_prepared(self, table: str, fields: Document) -> str:
+        """:meth:`insert` into a table this transaction has :meth:`prepare`-d."""
         doc_id = new_id(table)
         doc = {"_id": doc_id, "_creationTime": self.store.creation_time(table, self.now())}
         doc.update(fields)

@@ -218,13 +218,10 @@ async def test_a_scheduled_mutation_cannot_cancel_itself(t):
     assert doc["args"] == [{"me": "pending"}]
     # Direct check through the scheduler API of a running job:
     from convexpy.scheduler.api import MutationScheduler, ScheduledWrites
-    from convexpy.scheduler.executor import RunningJob
 
     txn = t.runtime.transaction(writable=True)
     try:
-        scheduler = MutationScheduler(
-            t.runtime, txn, ScheduledWrites(), current_job=RunningJob(job_id)
-        )
+        scheduler = MutationScheduler(t.runtime, txn, ScheduledWrites(), current_job=job_id)
         with pytest.raises(SchedulerError, match="A mutation cannot cancel itself"):
             await scheduler.cancel(job_id)
     finally:

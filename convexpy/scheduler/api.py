@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +21,6 @@ from .jobs import SCHEDULED_FUNCTIONS, JobState, job_document
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
-    from .executor import RunningJob
 
 __all__ = ["ActionScheduler", "MutationScheduler", "Scheduler", "ScheduledWrites"]
 
@@ -31,14 +29,16 @@ MAX_ARGS_BYTES_PER_TRANSACTION = 16 * 1024 * 1024
 FIVE_YEARS_MS = 5 * 365.25 * 24 * 3600 * 1000
 
 
-@dataclass(slots=True)
 class ScheduledWrites:
     """What one transaction scheduled and cancelled, for limits and for waking the dispatcher."""
 
-    jobs: list[tuple[str, float, str]] = field(default_factory=list)
-    """(job id, scheduled time, function path) of each job created."""
-    canceled: list[str] = field(default_factory=list)
-    args_bytes: int = 0
+    __slots__ = ("args_bytes", "canceled", "jobs")
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[str, float, str]] = []
+        """(job id, scheduled time, function path) of each job created."""
+        self.canceled: list[str] = []
+        self.args_bytes = 0
 
     def clear(self) -> None:
         """Forget everything: a transaction is being retried from the start."""
@@ -163,6 +163,22 @@ async def schedule_in(
 
     ``size`` is :func:`value_size` of ``args`` when the caller has it already.
     """
+    await txn.prepare(SCHEDULED_FUNCTIONS)
+    return add_job(txn, writes, path, args, when, canceled=canceled, now=now, size=size)
+
+
+def add_job(
+    txn: Transaction,
+    writes: ScheduledWrites,
+    path: str,
+    args: dict[str, Any],
+    when: float,
+    *,
+    canceled: bool = False,
+    now: float,
+    size: int | None = None,
+) -> str:
+    """:func:`schedule_in` once the table is prepared in ``txn`` (no awaiting)."""
     if len(writes.jobs) >= MAX_JOBS_PER_TRANSACTION:
         raise SchedulerError(
             f"Too many functions scheduled by this mutation (limit: {MAX_JOBS_PER_TRANSACTION})"
@@ -178,7 +194,7 @@ async def schedule_in(
     fields = job_document(path, args, when, state)
     if canceled:
         fields["completedTime"] = now
-    job_id = await txn.insert(SCHEDULED_FUNCTIONS, fields)
+    job_id = txn.insert_prepared(SCHEDULED_FUNCTIONS, fields)
     writes.args_bytes += size
     if not canceled:
         writes.jobs.append((job_id, when, path))
@@ -211,23 +227,27 @@ class MutationScheduler(Scheduler):
         txn: Transaction,
         writes: ScheduledWrites,
         *,
-        current_job: RunningJob | None = None,
+        current_job: str | None = None,
     ) -> None:
-        super().__init__(runtime)
+        self._runtime = runtime
         self._txn = txn
         self._writes = writes
         self._current_job = current_job
+        """The id of the scheduled job this mutation is running as, if it is one."""
 
     async def _schedule(self, when: float, function: object, args: object, verb: str) -> str:
         path, checked, size = self._target(function, args, verb)
         self._check_time(when, verb)
-        return await schedule_in(
-            self._txn, self._writes, path, checked, when, now=self._runtime.clock.now(), size=size
+        txn = self._txn
+        if not txn.prepared(SCHEDULED_FUNCTIONS):
+            await txn.prepare(SCHEDULED_FUNCTIONS)
+        return add_job(
+            txn, self._writes, path, checked, when, now=self._runtime.clock.now(), size=size
         )
 
     async def cancel(self, job_id: str) -> None:
         job_id = self._check_job_id(job_id)
-        if self._current_job is not None and self._current_job.id == job_id:
+        if self._current_job == job_id:
             raise SchedulerError("A mutation cannot cancel itself")
         await cancel_in(self._txn, self._writes, job_id, now=self._runtime.clock.now())
 

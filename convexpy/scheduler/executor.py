@@ -48,7 +48,7 @@ from .wheel import TimerWheel
 if TYPE_CHECKING:
     from ..runtime import Runtime
 
-__all__ = ["Dispatcher", "RunningJob", "error_text"]
+__all__ = ["Dispatcher", "error_text"]
 
 logger = logging.getLogger("convexpy.scheduler")
 
@@ -66,15 +66,6 @@ def error_text(exc: BaseException) -> str:
 def full_jitter(attempt: int, base_ms: float, cap_ms: float) -> float:
     """A random delay in ``[0, min(cap, base * 2**attempt))`` milliseconds."""
     return random.uniform(0, min(cap_ms, base_ms * 2 ** min(attempt, 40)))
-
-
-class RunningJob:
-    """The scheduled mutation a transaction is executing (it may not cancel itself)."""
-
-    __slots__ = ("id",)
-
-    def __init__(self, job_id: str) -> None:
-        self.id = job_id
 
 
 _Outcome = tuple[str, str, str, "str | None", float]
@@ -116,6 +107,9 @@ class Dispatcher:
         """Function paths of jobs waiting to run, to batch mutations without a read."""
         self._solo: set[str] = set()
         """Jobs whose batch conflicted: they run alone from now on."""
+        self._functions: dict[str, tuple[str, ConvexFunction] | None] = {}
+        self._functions_app: object = None
+        """The app ``_functions`` caches lookups in (a reload starts afresh)."""
         self._frontier = float("-inf")
         self._next_refresh = float("-inf")
         self._loop_task: asyncio.Task[None] | None = None
@@ -284,7 +278,8 @@ class Dispatcher:
                 )
                 for _key, doc in rows:
                     job_id = doc["_id"]
-                    if job_id not in self._running and job_id not in wheel:
+                    # Jobs in the wheel or the ready queue have a name entry.
+                    if job_id not in self._running and job_id not in self._names:
                         wheel.add(job_id, doc["scheduledTime"])
                         self._names[job_id] = doc["name"]
                 if len(rows) < 1000:
@@ -307,15 +302,30 @@ class Dispatcher:
         else:
             self._next_refresh = float("inf")
 
+    def _function(self, name: str) -> tuple[str, ConvexFunction] | None:
+        """The path and function a job's name resolves to in the current app."""
+        app = self._runtime.app
+        if app is not self._functions_app:
+            self._functions.clear()
+            self._functions_app = app
+        try:
+            return self._functions[name]
+        except KeyError:
+            pass
+        try:
+            found: tuple[str, ConvexFunction] | None = self._runtime.resolve(name)
+        except FunctionNotFoundError:
+            found = None
+        self._functions[name] = found
+        return found
+
     def _kind_of(self, job_id: str) -> FunctionKind | None:
         """The kind of a job's function, if known without reading the store."""
         name = self._names.get(job_id)
         if name is None:
             return None
-        try:
-            return self._runtime.resolve(name)[1].kind
-        except FunctionNotFoundError:
-            return None
+        found = self._function(name)
+        return None if found is None else found[1].kind
 
     def _start_ready(self) -> None:
         limit = self._runtime.parallelism
@@ -442,57 +452,58 @@ class Dispatcher:
 
     async def _batch_attempt(self, job_ids: list[str]) -> list[_Outcome]:
         runtime = self._runtime
-        clock = runtime.clock
+        now = runtime.clock.now
         txn = runtime.transaction(writable=True)
         all_writes = ScheduledWrites()
         outcomes: list[_Outcome] = []
         db = DatabaseWriter(txn)  # stateless beyond the transaction: one serves every job
+        pending = JobState.PENDING.value
         try:
             await txn.prefetch(job_ids)
             for job_id in job_ids:
-                doc = await txn.get(job_id)
-                if doc is None or doc["state"]["kind"] != JobState.PENDING:
+                doc = txn.get_prefetched(job_id)
+                if doc is None or doc["state"]["kind"] != pending:
                     continue  # cancelled, or run elsewhere
-                started = clock.now()
+                started = now()
                 path = doc["name"]
-                mark = txn.savepoint()
-                writes = ScheduledWrites()
+                found = self._function(path)
                 error: str | None = None
-                try:
-                    path, fn = runtime.resolve(path)
-                except FunctionNotFoundError:
+                if found is None:
                     error = f"Function {path!r} no longer exists in the app, so this job cannot run"
                 else:
+                    path, fn = found
                     if fn.kind is not FunctionKind.MUTATION:
                         error = f"{path!r} is not a mutation"
                 if error is None:
+                    mark = txn.savepoint()
+                    writes = ScheduledWrites()
                     try:
                         args = fn.args.validate(doc["args"][0] if doc["args"] else {}, path)
-                        scheduler = MutationScheduler(
-                            runtime, txn, writes, current_job=RunningJob(job_id)
-                        )
+                        scheduler = MutationScheduler(runtime, txn, writes, current_job=job_id)
                         ctx = MutationCtx(db, NO_AUTH, scheduler, fixed_time(started))
                         result = await fn.handler(ctx, **args)
-                        runtime.check_result(path, fn, result)
+                        if result is not None:
+                            runtime.check_result(path, fn, result)
+                        elif fn.returns is not None:
+                            fn.returns.validate(result, path)
                     except Exception as exc:
                         txn.rollback_to(mark)
                         error = error_text(exc)
-                if error is not None:
-                    txn.put(
-                        SCHEDULED_FUNCTIONS,
-                        doc,
-                        finished(doc, JobState.FAILED, clock.now(), error),
-                    )
-                    outcomes.append((job_id, path, "failed", error, started))
-                    continue
-                txn.put(SCHEDULED_FUNCTIONS, doc, finished(doc, JobState.SUCCESS, clock.now()))
-                all_writes.jobs.extend(writes.jobs)
-                all_writes.canceled.extend(writes.canceled)
-                outcomes.append((job_id, path, "success", None, started))
+                    else:
+                        txn.put(SCHEDULED_FUNCTIONS, doc, finished(doc, JobState.SUCCESS, now()))
+                        if writes.jobs:
+                            all_writes.jobs.extend(writes.jobs)
+                        if writes.canceled:
+                            all_writes.canceled.extend(writes.canceled)
+                        outcomes.append((job_id, path, "success", None, started))
+                        continue
+                txn.put(SCHEDULED_FUNCTIONS, doc, finished(doc, JobState.FAILED, now(), error))
+                outcomes.append((job_id, path, "failed", error, started))
             await txn.commit()
         finally:
             txn.release()
-        self.notify(all_writes)
+        if all_writes.jobs or all_writes.canceled:
+            self.notify(all_writes)
         return outcomes
 
     async def _run_action(
