@@ -171,8 +171,6 @@ class FunctionReference:
     when used, so modules need not import each other.
     """
 
-    __slots__ = ("_parts", "_visibility")
-
     def __init__(self, parts: tuple[str, ...], visibility: Visibility) -> None:
         self._parts = parts
         self._visibility = visibility
@@ -180,7 +178,11 @@ class FunctionReference:
     def __getattr__(self, name: str) -> FunctionReference:
         if name.startswith("__"):
             raise AttributeError(name)
-        return FunctionReference((*self._parts, name), self._visibility)
+        # References never change, so the child is kept as a plain attribute:
+        # `internal.jobs.noop` in a loop builds (and falls back here) only once.
+        child = FunctionReference((*self._parts, name), self._visibility)
+        self.__dict__[name] = child
+        return child
 
     @property
     def visibility(self) -> Visibility:

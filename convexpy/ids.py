@@ -13,9 +13,9 @@ starts with the same 8 characters and is 37 characters long. The decoder
 also accepts Convex's shorter ids (table numbers of 1 to 4 varint bytes).
 
 The internal id of a new document is 5 bytes of the wall clock in
-milliseconds (modulo 2**40, about 35 years) followed by 11 random bytes from
-the operating system. The 88 random bits keep ids unguessable, as UUIDv7
-does with fewer; the time prefix keeps the ids of one table roughly in
+milliseconds (modulo 2**40, about 35 years), 85 random bits from the
+operating system and 3 zero bits. The random bits keep ids unguessable
+(UUIDv7 has 74); the time prefix keeps the ids of one table roughly in
 creation order, so a store keyed by id (SQLite's B-trees) appends near the
 end instead of dirtying a random page per insert. Nothing relies on that
 order: ``_creationTime`` is the order of record.
@@ -149,21 +149,22 @@ def encode_id(table_num: int, internal_id: bytes) -> str:
     return _base32(payload + footer.to_bytes(2, "little"))
 
 
-_RANDOM_LENGTH = 11
-_random_pool = b""
-_random_at = 0
+_RANDOM_CHARS = 17
+"""Random base32 characters in a new id: 85 bits."""
 _POOL_IDS = 512
+_BYTE_TO_CHAR = bytes(ord(_ALPHABET[b & 31]) for b in range(256))
+_random_chars = ""
+_random_digits = ""
+_random_at = 0
 
 
-def _random_bytes() -> bytes:
-    # One getrandom() call per 512 ids instead of one per id.
-    global _random_pool, _random_at
-    at = _random_at
-    if at + _RANDOM_LENGTH > len(_random_pool):
-        _random_pool = os.urandom(_RANDOM_LENGTH * _POOL_IDS)
-        at = 0
-    _random_at = at + _RANDOM_LENGTH
-    return _random_pool[at : at + _RANDOM_LENGTH]
+def _refill() -> None:
+    # One getrandom() call per 512 ids. Each random byte becomes one
+    # character (its low 5 bits), translated in C.
+    global _random_chars, _random_digits, _random_at
+    _random_chars = os.urandom(_RANDOM_CHARS * _POOL_IDS).translate(_BYTE_TO_CHAR).decode("ascii")
+    _random_digits = _random_chars.translate(_TO_DIGITS)
+    _random_at = 0
 
 
 @functools.lru_cache(maxsize=64)
@@ -175,21 +176,24 @@ def _time_prefix(table: str, ms: int) -> tuple[str, int, int]:
     return _base32(head), sum(head), sum(accumulate(head))
 
 
-_TAIL_LAYOUT = _layout(_RANDOM_LENGTH + _FOOTER_LENGTH)
-
-
 def new_id(table: str) -> str:
-    """A fresh id for a document of ``table``: time-prefixed, 88 random bits."""
+    """A fresh id for a document of ``table``: time-prefixed, 85 random bits."""
+    global _random_at
     prefix, head_sum, head_sums = _time_prefix(table, int(time.time() * 1000))
-    tail = _random_bytes()
+    at = _random_at
+    if at + _RANDOM_CHARS > len(_random_chars):
+        _refill()
+        at = 0
+    _random_at = end = at + _RANDOM_CHARS
+    # The internal id's last 11 bytes: the 85 random bits, then 3 zero bits.
+    tail = (int(_random_digits[at:end], 32) << 3).to_bytes(11, "big")
     # Fletcher-16 of head + tail from the head's cached sums.
     low = head_sum + sum(tail)
-    high = head_sums + _RANDOM_LENGTH * head_sum + sum(accumulate(tail))
+    high = head_sums + 11 * head_sum + sum(accumulate(tail))
     footer = (((high & 0xFF) << 8) | (low & 0xFF)) ^ _VERSION
-    pad, _, shifts = _TAIL_LAYOUT
-    n = ((int.from_bytes(tail, "big") << 16) | ((footer & 0xFF) << 8) | (footer >> 8)) << pad
-    pairs = _PAIRS
-    return prefix + _ALPHABET[n >> 100] + "".join([pairs[(n >> shift) & 1023] for shift in shifts])
+    # 3 zero bits, the footer little-endian, 1 bit of padding: 4 characters.
+    last = (((footer & 0xFF) << 8) | (footer >> 8)) << 1
+    return prefix + _random_chars[at:end] + _PAIRS[last >> 10] + _PAIRS[last & 1023]
 
 
 def _shown(value: object) -> str:

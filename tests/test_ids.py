@@ -77,7 +77,7 @@ def test_new_ids_are_unique_and_prefixed_per_table() -> None:
     assert new_id("messages")[:8] != new_id("users")[:8]
 
 
-def test_new_ids_follow_the_clock_and_keep_88_random_bits(
+def test_new_ids_follow_the_clock_and_keep_85_random_bits(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     now = [1_700_000_000.0]

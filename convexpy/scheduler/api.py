@@ -70,7 +70,8 @@ class Scheduler(ABC):
             raise SchedulerError(f"run_after: `delay_ms` must be a finite number, got {delay_ms!r}")
         if delay < 0:
             raise SchedulerError(f"run_after: `delay_ms` must be non-negative, got {delay_ms!r}")
-        return await self._schedule(self._runtime.clock.now() + delay, function, args, "run_after")
+        now = self._runtime.clock.now()
+        return await self._schedule(now + delay, function, args, "run_after", now)
 
     async def run_at(
         self, timestamp: float | datetime, function: object, args: dict[str, Any] | None = None
@@ -94,7 +95,7 @@ class Scheduler(ABC):
                 "run_at: `timestamp` must be epoch milliseconds or a timezone-aware datetime, "
                 f"got {type(timestamp).__name__}"
             )
-        return await self._schedule(when, function, args, "run_at")
+        return await self._schedule(when, function, args, "run_at", self._runtime.clock.now())
 
     runAfter = run_after
     runAt = run_at
@@ -122,8 +123,7 @@ class Scheduler(ABC):
             raise SchedulerError(f"{verb}: args of {path} are not Convex values: {exc}") from None
         return path, copy_value(args), size
 
-    def _check_time(self, when: float, verb: str) -> None:
-        now = self._runtime.clock.now()
+    def _check_time(self, when: float, verb: str, now: float) -> None:
         if abs(when - now) > FIVE_YEARS_MS:
             raise SchedulerError(
                 f"{verb}: the scheduled time is more than 5 years from now; "
@@ -131,8 +131,10 @@ class Scheduler(ABC):
             )
 
     @abstractmethod
-    async def _schedule(self, when: float, function: object, args: object, verb: str) -> str:
-        """Create the job (checked arguments) and return its id."""
+    async def _schedule(
+        self, when: float, function: object, args: object, verb: str, now: float
+    ) -> str:
+        """Create the job (checked arguments) and return its id; ``now`` is the clock's time."""
 
     @abstractmethod
     async def cancel(self, job_id: str) -> None:
@@ -235,15 +237,15 @@ class MutationScheduler(Scheduler):
         self._current_job = current_job
         """The id of the scheduled job this mutation is running as, if it is one."""
 
-    async def _schedule(self, when: float, function: object, args: object, verb: str) -> str:
+    async def _schedule(
+        self, when: float, function: object, args: object, verb: str, now: float
+    ) -> str:
         path, checked, size = self._target(function, args, verb)
-        self._check_time(when, verb)
+        self._check_time(when, verb, now)
         txn = self._txn
         if not txn.prepared(SCHEDULED_FUNCTIONS):
             await txn.prepare(SCHEDULED_FUNCTIONS)
-        return add_job(
-            txn, self._writes, path, checked, when, now=self._runtime.clock.now(), size=size
-        )
+        return add_job(txn, self._writes, path, checked, when, now=now, size=size)
 
     async def cancel(self, job_id: str) -> None:
         job_id = self._check_job_id(job_id)
@@ -263,9 +265,11 @@ class ActionScheduler(Scheduler):
         super().__init__(runtime)
         self._parent_job = parent_job
 
-    async def _schedule(self, when: float, function: object, args: object, verb: str) -> str:
+    async def _schedule(
+        self, when: float, function: object, args: object, verb: str, now: float
+    ) -> str:
         path, checked, size = self._target(function, args, verb)
-        self._check_time(when, verb)
+        self._check_time(when, verb, now)
         runtime = self._runtime
         writes = ScheduledWrites()
 
