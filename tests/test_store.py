@@ -533,6 +533,26 @@ async def test_indexes_match_the_documents_through_long_unscanned_stretches(
         await check()
 
 
+async def test_partial_index_holds_only_matching_documents(store: Store) -> None:
+    open_by_due = IndexDef(TASKS, "open_by_due", ("due",), where=("state", ("open", "held")))
+    early = await insert(store, TASKS, state="done", due=1)
+    await store.configure_indexes([open_by_due])  # backfill applies the filter too
+    a = await insert(store, TASKS, state="open", due=3)
+    b = await insert(store, TASKS, state="held", due=2)
+    c = await insert(store, TASKS, due=0)  # no state: not in the index
+    assert await scan_ids(store, full(open_by_due)) == ids([b, a])
+    await replace(store, TASKS, a["_id"], state="done", due=3)  # leaves
+    await replace(store, TASKS, early["_id"], state="open", due=1)  # joins
+    assert await scan_ids(store, full(open_by_due)) == [early["_id"], b["_id"]]
+    await delete(store, TASKS, b["_id"])
+    assert await scan_ids(store, full(open_by_due)) == [early["_id"]]
+    assert await scan_ids(store, full(by_creation(TASKS))) == [early["_id"], a["_id"], c["_id"]]
+    # Another filter under the same name is another index: rebuilt.
+    done_by_due = IndexDef(TASKS, "open_by_due", ("due",), where=("state", ("done",)))
+    await store.configure_indexes([done_by_due])
+    assert await scan_ids(store, full(done_by_due)) == [a["_id"]]
+
+
 async def test_configure_indexes_while_commits_are_in_flight(store: Store) -> None:
     docs = [await insert(store, TASKS, owner="x") for _ in range(5)]
     txns = [Txn(store) for _ in range(10)]
@@ -751,12 +771,13 @@ async def test_sqlite_reopen_keeps_documents_and_indexes(
     monkeypatch.setattr(SqliteStore, "_backfill", spy)
     path = tmp_path / "db.sqlite3"
     by_title = IndexDef(TASKS, "by_title", ("title",))
+    partial = IndexDef(TASKS, "partial", ("title",), where=("owner", ("b", "c")))
 
     store = SqliteStore(path)
     await store.open()
     try:
-        await store.configure_indexes([BY_OWNER])
-        assert built == [BY_OWNER.key]
+        await store.configure_indexes([BY_OWNER, partial])
+        assert built == [BY_OWNER.key, partial.key]
         docs = [await insert(store, TASKS, owner=o, title=t) for o, t in ("b1", "a2", "c0")]
         gone = await insert(store, TASKS, owner="d", title="d")
         await delete(store, TASKS, gone["_id"])
@@ -769,8 +790,9 @@ async def test_sqlite_reopen_keeps_documents_and_indexes(
     store = SqliteStore(path)
     await store.open()
     try:
-        await store.configure_indexes([BY_OWNER])
+        await store.configure_indexes([BY_OWNER, partial])
         assert built == []  # kept, not rebuilt
+        assert await scan_ids(store, full(partial)) == ids([docs[2], docs[0]])
         for doc in docs:
             assert await read_get(store, doc["_id"]) == doc
         assert await read_get(store, gone["_id"]) is None

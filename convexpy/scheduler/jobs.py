@@ -43,7 +43,14 @@ class JobState(StrEnum):
 
 TRANSIENT_ACTION_ERROR = "Transient error while executing action"
 
-BY_STATE = IndexDef(SCHEDULED_FUNCTIONS, "by_state", ("state.kind", "scheduledTime"))
+# Partial: only jobs that may still run. A job leaves it when it finishes,
+# which costs one entry removed rather than one moved.
+BY_STATE = IndexDef(
+    SCHEDULED_FUNCTIONS,
+    "by_state",
+    ("state.kind", "scheduledTime"),
+    where=("state.kind", (JobState.PENDING.value, JobState.IN_PROGRESS.value)),
+)
 # Sparse: pending jobs have no completedTime, so they cost no entry here.
 BY_COMPLETED = IndexDef(SCHEDULED_FUNCTIONS, "by_completed", ("completedTime",), sparse=True)
 SYSTEM_INDEXES = (BY_STATE, BY_COMPLETED)

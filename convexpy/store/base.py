@@ -51,14 +51,17 @@ BY_CREATION_TIME = "by_creation_time"
 class IndexDef:
     """An index of ``table`` on ``fields`` (``_creationTime`` and ``_id`` are implied last).
 
-    A ``sparse`` index (internal: system tables) leaves out documents that lack
-    one of its fields, which keeps it small when most documents lack it.
+    Two refinements are internal, for system tables. A ``sparse`` index leaves
+    out documents that lack one of its fields, which keeps it small when most
+    documents lack it. A *partial* index (``where=(field, values)``) holds only
+    the documents whose ``field`` is one of ``values``.
     """
 
     table: str
     name: str
     fields: tuple[str, ...]
     sparse: bool = False
+    where: tuple[str, tuple[str, ...]] | None = None
 
     @property
     def key(self) -> str:

@@ -152,11 +152,29 @@ def encode_fields(
 
 @functools.lru_cache(maxsize=1024)
 def prefix_encoder(
-    fields: tuple[str, ...], sparse: bool = False
+    fields: tuple[str, ...],
+    sparse: bool = False,
+    where: tuple[str, tuple[str, ...]] | None = None,
 ) -> Callable[[dict[str, object]], bytes | None]:
     """A function computing :func:`encode_fields` for ``fields``, specialised
     for the common one- and two-field shapes (it runs for every index of
-    every write)."""
+    every write). With ``where=(field, values)``, documents whose ``field``
+    is not one of ``values`` have no key (None)."""
+    encode = _prefix_encoder(fields, sparse)
+    if where is None:
+        return encode
+    field, values = where
+    wanted, allowed = _getter(field), frozenset(values)
+
+    def partial(doc: dict[str, object]) -> bytes | None:
+        return encode(doc) if wanted(doc) in allowed else None
+
+    return partial
+
+
+def _prefix_encoder(
+    fields: tuple[str, ...], sparse: bool
+) -> Callable[[dict[str, object]], bytes | None]:
     if len(fields) == 1 and "." not in fields[0]:
         (name,) = fields
 

@@ -325,11 +325,21 @@ def _build_index(conn: sqlite3.Connection, index: IndexDef) -> None:
 
 
 def _index_spec(index: IndexDef) -> str:
-    return json.dumps({"fields": list(index.fields), "sparse": index.sparse})
+    spec: dict[str, Any] = {"fields": list(index.fields), "sparse": index.sparse}
+    if index.where is not None:
+        spec["where"] = [index.where[0], list(index.where[1])]
+    return json.dumps(spec)
 
 
 def _index_from_row(idx: str, table: str, spec: str) -> IndexDef:
     parsed = json.loads(spec)
     if isinstance(parsed, list):  # written before sparse indexes existed
         parsed = {"fields": parsed, "sparse": False}
-    return IndexDef(table, idx.rpartition(".")[2], tuple(parsed["fields"]), parsed["sparse"])
+    where = parsed.get("where")
+    return IndexDef(
+        table,
+        idx.rpartition(".")[2],
+        tuple(parsed["fields"]),
+        parsed["sparse"],
+        None if where is None else (where[0], tuple(where[1])),
+    )
