@@ -958,3 +958,39 @@ def test_prefix_successor() -> None:
     assert prefix_successor(b"\xff\xff") is None
     assert prefix_successor(b"ab") == b"ac"
     assert prefix_successor(b"a\xff") == b"b"
+
+
+def test_cached_index_keys_match_fresh_ones_in_any_order() -> None:
+    """The engine reuses a version's keys for the next write of that document;
+    whatever order commits compute their changes in, the result is the same
+    as computing every commit from scratch."""
+    from convexpy.store.engine import _index_changes, _KeyCache
+    from convexpy.store.keys import prefix_encoder
+
+    rng = random.Random(7)
+    indexes = [BY_OWNER, BY_OWNER_DUE, IndexDef(TASKS, "p", ("due",), where=("owner", ("a",)))]
+    encoders = {TASKS: [(i.key, prefix_encoder(i.fields, i.sparse, i.where)) for i in indexes]}
+    current: dict[str, Document] = {}
+    commits: list[list[Write]] = []
+    for step in range(300):
+        doc_id = rng.choice([*current, new_id(TASKS)]) if current else new_id(TASKS)
+        old = current.get(doc_id)
+        if old is not None and rng.random() < 0.2:
+            new = None
+            del current[doc_id]
+        else:
+            created = old["_creationTime"] if old else T0 + step
+            new = {"_id": doc_id, "_creationTime": created, "owner": rng.choice("ab")}
+            if rng.random() < 0.7:
+                new["due"] = rng.randint(0, 3)
+            current[doc_id] = new
+        commits.append([Write(doc_id, TASKS, old, new)])
+    fresh = [_index_changes(encoders, _KeyCache(), writes) for writes in commits]
+    cache = _KeyCache(limit=50)
+    order = list(range(len(commits)))
+    for start in range(0, len(order), 10):  # mostly in order, shuffled in blocks
+        block = order[start : start + 10]
+        rng.shuffle(block)
+        order[start : start + 10] = block
+    cached = {i: _index_changes(encoders, cache, commits[i]) for i in order}
+    assert [cached[i] for i in range(len(commits))] == fresh

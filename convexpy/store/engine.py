@@ -101,41 +101,96 @@ async def overlay_scan(
 
 
 _Encoders = dict[str, list[tuple[str, Callable[[Document], bytes | None]]]]
+_Keys = tuple[bytes, list["bytes | None"]]
+"""A document version's key suffix and its key in each maintained index of its table."""
 
 
-def _index_changes(encoders: _Encoders, writes: list[Write]) -> list[IndexChange]:
+class _KeyCache:
+    """The index keys of recently written document versions.
+
+    The next write of the same document finds its old keys here instead of
+    encoding them again (a scheduled job's completion reuses the keys its
+    scheduling computed). Entries are checked by identity: documents are
+    never mutated once written, and the cache holds them, so an identical
+    object is the same version. Bounded; the oldest entries go first.
+    """
+
+    __slots__ = ("_entries", "_limit")
+
+    def __init__(self, limit: int = 1 << 16) -> None:
+        self._entries: dict[str, tuple[Document, _Keys]] = {}
+        self._limit = limit
+
+    def take(self, doc_id: str, doc: Document) -> _Keys | None:
+        hit = self._entries.pop(doc_id, None)
+        return hit[1] if hit is not None and hit[0] is doc else None
+
+    def put(self, doc_id: str, doc: Document, keys: _Keys) -> None:
+        entries = self._entries
+        entries[doc_id] = (doc, keys)
+        if len(entries) > self._limit:
+            del entries[next(iter(entries))]
+
+
+def _keys_of(
+    doc: Document, suffix: bytes, encoders: list[tuple[str, Callable[[Document], bytes | None]]]
+) -> _Keys:
+    keys: list[bytes | None] = []
+    for _, encode in encoders:
+        prefix = encode(doc)
+        keys.append(None if prefix is None else prefix + suffix)
+    return suffix, keys
+
+
+def _index_changes(
+    encoders: _Encoders, cache: _KeyCache, writes: list[Write]
+) -> list[IndexChange]:
     """The index entries ``writes`` move, for the indexes in ``encoders`` (by table)."""
     changes: list[IndexChange] = []
     append = changes.append
     no_indexes: list[tuple[str, Callable[[Document], bytes | None]]] = []
     for write in writes:
         old_doc, new_doc = write.old, write.new
-        any_doc = new_doc if new_doc is not None else old_doc
-        assert any_doc is not None
         doc_id = write.id
-        # _creationTime and _id never change: the key suffix is shared.
-        suffix = encode_suffix(any_doc["_creationTime"], doc_id)
+        table_encoders = encoders.get(write.table, no_indexes)
+        old_keys = new_keys = None
+        if old_doc is not None:
+            old_keys = cache.take(doc_id, old_doc)
+            if old_keys is None:
+                suffix = encode_suffix(old_doc["_creationTime"], doc_id)
+                old_keys = _keys_of(old_doc, suffix, table_encoders)
+        if new_doc is not None:
+            # _creationTime and _id never change: the key suffix is shared.
+            suffix = (
+                old_keys[0]
+                if old_keys is not None
+                else encode_suffix(new_doc["_creationTime"], doc_id)
+            )
+            new_keys = _keys_of(new_doc, suffix, table_encoders)
+            cache.put(doc_id, new_doc, new_keys)
+        any_keys = new_keys if new_keys is not None else old_keys
+        assert any_keys is not None
+        suffix = any_keys[0]
         append(
             IndexChange(
                 f"{write.table}.{BY_CREATION_TIME}",
                 doc_id,
-                None if old_doc is None else suffix,
-                None if new_doc is None else suffix,
+                None if old_keys is None else suffix,
+                None if new_keys is None else suffix,
             )
         )
-        for key, encode in encoders.get(write.table, no_indexes):
-            old = new = None
-            if old_doc is not None:
-                prefix = encode(old_doc)
-                old = None if prefix is None else prefix + suffix
-            if new_doc is not None:
-                prefix = encode(new_doc)
-                new = None if prefix is None else prefix + suffix
+        for position, (key, _) in enumerate(table_encoders):
+            old = None if old_keys is None else old_keys[1][position]
+            new = None if new_keys is None else new_keys[1][position]
             # Also when the key stays put: the entry's document changed, and a
             # transaction that scanned over it read the old content.
             if old is not None or new is not None:
                 append(IndexChange(key, doc_id, old, new))
     return changes
+
+
+def _no_changes(writes: list[Write]) -> list[IndexChange]:
+    raise AssertionError("no index set yet")
 
 
 class LatestVersionStore(Store):
@@ -153,6 +208,8 @@ class LatestVersionStore(Store):
         self._maintained: dict[str, dict[str, IndexDef]] = {}
         """Indexes that commits keep up to date (the declared ones, and any being built)."""
         self._index_by_key: dict[str, IndexDef] = {}
+        self._indexer_for: object = None
+        self._current_indexer: Callable[[list[Write]], list[IndexChange]] = _no_changes
         self._last_creation: dict[str, float] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
@@ -292,14 +349,19 @@ class LatestVersionStore(Store):
 
     def _indexer(self) -> Callable[[list[Write]], list[IndexChange]]:
         """How the index changes of a commit made now are computed (when needed)."""
-        encoders = {
-            table: [
-                (index.key, prefix_encoder(index.fields, index.sparse, index.where))
-                for index in indexes.values()
-            ]
-            for table, indexes in self._maintained.items()
-        }
-        return functools.partial(_index_changes, encoders)
+        maintained = self._maintained
+        if self._indexer_for is not maintained:
+            # A new index set: new encoders, and cached keys no longer line up.
+            encoders = {
+                table: [
+                    (index.key, prefix_encoder(index.fields, index.sparse, index.where))
+                    for index in indexes.values()
+                ]
+                for table, indexes in maintained.items()
+            }
+            self._current_indexer = functools.partial(_index_changes, encoders, _KeyCache())
+            self._indexer_for = maintained
+        return self._current_indexer
 
     async def _flush_loop(self) -> None:
         while True:
