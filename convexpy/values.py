@@ -627,6 +627,36 @@ def from_convex_json(obj: object) -> object:
         raise _raise_invalid(bad, "$", prefix="Invalid Convex JSON") from None
 
 
+def copy_with_size(value: Any) -> tuple[Any, int]:
+    """``(copy_value(value), value_size(value))``, checking ``value`` on the way.
+
+    One pass for the common case, an object of valid field names and scalar
+    values (scheduled functions' arguments); anything else takes both walks.
+    """
+    if type(value) is dict and len(value) <= MAX_OBJECT_FIELDS:
+        size = 2
+        names = _valid_names
+        for key, item in value.items():
+            ti = type(item)
+            if type(key) is not str or key not in names:
+                break
+            if ti is float:
+                size += 9
+            elif ti is str and item.isascii():
+                size += 2 + len(item)
+            elif ti is int and INT64_MIN <= item <= INT64_MAX:
+                size += 9
+            elif item is None or ti is bool:
+                size += 1
+            else:
+                break
+            size += len(key) + 1  # valid names are ASCII
+        else:
+            return dict(value), size
+    size = value_size(value)
+    return copy_value(value), size
+
+
 def copy_value(value: Any) -> Any:
     """A deep copy of a Convex value (only lists and dicts need copying)."""
     if isinstance(value, dict):

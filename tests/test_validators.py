@@ -745,3 +745,54 @@ def test_argument_errors_point_at_the_bad_value(data: st.DataObject) -> None:
     assert info.value.path == "$.n"
     assert info.value.value == "bad"
     assert info.value.expected == "int64"
+
+
+_SCALARS = {
+    "s": v.string(),
+    "f": v.float64(),
+    "i": v.int64(),
+    "b": v.boolean(),
+    "n": v.null(),
+    "o": v.optional(v.int64()),  # present: as int64; absent: the full path
+}
+_scalar_values = st.one_of(
+    st.text(max_size=3),
+    st.floats(allow_nan=False),
+    st.integers(INT64_MIN - 2, INT64_MAX + 2),
+    st.booleans(),
+    st.none(),
+)
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.sampled_from(sorted(_SCALARS)), min_size=1, max_size=5, unique=True),
+    st.dictionaries(st.sampled_from(["s", "f", "i", "b", "n", "o", "x"]), _scalar_values),
+)
+def test_scalar_fast_path_agrees_with_the_full_validation(names: list[str], args: dict) -> None:
+    from convexpy.validators.compiled import ArgsValidator
+
+    fast = ArgsValidator({name: _SCALARS[name] for name in names})
+    slow = ArgsValidator({name: _SCALARS[name] for name in names})
+    assert fast._scalars is not None
+    slow._scalars = None
+
+    def outcome(validator: ArgsValidator) -> object:
+        try:
+            result = validator.validate(args, "m:f")
+        except ArgumentValidationError as exc:
+            return ("error", str(exc))
+        assert result is not args
+        return ("ok", result, {k: type(x) for k, x in result.items()})
+
+    assert outcome(fast) == outcome(slow)
+
+
+def test_scalar_fast_path_only_for_required_scalars() -> None:
+    from convexpy.validators.compiled import ArgsValidator
+
+    assert ArgsValidator({"a": v.int64()})._scalars == (("a", int),)
+    assert ArgsValidator({"a": v.optional(v.int64())})._scalars == (("a", int),)
+    assert ArgsValidator({"a": v.union(v.int64(), v.string())})._scalars is None
+    assert ArgsValidator({"a": v.array(v.int64())})._scalars is None
+    assert ArgsValidator({"a": v.id("t")})._scalars is None

@@ -19,6 +19,7 @@ from convexpy.values import (
     check_document,
     check_value,
     convex_type_name,
+    copy_with_size,
     describe_value,
     find_invalid,
     format_path,
@@ -271,6 +272,28 @@ def test_value_size_is_additive(items: list[Any], fields: dict[str, Any]) -> Non
 def test_value_size_refuses_non_values() -> None:
     with pytest.raises(InvalidValueError):
         value_size([(1,)])
+
+
+@settings(max_examples=100)
+@given(st.dictionaries(field_names, convex_values, max_size=6) | convex_values)
+def test_copy_with_size_is_a_checked_copy(value: Any) -> None:
+    copied, size = copy_with_size(value)
+    assert size == value_size(value)
+    assert copied == value
+    if isinstance(value, dict):
+        assert copied is not value
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"$x": 1}, {"a": 2**63}, {"a": (1,)}, {1: 1}, {"a": {"b": set()}}, {"a": "\ud800"}],
+)
+def test_copy_with_size_refuses_what_value_size_refuses(bad: Any) -> None:
+    with pytest.raises(InvalidValueError) as expected:
+        value_size(bad)
+    with pytest.raises(InvalidValueError) as got:
+        copy_with_size(bad)
+    assert str(got.value) == str(expected.value)
 
 
 # --------------------------------------------------------------------------

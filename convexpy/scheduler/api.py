@@ -16,7 +16,7 @@ from ..db import Transaction
 from ..errors import FunctionNotFoundError, InvalidValueError, SchedulerError
 from ..functions import FunctionKind
 from ..ids import is_id_of
-from ..values import copy_value, value_size
+from ..values import copy_with_size, value_size
 from .jobs import SCHEDULED_FUNCTIONS, JobState, job_document
 
 if TYPE_CHECKING:
@@ -118,10 +118,10 @@ class Scheduler(ABC):
         if not isinstance(args, dict):
             raise SchedulerError(f"{verb}: args must be a dict, got {type(args).__name__}")
         try:
-            size = value_size(args)  # checks the value on the way
+            checked, size = copy_with_size(args)  # checks the value on the way
         except InvalidValueError as exc:
             raise SchedulerError(f"{verb}: args of {path} are not Convex values: {exc}") from None
-        return path, copy_value(args), size
+        return path, checked, size
 
     def _check_time(self, when: float, verb: str, now: float) -> None:
         if abs(when - now) > FIVE_YEARS_MS:

@@ -79,11 +79,14 @@ def finished(
     doc: dict[str, Any], state: JobState, now: float, error: str | None = None
 ) -> dict[str, Any]:
     updated = dict(doc)
-    updated["state"] = (
-        {"kind": state.value} if error is None else {"kind": state.value, "error": error}
-    )
+    kind = _STATE_TEXT[state]
+    updated["state"] = {"kind": kind} if error is None else {"kind": kind, "error": error}
     updated["completedTime"] = now
     return updated
+
+
+_STATE_TEXT = {state: state.value for state in JobState}
+"""``state.value`` without the enum property lookup (once per job)."""
 
 
 class Dispatcher:

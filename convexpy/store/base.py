@@ -98,7 +98,7 @@ class ReadSet:
     ranges: list[KeyRange] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: frozen construction costs 3x, and this is per write
 class Write:
     """One document change of a transaction: ``old`` is None for an insert, ``new`` for a delete."""
 

@@ -142,9 +142,7 @@ def _keys_of(
     return suffix, keys
 
 
-def _index_changes(
-    encoders: _Encoders, cache: _KeyCache, writes: list[Write]
-) -> list[IndexChange]:
+def _index_changes(encoders: _Encoders, cache: _KeyCache, writes: list[Write]) -> list[IndexChange]:
     """The index entries ``writes`` move, for the indexes in ``encoders`` (by table)."""
     changes: list[IndexChange] = []
     append = changes.append

@@ -19,13 +19,22 @@ from ..errors import (
     ReturnsValidationError,
     SchemaValidationError,
 )
-from ..values import describe_value, format_path, is_valid_field_name
+from ..values import INT64_MAX, INT64_MIN, describe_value, format_path, is_valid_field_name
 from .annotations import _as_validator, _from_annotation
 from .core import _BUILTIN_TYPES, _dec_hook, _Mismatch, _to_plain
-from .nodes import Validator, VObject, VRecord, VString
+from .nodes import Validator, VBoolean, VFloat64, VInt64, VNull, VObject, VRecord, VString
 
 # --------------------------------------------------------------------------
 # Compiled validators
+
+_SCALAR_TYPES: dict[type, type] = {
+    VString: str,
+    VFloat64: float,
+    VInt64: int,
+    VBoolean: bool,
+    VNull: type(None),
+}
+"""Validators whose accepted values of one exact Python type convert to themselves."""
 
 
 def _converted(root_struct: Any, value: object) -> Any:
@@ -57,13 +66,20 @@ class ArgsValidator:
     they are refused.
     """
 
-    __slots__ = ("_object", "_struct", "extra", "fields")
+    __slots__ = ("_object", "_scalars", "_struct", "extra", "fields")
 
     def __init__(self, fields: dict[str, Validator], extra: Validator | None = None) -> None:
         self._object = VObject(fields)
         self.fields = self._object.fields
         self.extra = extra
         self._struct = self._object._ms()
+        scalars = [(name, _SCALAR_TYPES.get(type(f))) for name, f in self.fields.items()]
+        self._scalars: tuple[tuple[str, type], ...] | None = (
+            tuple((name, kind) for name, kind in scalars if kind is not None)
+            if all(kind is not None for _, kind in scalars)
+            else None
+        )
+        """Every argument a scalar: (name, exact Python type) each; else None."""
 
     def describe(self) -> str:
         """The arguments as an object type, e.g. ``{ body: string }``."""
@@ -87,6 +103,18 @@ class ArgsValidator:
                 value=args,
                 expected=self.describe(),
             )
+        scalars = self._scalars
+        if scalars is not None and len(args) == len(scalars):
+            # The fast path: values of exactly the declared types convert to
+            # themselves, so checking the types is the whole validation.
+            for name, kind in scalars:
+                value = args.get(name, args)
+                if type(value) is not kind or (
+                    kind is int and not INT64_MIN <= value <= INT64_MAX  # type: ignore[operator]
+                ):
+                    break
+            else:
+                return dict(args)
         extras: dict[str, object] | None = None
         if self.extra is not None:
             known = self.fields
