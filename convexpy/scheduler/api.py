@@ -247,6 +247,11 @@ class MutationScheduler(Scheduler):
             await txn.prepare(SCHEDULED_FUNCTIONS)
         return add_job(txn, self._writes, path, checked, when, now=now, size=size)
 
+    @property
+    def writes(self) -> ScheduledWrites:
+        """What this transaction has scheduled and cancelled so far."""
+        return self._writes
+
     async def cancel(self, job_id: str) -> None:
         job_id = self._check_job_id(job_id)
         if self._current_job == job_id:

@@ -28,12 +28,12 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ..clock import sleep_until_or_woken
-from ..context import NO_AUTH, MutationCtx, fixed_time
+from ..context import NO_AUTH, MutationCtx
 from ..db import DatabaseWriter, Transaction
 from ..errors import CommitFailedError, ConvexError, FunctionNotFoundError
 from ..functions import ConvexFunction, FunctionKind
 from ..store.base import ConflictError, KeyRange
-from .api import MutationScheduler, ScheduledWrites
+from .api import MutationScheduler, ScheduledWrites, Scheduler
 from .jobs import (
     BY_COMPLETED,
     BY_STATE,
@@ -87,6 +87,46 @@ def finished(
 
 _STATE_TEXT = {state: state.value for state in JobState}
 """``state.value`` without the enum property lookup (once per job)."""
+
+
+class _JobCtx(MutationCtx):
+    """``ctx`` of a scheduled mutation run in a batch; its scheduler is made
+    on first use (most jobs never schedule anything)."""
+
+    __slots__ = ("_job", "_runtime", "_scheduler", "_started", "_txn")
+
+    def __init__(
+        self, db: DatabaseWriter, runtime: Runtime, txn: Transaction, job_id: str, started: float
+    ) -> None:
+        # MutationCtx.__init__ is skipped on purpose: `scheduler` is a property here.
+        self.db = db
+        self.auth = NO_AUTH
+        self._runtime = runtime
+        self._txn = txn
+        self._job = job_id
+        self._started = started
+        self._scheduler: MutationScheduler | None = None
+
+    def now(self) -> float:
+        return self._started
+
+    @property
+    def scheduler(self) -> Scheduler:
+        scheduler = self._scheduler
+        if scheduler is None:
+            scheduler = self._scheduler = MutationScheduler(
+                self._runtime, self._txn, ScheduledWrites(), current_job=self._job
+            )
+        return scheduler
+
+    @scheduler.setter
+    def scheduler(self, value: Scheduler) -> None:
+        raise AttributeError("ctx.scheduler cannot be replaced")
+
+    @property
+    def scheduled(self) -> ScheduledWrites | None:
+        """What the job scheduled and cancelled (None: it never used the scheduler)."""
+        return None if self._scheduler is None else self._scheduler.writes
 
 
 class Dispatcher:
@@ -479,11 +519,9 @@ class Dispatcher:
                         error = f"{path!r} is not a mutation"
                 if error is None:
                     mark = txn.savepoint()
-                    writes = ScheduledWrites()
+                    ctx = _JobCtx(db, runtime, txn, job_id, started)
                     try:
                         args = fn.args.validate(doc["args"][0] if doc["args"] else {}, path)
-                        scheduler = MutationScheduler(runtime, txn, writes, current_job=job_id)
-                        ctx = MutationCtx(db, NO_AUTH, scheduler, fixed_time(started))
                         result = await fn.handler(ctx, **args)
                         if result is not None:
                             runtime.check_result(path, fn, result)
@@ -494,9 +532,9 @@ class Dispatcher:
                         error = error_text(exc)
                     else:
                         txn.put(SCHEDULED_FUNCTIONS, doc, finished(doc, JobState.SUCCESS, now()))
-                        if writes.jobs:
+                        writes = ctx.scheduled
+                        if writes is not None:
                             all_writes.jobs.extend(writes.jobs)
-                        if writes.canceled:
                             all_writes.canceled.extend(writes.canceled)
                         outcomes.append((job_id, path, "success", None, started))
                         continue
