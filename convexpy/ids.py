@@ -176,10 +176,20 @@ def _time_prefix(table: str, ms: int) -> tuple[str, int, int]:
     return _base32(head), sum(head), sum(accumulate(head))
 
 
+_last_prefix: tuple[str, int, str, int, int] = ("", -1, "", 0, 0)
+"""(table, ms, base32 prefix, head sum, head running sums) of the latest id."""
+
+
 def new_id(table: str) -> str:
     """A fresh id for a document of ``table``: time-prefixed, 85 random bits."""
-    global _random_at
-    prefix, head_sum, head_sums = _time_prefix(table, int(time.time() * 1000))
+    global _random_at, _last_prefix
+    ms = int(time.time() * 1000)
+    last = _last_prefix
+    if last[1] == ms and last[0] == table:
+        prefix, head_sum, head_sums = last[2], last[3], last[4]
+    else:
+        prefix, head_sum, head_sums = _time_prefix(table, ms)
+        _last_prefix = (table, ms, prefix, head_sum, head_sums)
     at = _random_at
     if at + _RANDOM_CHARS > len(_random_chars):
         _refill()
@@ -192,8 +202,8 @@ def new_id(table: str) -> str:
     high = head_sums + 11 * head_sum + sum(accumulate(tail))
     footer = (((high & 0xFF) << 8) | (low & 0xFF)) ^ _VERSION
     # 3 zero bits, the footer little-endian, 1 bit of padding: 4 characters.
-    last = (((footer & 0xFF) << 8) | (footer >> 8)) << 1
-    return prefix + _random_chars[at:end] + _PAIRS[last >> 10] + _PAIRS[last & 1023]
+    last_bits = (((footer & 0xFF) << 8) | (footer >> 8)) << 1
+    return prefix + _random_chars[at:end] + _PAIRS[last_bits >> 10] + _PAIRS[last_bits & 1023]
 
 
 def _shown(value: object) -> str:

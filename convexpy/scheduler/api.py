@@ -57,7 +57,10 @@ class Scheduler(ABC):
         self, delay_ms: float | timedelta, function: object, args: dict[str, Any] | None = None
     ) -> str:
         """Schedule ``function(args)`` to run ``delay_ms`` milliseconds from now."""
-        if isinstance(delay_ms, timedelta):
+        kind = type(delay_ms)
+        if kind is int or kind is float:
+            delay = float(delay_ms)  # type: ignore[arg-type]
+        elif isinstance(delay_ms, timedelta):
             delay = delay_ms.total_seconds() * 1000.0
         elif isinstance(delay_ms, int | float) and not isinstance(delay_ms, bool):
             delay = float(delay_ms)

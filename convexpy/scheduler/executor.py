@@ -38,6 +38,7 @@ from .jobs import (
     BY_COMPLETED,
     BY_STATE,
     SCHEDULED_FUNCTIONS,
+    STATE_TEXT,
     TRANSIENT_ACTION_ERROR,
     JobState,
     completed_before,
@@ -79,14 +80,10 @@ def finished(
     doc: dict[str, Any], state: JobState, now: float, error: str | None = None
 ) -> dict[str, Any]:
     updated = dict(doc)
-    kind = _STATE_TEXT[state]
+    kind = STATE_TEXT[state]
     updated["state"] = {"kind": kind} if error is None else {"kind": kind, "error": error}
     updated["completedTime"] = now
     return updated
-
-
-_STATE_TEXT = {state: state.value for state in JobState}
-"""``state.value`` without the enum property lookup (once per job)."""
 
 
 class _JobCtx(MutationCtx):

@@ -19,6 +19,7 @@ __all__ = [
     "BY_COMPLETED",
     "BY_STATE",
     "SCHEDULED_FUNCTIONS",
+    "STATE_TEXT",
     "SYSTEM_INDEXES",
     "JobState",
     "completed_before",
@@ -64,9 +65,13 @@ def job_document(
         "name": name,
         "args": [args],
         "scheduledTime": scheduled_time,
-        "state": {"kind": state.value},
+        "state": {"kind": STATE_TEXT[state]},
     }
     return doc
+
+
+STATE_TEXT = {state: state.value for state in JobState}
+"""``state.value`` without the enum property lookup (once per job)."""
 
 
 def state_range(state: JobState, before: float | None = None, low: bytes | None = None) -> KeyRange:
