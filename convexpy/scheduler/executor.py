@@ -169,8 +169,12 @@ class Dispatcher:
 
     async def start(self) -> None:
         await self._fail_interrupted_actions()
-        self._wheel = TimerWheel(self._runtime.clock.now())
-        self._next_retention = self._runtime.clock.now()
+        now = self._runtime.clock.now()
+        self._wheel = TimerWheel(now)
+        # The first load and the retention plan happen here, while the app is
+        # not serving yet, rather than whenever the loop first gets to run.
+        await self._load(now + self.window_ms)
+        await self._plan_retention(now)
         self._loop_task = asyncio.create_task(self._loop(), name="convexpy-dispatcher")
 
     async def stop(self, grace: float = 0.0) -> None:
@@ -640,7 +644,12 @@ class Dispatcher:
             if deleted < RETENTION_BATCH:
                 break
             await asyncio.sleep(0)  # let dispatch run between batches
-        # Sleep until the oldest finished job expires; later ones finish later.
+        await self._plan_retention(now)
+        self._wake.set()
+
+    async def _plan_retention(self, now: float) -> None:
+        """Sleep until the oldest finished job expires; later ones finish later."""
+        runtime = self._runtime
         txn = runtime.transaction(writable=False)
         try:
             oldest = await txn.scan(BY_COMPLETED, completed_before(float("inf")), "asc", 1)
@@ -648,7 +657,6 @@ class Dispatcher:
             txn.release()
         since = oldest[0][1]["completedTime"] if oldest else now
         self._next_retention = since + runtime.retention_ms
-        self._wake.set()
 
 
 def _event(
