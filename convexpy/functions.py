@@ -227,8 +227,9 @@ class FunctionRegistry:
         self._by_path: dict[str, ConvexFunction] = {}
         self._paths: dict[int, str] = {}
         self._resolved: dict[tuple[str, bool], tuple[str, ConvexFunction]] = {}
-        self._references: dict[tuple[tuple[str, ...], bool], tuple[str, ConvexFunction]] = {}
         """Path strings already resolved (the registry never changes once loaded)."""
+        self._trusted_refs: dict[FunctionReference, tuple[str, ConvexFunction]] = {}
+        self._public_refs: dict[FunctionReference, tuple[str, ConvexFunction]] = {}
 
     def register(self, path: str, function: ConvexFunction) -> None:
         if path in self._by_path and self._by_path[path] is not function:
@@ -261,6 +262,14 @@ class FunctionRegistry:
         public functions; internal ones look exactly like missing ones.
         ``api.*`` references never reach internal functions.
         """
+        if isinstance(ref, FunctionReference):
+            # By identity: references are made once per attribute and never change.
+            by_ref = self._trusted_refs if trusted else self._public_refs
+            hit = by_ref.get(ref)
+            if hit is None:
+                public_only = not trusted or ref.visibility is Visibility.PUBLIC
+                hit = by_ref[ref] = self._resolve(ref.path, public_only)
+            return hit
         public_only = not trusted
         if type(ref) is str:
             hit = self._resolved.get((ref, public_only))
@@ -271,13 +280,6 @@ class FunctionRegistry:
             return found
         if isinstance(ref, ConvexFunction):
             path = self.path_of(ref)
-        elif isinstance(ref, FunctionReference):
-            public_only = public_only or ref.visibility is Visibility.PUBLIC
-            key = (ref._parts, public_only)
-            hit = self._references.get(key)
-            if hit is None:
-                hit = self._references[key] = self._resolve(ref.path, public_only)
-            return hit
         elif isinstance(ref, str):
             path = normalize_path(ref)
         else:
