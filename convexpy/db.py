@@ -244,9 +244,10 @@ class Transaction:
     def insert_prepared(self, table: str, fields: Document) -> str:
         """:meth:`insert` into a table this transaction has :meth:`prepare`-d."""
         doc_id = new_id(table)
-        doc = {"_id": doc_id, "_creationTime": self.store.creation_time(table, self.now())}
-        doc.update(fields)
-        self._record(table, doc_id, None, doc)
+        doc = {"_id": doc_id, "_creationTime": self.store.creation_time(table, self.now()), **fields}
+        # A fresh id has no earlier write to remember (what _record does).
+        self._undo.append((doc_id, None))
+        self.writes[doc_id] = Write(doc_id, table, None, doc)
         return doc_id
 
     async def existing(self, doc_id: str, verb: str) -> tuple[str, Document]:

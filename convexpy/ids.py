@@ -153,18 +153,23 @@ _RANDOM_CHARS = 17
 """Random base32 characters in a new id: 85 bits."""
 _POOL_IDS = 512
 _BYTE_TO_CHAR = bytes(ord(_ALPHABET[b & 31]) for b in range(256))
-_random_chars = ""
-_random_digits = ""
-_random_at = 0
+_tails: list[tuple[str, int, int]] = []
+"""Ready random tails: (17 characters, byte sum, running-sum sum) of their 11 bytes."""
 
 
 def _refill() -> None:
     # One getrandom() call per 512 ids. Each random byte becomes one
-    # character (its low 5 bits), translated in C.
-    global _random_chars, _random_digits, _random_at
-    _random_chars = os.urandom(_RANDOM_CHARS * _POOL_IDS).translate(_BYTE_TO_CHAR).decode("ascii")
-    _random_digits = _random_chars.translate(_TO_DIGITS)
-    _random_at = 0
+    # character (its low 5 bits), translated in C. The internal id's last
+    # 11 bytes are those 85 bits and 3 zero bits; their Fletcher sums are
+    # worked out here, in one pass, so new_id only adds the head's.
+    text = os.urandom(_RANDOM_CHARS * _POOL_IDS).translate(_BYTE_TO_CHAR).decode("ascii")
+    digits = text.translate(_TO_DIGITS)
+    tails = []
+    for at in range(0, len(text), _RANDOM_CHARS):
+        tail = (int(digits[at : at + _RANDOM_CHARS], 32) << 3).to_bytes(11, "big")
+        tails.append((text[at : at + _RANDOM_CHARS], sum(tail), sum(accumulate(tail))))
+    tails.reverse()  # popped from the end
+    _tails[:] = tails
 
 
 @functools.lru_cache(maxsize=64)
@@ -182,28 +187,22 @@ _last_prefix: tuple[str, int, str, int, int] = ("", -1, "", 0, 0)
 
 def new_id(table: str) -> str:
     """A fresh id for a document of ``table``: time-prefixed, 85 random bits."""
-    global _random_at, _last_prefix
+    global _last_prefix
     ms = int(time.time() * 1000)
     last = _last_prefix
-    if last[1] == ms and last[0] == table:
-        prefix, head_sum, head_sums = last[2], last[3], last[4]
-    else:
-        prefix, head_sum, head_sums = _time_prefix(table, ms)
-        _last_prefix = (table, ms, prefix, head_sum, head_sums)
-    at = _random_at
-    if at + _RANDOM_CHARS > len(_random_chars):
+    if last[1] != ms or last[0] != table:
+        last = _last_prefix = (table, ms, *_time_prefix(table, ms))
+    if not _tails:
         _refill()
-        at = 0
-    _random_at = end = at + _RANDOM_CHARS
-    # The internal id's last 11 bytes: the 85 random bits, then 3 zero bits.
-    tail = (int(_random_digits[at:end], 32) << 3).to_bytes(11, "big")
-    # Fletcher-16 of head + tail from the head's cached sums.
-    low = head_sum + sum(tail)
-    high = head_sums + 11 * head_sum + sum(accumulate(tail))
+    chars, tail_sum, tail_sums = _tails.pop()
+    # Fletcher-16 of head + tail from the sums of each.
+    head_sum = last[3]
+    low = head_sum + tail_sum
+    high = last[4] + 11 * head_sum + tail_sums
     footer = (((high & 0xFF) << 8) | (low & 0xFF)) ^ _VERSION
     # 3 zero bits, the footer little-endian, 1 bit of padding: 4 characters.
-    last_bits = (((footer & 0xFF) << 8) | (footer >> 8)) << 1
-    return prefix + _random_chars[at:end] + _PAIRS[last_bits >> 10] + _PAIRS[last_bits & 1023]
+    bits = (((footer & 0xFF) << 8) | (footer >> 8)) << 1
+    return last[2] + chars + _PAIRS[bits >> 10] + _PAIRS[bits & 1023]
 
 
 def _shown(value: object) -> str:
