@@ -244,7 +244,11 @@ class Transaction:
     def insert_prepared(self, table: str, fields: Document) -> str:
         """:meth:`insert` into a table this transaction has :meth:`prepare`-d."""
         doc_id = new_id(table)
-        doc = {"_id": doc_id, "_creationTime": self.store.creation_time(table, self.now()), **fields}
+        doc = {
+            "_id": doc_id,
+            "_creationTime": self.store.creation_time(table, self.now()),
+            **fields,
+        }
         # A fresh id has no earlier write to remember (what _record does).
         self._undo.append((doc_id, None))
         self.writes[doc_id] = Write(doc_id, table, None, doc)

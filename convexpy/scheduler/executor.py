@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import heapq
 import logging
 import random
 from collections.abc import Callable, Coroutine
@@ -44,6 +43,7 @@ from .jobs import (
     completed_before,
     state_range,
 )
+from .ready import ReadyQueue
 from .wheel import TimerWheel
 
 if TYPE_CHECKING:
@@ -135,8 +135,7 @@ class Dispatcher:
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
         self._wheel: TimerWheel[str] | None = None
-        self._ready: list[tuple[float, int, str]] = []
-        self._seq = 0
+        self._ready = ReadyQueue()
         self.on_job_done: Callable[[str], None] | None = None
         """Called with each job id whose task ends (the cron runner listens)."""
         self.started = 0
@@ -229,15 +228,14 @@ class Dispatcher:
             self._names.pop(job_id, None)
         earliest = float("inf")
         now = self._runtime.clock.now()
-        started = False
+        due: list[tuple[float, str]] = []
+        names = self._names
         for job_id, when, path in writes.jobs:
             if when <= now:
                 # Due already: straight to the ready queue, no wheel round trip.
                 if job_id not in self._running:
-                    self._names[job_id] = path
-                    self._seq += 1
-                    heapq.heappush(self._ready, (when, self._seq, job_id))
-                    started = True
+                    names[job_id] = path
+                    due.append((when, job_id))
             elif when < self._frontier:
                 if job_id not in self._running:
                     wheel.add(job_id, when)
@@ -248,7 +246,8 @@ class Dispatcher:
                 if refresh < self._next_refresh:
                     self._next_refresh = refresh
                     earliest = min(earliest, refresh)
-        if started:
+        if due:
+            self._ready.add_run(due)
             self._start_ready()
         if earliest < self._sleep_deadline:
             self._wake.set()
@@ -264,10 +263,14 @@ class Dispatcher:
             if self._needs_load(now):
                 await self._load(now + self.window_ms)
                 now = clock.now()
-            for deadline, job_id in wheel.advance(now):
-                if job_id not in self._running:
-                    self._seq += 1
-                    heapq.heappush(self._ready, (deadline, self._seq, job_id))
+            running = self._running
+            self._ready.add_run(
+                [
+                    (deadline, job_id)
+                    for deadline, job_id in wheel.advance(now)
+                    if job_id not in running
+                ]
+            )
             self._start_ready()
             if now >= self._next_retention and (
                 self._retention_task is None or self._retention_task.done()
@@ -381,14 +384,13 @@ class Dispatcher:
             size = max(1, min(MAX_BATCH, -(-len(ready) // free)))
             batch: list[str] = []
             while ready and len(batch) < size:
-                entry = heapq.heappop(ready)
-                job_id = entry[2]
+                when, job_id = ready.pop()
                 if job_id in self._running:
                     continue
                 if self._kind_of(job_id) is FunctionKind.MUTATION and job_id not in self._solo:
                     batch.append(job_id)
                 elif batch:
-                    heapq.heappush(ready, entry)  # its turn comes with the next free slot
+                    ready.put_back(when, job_id)  # its turn comes with the next free slot
                     break
                 else:
                     self._spawn([job_id], self._run_one(job_id))
@@ -491,8 +493,7 @@ class Dispatcher:
         for job_id in job_ids:
             self._solo.add(job_id)
             del self._running[job_id]
-            self._seq += 1
-            heapq.heappush(self._ready, (float("-inf"), self._seq, job_id))
+            self._ready.add(float("-inf"), job_id)
 
     async def _batch_attempt(self, job_ids: list[str]) -> list[_Outcome]:
         runtime = self._runtime
