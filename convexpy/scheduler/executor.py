@@ -75,6 +75,9 @@ _Outcome = tuple[str, str, str, "str | None", float]
 MAX_BATCH = 128
 """Most scheduled mutations run in one transaction."""
 
+_UNKNOWN: Any = object()
+"""Not looked up yet (``None`` in the function cache means "no such function")."""
+
 
 def finished(
     doc: dict[str, Any], state: JobState, now: float, error: str | None = None
@@ -349,45 +352,51 @@ class Dispatcher:
         else:
             self._next_refresh = float("inf")
 
-    def _function(self, name: str) -> tuple[str, ConvexFunction] | None:
-        """The path and function a job's name resolves to in the current app."""
+    def _functions_now(self) -> dict[str, tuple[str, ConvexFunction] | None]:
+        """The lookups cached for the current app (a reload starts afresh)."""
         app = self._runtime.app
         if app is not self._functions_app:
             self._functions.clear()
             self._functions_app = app
+        return self._functions
+
+    def _function(self, name: str) -> tuple[str, ConvexFunction] | None:
+        """The path and function a job's name resolves to in the current app."""
+        functions = self._functions_now()
         try:
-            return self._functions[name]
+            return functions[name]
         except KeyError:
             pass
         try:
             found: tuple[str, ConvexFunction] | None = self._runtime.resolve(name)
         except FunctionNotFoundError:
             found = None
-        self._functions[name] = found
+        functions[name] = found
         return found
-
-    def _kind_of(self, job_id: str) -> FunctionKind | None:
-        """The kind of a job's function, if known without reading the store."""
-        name = self._names.get(job_id)
-        if name is None:
-            return None
-        found = self._function(name)
-        return None if found is None else found[1].kind
 
     def _start_ready(self) -> None:
         limit = self._runtime.parallelism
         ready = self._ready
-        while ready and len(self._tasks) < limit and not (self._stopping or self.paused):
+        tasks, running, solo, names = self._tasks, self._running, self._solo, self._names
+        functions = self._functions_now()
+        mutation = FunctionKind.MUTATION
+        while ready and len(tasks) < limit and not (self._stopping or self.paused):
             # Spread the backlog over the free slots: one job when little is
             # due (lowest latency), up to MAX_BATCH under load (throughput).
-            free = limit - len(self._tasks)
+            free = limit - len(tasks)
             size = max(1, min(MAX_BATCH, -(-len(ready) // free)))
             batch: list[str] = []
             while ready and len(batch) < size:
                 when, job_id = ready.pop()
-                if job_id in self._running:
+                if job_id in running:
                     continue
-                if self._kind_of(job_id) is FunctionKind.MUTATION and job_id not in self._solo:
+                # Batched: mutations whose function is known without a read.
+                name = names.get(job_id)
+                found = None if name is None else functions.get(name, _UNKNOWN)
+                if found is _UNKNOWN:
+                    assert name is not None
+                    found = self._function(name)
+                if found is not None and found[1].kind is mutation and job_id not in solo:
                     batch.append(job_id)
                 elif batch:
                     ready.put_back(when, job_id)  # its turn comes with the next free slot
@@ -402,19 +411,22 @@ class Dispatcher:
         task = asyncio.create_task(work, name=f"convexpy-jobs-{job_ids[0]}")
         self.started += len(job_ids)
         self._tasks.add(task)
+        names, running = self._names, self._running
         for job_id in job_ids:
-            self._names.pop(job_id, None)
-            self._running[job_id] = task
+            names.pop(job_id, None)
+            running[job_id] = task
         task.add_done_callback(functools.partial(self._jobs_done, job_ids))
 
     def _jobs_done(self, job_ids: list[str], task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        running, solo, on_job_done = self._running, self._solo, self.on_job_done
         for job_id in job_ids:
-            if self._running.get(job_id) is task:
-                del self._running[job_id]
-                self._solo.discard(job_id)
-                if self.on_job_done is not None:
-                    self.on_job_done(job_id)
+            if running.get(job_id) is task:
+                del running[job_id]
+                if solo:
+                    solo.discard(job_id)
+                if on_job_done is not None:
+                    on_job_done(job_id)
         if self._ready and not self._stopping:
             self._start_ready()
         if self._capped and self._backlog < self.max_loaded // 2:
@@ -483,8 +495,9 @@ class Dispatcher:
             return
         runtime = self._runtime
         if runtime.listeners:
+            ended = runtime.clock.now()  # they committed together
             for job_id, path, outcome, error, started in outcomes:
-                event = _event(job_id, path, "mutation", outcome, started, runtime.clock.now())
+                event = _event(job_id, path, "mutation", outcome, started, ended)
                 if error is not None:
                     event["error"] = error
                 runtime.emit(event)
