@@ -516,6 +516,7 @@ class Dispatcher:
         outcomes: list[_Outcome] = []
         db = DatabaseWriter(txn)  # stateless beyond the transaction: one serves every job
         pending = JobState.PENDING.value
+        functions = self._functions_now()
         try:
             await txn.prefetch(job_ids)
             for job_id in job_ids:
@@ -524,7 +525,9 @@ class Dispatcher:
                     continue  # cancelled, or run elsewhere
                 started = now()
                 path = doc["name"]
-                found = self._function(path)
+                found = functions.get(path, _UNKNOWN)
+                if found is _UNKNOWN:
+                    found = self._function(path)
                 error: str | None = None
                 if found is None:
                     error = f"Function {path!r} no longer exists in the app, so this job cannot run"

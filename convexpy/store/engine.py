@@ -296,10 +296,17 @@ class LatestVersionStore(Store):
     async def get_many(self, snapshot: Snapshot, doc_ids: list[str]) -> dict[str, Document | None]:
         self._check_open()
         latest = await self._base_get_many(doc_ids)
-        result: dict[str, Document | None] = {}
-        for doc_id in doc_ids:
-            changed, version = self._log.version_at(snapshot.ts, doc_id)
-            result[doc_id] = version if changed else latest.get(doc_id)
+        result: dict[str, Document | None] = {doc_id: latest.get(doc_id) for doc_id in doc_ids}
+        # As in get(): the backend first, then the log's corrections (the
+        # before-image of the first commit after the snapshot that wrote it).
+        later = self._log.after(snapshot.ts)
+        if later:
+            for doc_id in doc_ids:
+                for commit in later:
+                    write = commit.by_id.get(doc_id)
+                    if write is not None:
+                        result[doc_id] = write.old
+                        break
         return result
 
     async def _base_get_many(self, doc_ids: list[str]) -> dict[str, Document | None]:

@@ -46,7 +46,7 @@ class Commit:
     never pays for encoding keys.
     """
 
-    __slots__ = ("_changes", "_indexer", "by_id", "done", "tables", "ts", "writes")
+    __slots__ = ("_changes", "_indexer", "_tables", "by_id", "done", "ts", "writes")
 
     def __init__(
         self,
@@ -57,10 +57,18 @@ class Commit:
         self.ts = ts
         self.writes = writes
         self.by_id: dict[str, Write] = {write.id: write for write in writes}
-        self.tables = {write.table for write in writes}
+        self._tables: set[str] | None = None
         self.done: asyncio.Future[None] | None = None
         self._indexer: Callable[[list[Write]], list[IndexChange]] | None = indexer
         self._changes: list[IndexChange] | None = None
+
+    @property
+    def tables(self) -> set[str]:
+        """The tables this commit wrote to."""
+        tables = self._tables
+        if tables is None:
+            tables = self._tables = {write.table for write in self.writes}
+        return tables
 
     @property
     def index_changes(self) -> list[IndexChange]:
