@@ -132,6 +132,11 @@ class _KeyCache:
             del entries[next(iter(entries))]
 
 
+@functools.lru_cache(maxsize=4096)
+def _creation_index(table: str) -> str:
+    return f"{table}.{BY_CREATION_TIME}"
+
+
 def _keys_of(
     doc: Document, suffix: bytes, encoders: list[tuple[str, Callable[[Document], bytes | None]]]
 ) -> _Keys:
@@ -171,7 +176,7 @@ def _index_changes(encoders: _Encoders, cache: _KeyCache, writes: list[Write]) -
         suffix = any_keys[0]
         append(
             IndexChange(
-                f"{write.table}.{BY_CREATION_TIME}",
+                _creation_index(write.table),
                 doc_id,
                 None if old_keys is None else suffix,
                 None if new_keys is None else suffix,
