@@ -105,11 +105,13 @@ async def test_run_at_timedelta_datetime_and_aliases(t):
         ("cancel_other_table", "_scheduled_functions"),
         ("cancel_garbage", "_scheduled_functions"),
         ("too_far", "5 years"),
+        ("huge", "finite"),
     ],
 )
-async def test_bad_scheduler_calls_raise_and_change_nothing(t, case, message):
+@pytest.mark.parametrize("warm", [False, True])
+async def test_bad_scheduler_calls_raise_and_change_nothing(t, case, message, warm):
     with pytest.raises(SchedulerError, match=message):
-        await t.mutation(api.jobs.try_schedule, {"case": case})
+        await t.mutation(api.jobs.try_schedule, {"case": case, "warm": warm})
     assert await jobs(t) == []
     assert await log(t) == []
 

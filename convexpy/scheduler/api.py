@@ -57,13 +57,13 @@ class Scheduler(ABC):
         self, delay_ms: float | timedelta, function: object, args: dict[str, Any] | None = None
     ) -> str:
         """Schedule ``function(args)`` to run ``delay_ms`` milliseconds from now."""
-        kind = type(delay_ms)
-        if kind is int or kind is float:
-            delay = float(delay_ms)  # type: ignore[arg-type]
-        elif isinstance(delay_ms, timedelta):
+        if isinstance(delay_ms, timedelta):
             delay = delay_ms.total_seconds() * 1000.0
         elif isinstance(delay_ms, int | float) and not isinstance(delay_ms, bool):
-            delay = float(delay_ms)
+            try:
+                delay = float(delay_ms)
+            except OverflowError:
+                delay = math.inf  # refused below, as a non-finite number
         else:
             raise SchedulerError(
                 f"run_after: `delay_ms` must be a number of milliseconds or a timedelta, "
@@ -240,15 +240,35 @@ class MutationScheduler(Scheduler):
         self._current_job = current_job
         """The id of the scheduled job this mutation is running as, if it is one."""
 
+    async def run_after(
+        self, delay_ms: float | timedelta, function: object, args: dict[str, Any] | None = None
+    ) -> str:
+        """Schedule ``function(args)`` to run ``delay_ms`` milliseconds from now."""
+        kind = type(delay_ms)
+        # The common case without another coroutine: a plain number of ms in
+        # range (NaN fails the comparison), the table already prepared.
+        if (
+            (kind is float or kind is int)
+            and 0 <= delay_ms <= FIVE_YEARS_MS  # type: ignore[operator]
+            and self._txn.prepared(SCHEDULED_FUNCTIONS)
+        ):
+            now = self._runtime.clock.now()
+            when = now + delay_ms  # type: ignore[operator]
+            return self._add(when, function, args, "run_after", now)
+        return await super().run_after(delay_ms, function, args)
+
     async def _schedule(
         self, when: float, function: object, args: object, verb: str, now: float
     ) -> str:
-        path, checked, size = self._target(function, args, verb)
-        self._check_time(when, verb, now)
         txn = self._txn
         if not txn.prepared(SCHEDULED_FUNCTIONS):
             await txn.prepare(SCHEDULED_FUNCTIONS)
-        return add_job(txn, self._writes, path, checked, when, now=now, size=size)
+        return self._add(when, function, args, verb, now)
+
+    def _add(self, when: float, function: object, args: object, verb: str, now: float) -> str:
+        path, checked, size = self._target(function, args, verb)
+        self._check_time(when, verb, now)
+        return add_job(self._txn, self._writes, path, checked, when, now=now, size=size)
 
     @property
     def writes(self) -> ScheduledWrites:

@@ -96,18 +96,27 @@ class MemoryStore(LatestVersionStore):
     def _base_apply_now(self, commit: Commit) -> None:
         docs = self._docs
         tables = self._tables
+        table_name: str | None = None
+        table = _Table()
+        touched: list[_Table] = []
         for write in commit.writes:
-            table = tables.get(write.table)
-            if table is None:
-                table = tables[write.table] = _Table()
+            if write.table != table_name:
+                table_name = write.table
+                found = tables.get(table_name)
+                if found is None:
+                    found = tables[table_name] = _Table()
+                table = found
+                touched.append(table)
+            doc_id = write.id
             if write.new is None:
-                docs.pop(write.id, None)
-                table.ids.discard(write.id)
+                docs.pop(doc_id, None)
+                table.ids.discard(doc_id)
             else:
-                docs[write.id] = write.new
-                table.ids.add(write.id)
+                docs[doc_id] = write.new
+                table.ids.add(doc_id)
+            table.log.append(doc_id)
+        for table in touched:
             log = table.log
-            log.append(write.id)
             if len(log) > _MIN_LOG and len(log) > len(table.ids):
                 # Catching up would cost more than a rebuild: drop the indexes.
                 table.indexes.clear()

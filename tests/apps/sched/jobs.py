@@ -67,9 +67,11 @@ async def schedule_big(ctx, count: int, size: int) -> None:
 
 
 @mutation
-async def try_schedule(ctx, case: str):
+async def try_schedule(ctx, case: str, warm: bool = False):
     s = ctx.scheduler
     target = internal.jobs.record
+    if warm:  # a first, valid call: the bad one takes the scheduler's fast path
+        await s.run_after(1, target, {"label": "warm"})
     if case == "negative":
         await s.run_after(-1, target, {"label": "x"})
     elif case == "nan":
@@ -95,6 +97,8 @@ async def try_schedule(ctx, case: str):
         await s.cancel("garbage")
     elif case == "too_far":
         await s.run_after(6 * 365 * 24 * 3600 * 1000, target, {"label": "x"})
+    elif case == "huge":
+        await s.run_after(10**400, target, {"label": "x"})
 
 
 @mutation
