@@ -169,7 +169,8 @@ def count_jobs(db: Path) -> dict[str, int]:
         ).fetchone()
         pending_range = state_range(JobState.PENDING)
         (pending,) = conn.execute(
-            "SELECT count(*) FROM index_entries WHERE idx = ? AND key >= ? AND key < ?",
+            "SELECT count(*) FROM index_entries WHERE idx = (SELECT num FROM indexes WHERE idx = ?)"
+            " AND key >= ? AND key < ?",
             (pending_range.index, pending_range.low, pending_range.high),
         ).fetchone()
     finally:

@@ -28,6 +28,7 @@ __all__ = [
     "SchemaValidationError",
     "StoreClosedError",
     "StoreLockedError",
+    "StoreVersionError",
 ]
 
 
@@ -146,3 +147,7 @@ class StoreClosedError(ConvexpyError, RuntimeError):
 
 class StoreLockedError(ConvexpyError, RuntimeError):
     """Another process already has this SQLite database open."""
+
+
+class StoreVersionError(ConvexpyError, RuntimeError):
+    """The SQLite file was written by a newer convexpy, in a layout this one cannot read."""

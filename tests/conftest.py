@@ -2,9 +2,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from convexpy.store import IndexDef, SqliteStore
 
 # No per-example deadline: a loaded CI machine must not turn a slow example
 # into a failure. On CI, examples are derived from the test itself, so a run
@@ -37,3 +40,17 @@ def make_app(tmp_path: Path):
         return root
 
     return make
+
+
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Keys of the indexes SqliteStore builds (backfills), in order."""
+    keys: list[str] = []
+    backfill = SqliteStore._backfill
+
+    async def spy(self: SqliteStore, conn: Any, index: IndexDef) -> None:
+        keys.append(index.key)
+        await backfill(self, conn, index)
+
+    monkeypatch.setattr(SqliteStore, "_backfill", spy)
+    return keys

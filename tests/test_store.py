@@ -752,23 +752,16 @@ async def test_tables(store: Store) -> None:
 def _raw_index_counts(path: Path) -> dict[str, int]:
     conn = sqlite3.connect(path)
     try:
-        rows = conn.execute("SELECT idx, count(*) FROM index_entries GROUP BY idx").fetchall()
+        rows = conn.execute(
+            "SELECT i.idx, count(*) FROM index_entries e JOIN indexes i ON i.num = e.idx"
+            " GROUP BY i.idx"
+        ).fetchall()
     finally:
         conn.close()
     return dict(rows)
 
 
-async def test_sqlite_reopen_keeps_documents_and_indexes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    built: list[str] = []
-    backfill = SqliteStore._backfill
-
-    async def spy(self: SqliteStore, conn: Any, index: IndexDef) -> None:
-        built.append(index.key)
-        await backfill(self, conn, index)
-
-    monkeypatch.setattr(SqliteStore, "_backfill", spy)
+async def test_sqlite_reopen_keeps_documents_and_indexes(tmp_path: Path, built: list[str]) -> None:
     path = tmp_path / "db.sqlite3"
     by_title = IndexDef(TASKS, "by_title", ("title",))
     partial = IndexDef(TASKS, "partial", ("title",), where=("owner", ("b", "c")))

@@ -84,7 +84,12 @@ def raw_consistency(path: Path) -> None:
         ).fetchone()
         assert orphans == (0,)
         documents = conn.execute("SELECT count(*) FROM documents").fetchone()[0]
-        per_index = dict(conn.execute("SELECT idx, count(*) FROM index_entries GROUP BY idx"))
+        per_index = dict(
+            conn.execute(
+                "SELECT i.idx, count(*) FROM index_entries e JOIN indexes i ON i.num = e.idx"
+                " GROUP BY i.idx"
+            )
+        )
         assert per_index == {BY_SEQ.key: documents, BY_CREATION.key: documents}
     finally:
         conn.close()

@@ -1,11 +1,29 @@
 """``SqliteStore``: the embedded, durable default. One SQLite file in WAL mode.
 
-Layout: ``documents`` holds the latest version of every document (msgpack),
-``index_entries`` one row per (index, key) with the key bytes ordered like
-Convex values (see :mod:`convexpy.store.keys`), so range reads use SQLite's
-own B-tree and nothing is loaded into memory at open. Commits from concurrent
-mutations are written together in one SQLite transaction by the engine's
-flusher, and are on disk (``synchronous=FULL``) before any of them returns.
+Layout (schema version 1, in ``PRAGMA user_version``): ``documents`` holds the
+latest version of every document (msgpack); ``index_entries`` one row per
+(index, key), the index named by a small integer and the key bytes ordered
+like Convex values (see :mod:`convexpy.store.keys`), so range reads use
+SQLite's own B-tree and nothing is loaded into memory at open; ``indexes``
+numbers every index the store ever wrote entries for (numbers are never
+reused) and holds the definition of the declared ones that are built;
+``tables`` lists the tables that hold or held documents. A file written before
+index numbers (version 0) is migrated in place when it is opened; a file from
+a newer convexpy is refused.
+
+Commits from concurrent mutations are written together in one SQLite
+transaction by the engine's flusher, and are on disk (``synchronous=FULL``)
+before any of them returns.
+
+Recently written or read documents are also kept decoded in memory, so that
+reading them back (the scheduler reads the jobs it just scheduled) costs no
+SQL and no decoding. The cache is bounded whatever the size of the database:
+at most :attr:`SqliteStore.cache_documents` (32,768) documents and
+:attr:`SqliteStore.cache_bytes` (8 MiB) of their msgpack encoding, whichever
+comes first, the oldest entries going first (32,768 scheduled jobs take about
+30 MB as Python objects). It never runs ahead of the file: a write batch
+enters it only once committed to disk, and a read only if no batch entered it
+while the read was in flight.
 
 Only one process may open a database file at a time; a second one gets
 :class:`~convexpy.errors.StoreLockedError`.
@@ -16,6 +34,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
+import itertools
 import json
 import os
 import sqlite3
@@ -27,32 +47,39 @@ from typing import IO, Any, Literal, NamedTuple, TypeVar
 import aiosqlite
 import msgspec
 
-from ..errors import StoreLockedError
-from .base import Document, IndexDef, KeyRange, Order
+from ..errors import StoreLockedError, StoreVersionError
+from .base import BY_CREATION_TIME, Document, IndexDef, KeyRange, Order
 from .engine import LatestVersionStore, index_key_of
 from .occ import Commit
 
 __all__ = ["SqliteStore"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS documents (
-    id TEXT PRIMARY KEY,
-    tbl TEXT NOT NULL,
-    doc BLOB NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS index_entries (
-    idx TEXT NOT NULL,
-    key BLOB NOT NULL,
-    id TEXT NOT NULL,
-    PRIMARY KEY (idx, key)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS indexes (
-    idx TEXT PRIMARY KEY,
-    tbl TEXT NOT NULL,
-    fields TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS tables (name TEXT PRIMARY KEY) WITHOUT ROWID;
-"""
+SCHEMA_VERSION = 1
+"""The layout this module writes (``PRAGMA user_version``)."""
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS documents (
+        id TEXT PRIMARY KEY,
+        tbl TEXT NOT NULL,
+        doc BLOB NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS index_entries (
+        idx INTEGER NOT NULL,
+        key BLOB NOT NULL,
+        id TEXT NOT NULL,
+        PRIMARY KEY (idx, key)
+    ) WITHOUT ROWID""",
+    # fields: the JSON definition of a built declared index; NULL for the
+    # implicit by_creation_time indexes, and for an index that commits wrote
+    # entries for but that is not (or no longer) built.
+    """CREATE TABLE IF NOT EXISTS indexes (
+        idx TEXT PRIMARY KEY,
+        num INTEGER NOT NULL UNIQUE,
+        tbl TEXT NOT NULL,
+        fields TEXT
+    ) WITHOUT ROWID""",
+    "CREATE TABLE IF NOT EXISTS tables (name TEXT PRIMARY KEY) WITHOUT ROWID",
+]
 
 Synchronous = Literal["full", "normal", "off"]
 T = TypeVar("T")
@@ -69,6 +96,11 @@ class SqliteStore(LatestVersionStore):
     an OS crash, and is faster.
     """
 
+    cache_documents = 32_768
+    """Most documents the cache of latest versions holds."""
+    cache_bytes = 8 << 20
+    """Most msgpack bytes (summed over its documents) the cache holds."""
+
     def __init__(self, path: str | os.PathLike[str], *, synchronous: Synchronous = "full") -> None:
         super().__init__()
         if synchronous not in ("full", "normal", "off"):
@@ -79,6 +111,18 @@ class SqliteStore(LatestVersionStore):
         self._reader: aiosqlite.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._lock_file: IO[bytes] | None = None
+        self._index_nums: dict[str, int] = {}
+        """Index key -> its number in ``index_entries`` (numbers never change once given)."""
+        self._known_tables: set[str] = set()
+        """Tables already in the ``tables`` table."""
+        self._cache: dict[str, tuple[Document | None, int]] = {}
+        """Document id -> (its latest version in the file or None, its encoded size),
+        oldest entry first. Only holds what is committed to the file."""
+        self._cache_size = 0
+        """Sum of the encoded sizes in ``_cache``."""
+        self._batches_landed = 0
+        """How many write batches entered the cache: a read that saw this change
+        while in flight may have read the file before the batch, and is not cached."""
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -104,9 +148,16 @@ class SqliteStore(LatestVersionStore):
 
     def _connect_writer(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        for pragma in self._pragmas():
-            conn.execute(pragma)
-        conn.executescript(_SCHEMA)
+        try:
+            for pragma in self._pragmas():
+                conn.execute(pragma)
+            with _transaction(conn):
+                _prepare_schema(conn, self.path)
+            self._index_nums = dict(conn.execute("SELECT idx, num FROM indexes").fetchall())
+            self._known_tables = {name for (name,) in conn.execute("SELECT name FROM tables")}
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     async def _connect(self) -> aiosqlite.Connection:
@@ -146,6 +197,8 @@ class SqliteStore(LatestVersionStore):
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
+        self._cache.clear()
+        self._cache_size = 0
 
     # -- reads -----------------------------------------------------------------
 
@@ -159,32 +212,87 @@ class SqliteStore(LatestVersionStore):
         return [row[0] for row in rows]
 
     async def _base_get(self, doc_id: str) -> Document | None:
+        cached = self._cache.get(doc_id)
+        if cached is not None:
+            return cached[0]
+        landed = self._batches_landed
         rows = list(
             await self._read_conn.execute_fetchall(
                 "SELECT doc FROM documents WHERE id = ?", (doc_id,)
             )
         )
-        return _decode(rows[0][0]) if rows else None
+        doc = _decode(rows[0][0]) if rows else None
+        if landed == self._batches_landed:
+            self._cache_read({doc_id: (doc, len(rows[0][0]) if rows else 0)})
+        return doc
 
     async def _base_get_many(self, doc_ids: list[str]) -> dict[str, Document | None]:
         found: dict[str, Document | None] = {}
-        for start in range(0, len(doc_ids), 500):
-            chunk = doc_ids[start : start + 500]
+        cache = self._cache
+        missing: list[str] = []
+        for doc_id in doc_ids:
+            cached = cache.get(doc_id)
+            if cached is None:
+                missing.append(doc_id)
+            else:
+                found[doc_id] = cached[0]
+        for start in range(0, len(missing), 500):
+            chunk = missing[start : start + 500]
             marks = ",".join("?" * len(chunk))
+            landed = self._batches_landed
             rows = await self._read_conn.execute_fetchall(
                 f"SELECT id, doc FROM documents WHERE id IN ({marks})", chunk
             )
-            found.update((doc_id, _decode(doc)) for doc_id, doc in rows)
+            read: dict[str, tuple[Document | None, int]] = dict.fromkeys(chunk, (None, 0))
+            for doc_id, blob in rows:
+                doc = found[doc_id] = _decode(blob)
+                read[doc_id] = (doc, len(blob))
+            if landed == self._batches_landed:
+                self._cache_read(read)
         return found
+
+    def _cache_read(self, read: dict[str, tuple[Document | None, int]]) -> None:
+        """Cache what reads found in the file (no batch entered the cache meanwhile)."""
+        cache = self._cache
+        size = self._cache_size
+        for doc_id, entry in read.items():
+            previous = cache.get(doc_id)
+            if previous is not None:
+                size -= previous[1]
+            cache[doc_id] = entry
+            size += entry[1]
+        self._cache_size = size
+        if size > self.cache_bytes or len(cache) > self.cache_documents:
+            self._cache_evict()
+
+    def _cache_evict(self) -> None:
+        """Drop the oldest entries, down to 15/16 of the bounds (so this runs rarely)."""
+        cache = self._cache
+        docs_goal = self.cache_documents - self.cache_documents // 16
+        bytes_goal = self.cache_bytes - self.cache_bytes // 16
+        count, size = len(cache), self._cache_size
+        victims: list[str] = []
+        for doc_id, (_, doc_size) in cache.items():
+            if count <= docs_goal and size <= bytes_goal:
+                break
+            victims.append(doc_id)
+            count -= 1
+            size -= doc_size
+        for doc_id in victims:
+            del cache[doc_id]
+        self._cache_size = size
 
     async def _base_scan(
         self, key_range: KeyRange, order: Order, limit: int
     ) -> list[tuple[bytes, Document]]:
+        num = self._index_nums.get(key_range.index)
+        if num is None:
+            return []  # nothing was ever written to this index
         sql = (
             "SELECT e.key, d.doc FROM index_entries e JOIN documents d ON d.id = e.id"
             " WHERE e.idx = ? AND e.key >= ?"
         )
-        params: list[object] = [key_range.index, key_range.low]
+        params: list[object] = [num, key_range.low]
         if key_range.high is not None:
             sql += " AND e.key < ?"
             params.append(key_range.high)
@@ -205,85 +313,259 @@ class SqliteStore(LatestVersionStore):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
 
+    async def _index_number(self, key: str) -> int:
+        """The number of index ``key`` in ``index_entries``, given (durably) on first use."""
+        num = self._index_nums.get(key)
+        if num is None:
+            num = await self._in_writer(self._give_index_number, key)
+            self._index_nums[key] = num
+        return num
+
+    def _give_index_number(self, key: str) -> int:
+        conn = self._writer
+        assert conn is not None
+        with _transaction(conn):
+            return _index_number_in(conn, key)
+
     async def _base_apply(self, commits: list[Commit]) -> None:
-        # Net effect of the batch: later commits overwrite earlier ones.
-        docs: dict[str, tuple[str, Document | None]] = {}
-        entries: dict[tuple[str, bytes], str | None] = {}
+        # The net effect of the batch: the last write of each document, and of
+        # each index entry. Entry keys end with the document id, so only a
+        # document written by several commits can move one entry twice.
+        if len(commits) == 1:
+            latest = commits[0].by_id
+            written = len(commits[0].writes)
+        else:
+            latest = {}
+            written = 0
+            for commit in commits:
+                latest.update(commit.by_id)
+                written += len(commit.writes)
+        repeated = None if written == len(latest) else _repeated(commits)
+
+        upserts: list[tuple[str, str, bytes]] = []
+        versions: list[Document] = []  # the document of each upsert
+        deletes: list[str] = []
+        for doc_id, write in latest.items():
+            doc = write.new
+            if doc is None:
+                deletes.append(doc_id)
+            else:
+                upserts.append((doc_id, write.table, _encode(doc)))
+                versions.append(doc)
+        known = self._known_tables
+        tables = [(t,) for t in {t for c in commits for t in c.tables} if t not in known]
+
+        nums = self._index_nums
+        entry_deletes: dict[int, list[bytes]] = {}  # index number -> keys
+        entry_inserts: list[tuple[int, bytes, str]] = []
+        spans: dict[tuple[str, str], list[bytes | None]] = {}
         for commit in commits:
-            for write in commit.writes:
-                docs[write.id] = (write.table, write.new)
             for change in commit.index_changes:
-                if change.old is not None and change.old != change.new:
-                    entries[(change.index, change.old)] = None
-                if change.new is not None and change.new != change.old:
-                    entries[(change.index, change.new)] = change.id
-        batch = _Batch(
-            upserts=[(i, t, _encode(d)) for i, (t, d) in docs.items() if d is not None],
-            deletes=[(i,) for i, (_, d) in docs.items() if d is None],
-            tables={(t,) for t, d in docs.values() if d is not None},
-            entry_deletes=[k for k, v in entries.items() if v is None],
-            entry_inserts=[(idx, key, v) for (idx, key), v in entries.items() if v is not None],
+                old, new = change.old, change.new
+                if old == new:
+                    continue  # the entry stays (only its document changed)
+                if repeated is not None and change.id in repeated:
+                    span = spans.get((change.index, change.id))
+                    if span is None:
+                        spans[(change.index, change.id)] = [old, new]
+                    else:
+                        span[1] = new  # from the first commit's old key to the last's new
+                    continue
+                num = nums.get(change.index)
+                if num is None:
+                    num = await self._index_number(change.index)
+                if old is not None:
+                    keys = entry_deletes.get(num)
+                    if keys is None:
+                        entry_deletes[num] = [old]
+                    else:
+                        keys.append(old)
+                if new is not None:
+                    entry_inserts.append((num, new, change.id))
+        for (index, doc_id), (old, new) in spans.items():
+            if old == new:
+                continue  # moved away and back: the entry on disk stays
+            num = await self._index_number(index)
+            if old is not None:
+                entry_deletes.setdefault(num, []).append(old)
+            if new is not None:
+                entry_inserts.append((num, new, doc_id))
+
+        batch = _Batch(upserts, deletes, tables, entry_deletes, entry_inserts)
+        writing = asyncio.get_running_loop().run_in_executor(
+            self._executor, self._write_batch, batch
         )
-        await self._in_writer(self._write_batch, batch)
+        try:
+            await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            # The batch may still commit, and the cache must then follow the file.
+            def landed_later(done: asyncio.Future[None]) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    self._landed(batch, versions)
+
+            writing.add_done_callback(landed_later)
+            raise
+        # On disk now (had the write raised, the engine would drop these commits).
+        self._landed(batch, versions)
+
+    def _landed(self, batch: _Batch, versions: list[Document]) -> None:
+        """Bring the cache up to ``batch``, which is committed to the file."""
+        self._known_tables.update(table for (table,) in batch.tables)
+        cache = self._cache
+        size = self._cache_size
+        for (doc_id, _, blob), doc in zip(batch.upserts, versions, strict=True):
+            previous = cache.get(doc_id)
+            if previous is not None:
+                size -= previous[1]
+            encoded = len(blob)
+            cache[doc_id] = (doc, encoded)
+            size += encoded
+        for doc_id in batch.deletes:
+            previous = cache.get(doc_id)
+            if previous is not None:
+                size -= previous[1]
+            cache[doc_id] = (None, 0)
+        self._cache_size = size
+        self._batches_landed += 1
+        if size > self.cache_bytes or len(cache) > self.cache_documents:
+            self._cache_evict()
 
     def _write_batch(self, batch: _Batch) -> None:
         conn = self._writer
         assert conn is not None
         with _transaction(conn):
-            if batch.upserts:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO documents (id, tbl, doc) VALUES (?, ?, ?)",
-                    batch.upserts,
-                )
-            if batch.deletes:
-                conn.executemany("DELETE FROM documents WHERE id = ?", batch.deletes)
+            _insert_rows(conn, "INSERT OR REPLACE INTO documents (id, tbl, doc)", batch.upserts)
+            _delete_keys(conn, "DELETE FROM documents WHERE id IN", (), batch.deletes)
             if batch.tables:
                 conn.executemany("INSERT OR IGNORE INTO tables (name) VALUES (?)", batch.tables)
-            if batch.entry_deletes:
-                conn.executemany(
-                    "DELETE FROM index_entries WHERE idx = ? AND key = ?", batch.entry_deletes
+            for num, keys in batch.entry_deletes.items():
+                _delete_keys(
+                    conn, "DELETE FROM index_entries WHERE idx = ? AND key IN", (num,), keys
                 )
-            if batch.entry_inserts:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO index_entries (idx, key, id) VALUES (?, ?, ?)",
-                    batch.entry_inserts,
-                )
+            _insert_rows(
+                conn, "INSERT OR REPLACE INTO index_entries (idx, key, id)", batch.entry_inserts
+            )
+
+    # -- index builds ------------------------------------------------------------
 
     async def _base_sync_indexes(self, declared: list[IndexDef]) -> None:
-        conn = self._writer
-        assert conn is not None
-        rows = await self._in_writer(
-            lambda: conn.execute("SELECT idx, tbl, fields FROM indexes").fetchall()
-        )
-        built = {idx: _index_from_row(idx, tbl, spec) for idx, tbl, spec in rows}
+        rows = await self._in_writer(self._index_rows)
         wanted = {index.key: index for index in declared}
-        stale = [key for key, index in built.items() if wanted.get(key) != index]
+        built: dict[str, IndexDef] = {}
+        stale: list[str] = []
+        for key, table, spec, has_entries in rows:
+            if key.rpartition(".")[2] == BY_CREATION_TIME:
+                continue  # never dropped
+            if spec is not None:
+                index = built[key] = _index_from_row(key, table, spec)
+                if wanted.get(key) != index:
+                    stale.append(key)
+            elif has_entries and key not in wanted:
+                # Entries that commits wrote before the index's build committed
+                # (the process stopped mid-build). A wanted one is rebuilt anyway.
+                stale.append(key)
         missing = [index for key, index in wanted.items() if built.get(key) != index]
         if not stale and not missing:
             return
         await self._in_writer(self._drop_indexes, stale)
         for index in missing:
-            await self._backfill(conn, index)
+            await self._backfill(self._writer, index)
+
+    def _index_rows(self) -> list[tuple[str, str, str | None, int]]:
+        conn = self._writer
+        assert conn is not None
+        return conn.execute(
+            "SELECT i.idx, i.tbl, i.fields,"
+            " EXISTS (SELECT 1 FROM index_entries e WHERE e.idx = i.num) FROM indexes i"
+        ).fetchall()
 
     def _drop_indexes(self, keys: list[str]) -> None:
         conn = self._writer
         assert conn is not None
         with _transaction(conn):
             for key in keys:
-                conn.execute("DELETE FROM index_entries WHERE idx = ?", (key,))
-                conn.execute("DELETE FROM indexes WHERE idx = ?", (key,))
+                # The row (and its number) stays: numbers are never reused.
+                conn.execute(
+                    "DELETE FROM index_entries WHERE idx = (SELECT num FROM indexes WHERE idx = ?)",
+                    (key,),
+                )
+                conn.execute("UPDATE indexes SET fields = NULL WHERE idx = ?", (key,))
 
-    async def _backfill(self, conn: sqlite3.Connection, index: IndexDef) -> None:
+    async def _backfill(self, conn: sqlite3.Connection | None, index: IndexDef) -> None:
         """Build ``index`` from the documents, in one transaction on the writer thread."""
-        await self._in_writer(_build_index, conn, index)
+        assert conn is not None
+        num = await self._index_number(index.key)
+        creation = self._index_nums.get(IndexDef.by_creation_time(index.table).key)
+        await self._in_writer(_build_index, conn, index, num, creation)
 
 
 class _Batch(NamedTuple):
     upserts: list[tuple[str, str, bytes]]
-    deletes: list[tuple[str]]
-    tables: set[tuple[str]]
-    entry_deletes: list[tuple[str, bytes]]
-    entry_inserts: list[tuple[str, bytes, str]]
+    deletes: list[str]
+    tables: list[tuple[str]]
+    entry_deletes: dict[int, list[bytes]]
+    entry_inserts: list[tuple[int, bytes, str]]
+
+
+# Rows go to SQLite many per statement rather than one per executemany() step:
+# each step releases and takes back the GIL, which costs little on its own but
+# can wait for a busy event loop thread to let go of it. Runs of rows have
+# power-of-two lengths, so a handful of statement texts (cached by sqlite3)
+# serve every batch; the longest stays under SQLite's oldest limit of 999
+# parameters.
+_MAX_RUN = 256
+
+
+def _runs(count: int) -> Iterator[tuple[int, int]]:
+    """``(start, length)`` of consecutive runs covering ``count`` rows."""
+    start = 0
+    length = _MAX_RUN
+    while start < count:
+        while length > count - start:
+            length //= 2
+        yield start, length
+        start += length
+
+
+@functools.cache
+def _values_sql(head: str, width: int, rows: int) -> str:
+    row = "(" + ",".join("?" * width) + ")"
+    return f"{head} VALUES {','.join([row] * rows)}"
+
+
+@functools.cache
+def _in_sql(head: str, count: int) -> str:
+    return f"{head} ({','.join('?' * count)})"
+
+
+def _insert_rows(conn: sqlite3.Connection, head: str, rows: list[tuple[Any, ...]]) -> None:
+    """Run ``head VALUES (...), ...`` over ``rows`` (tuples of one width)."""
+    if not rows:
+        return
+    width = len(rows[0])
+    chain = itertools.chain.from_iterable
+    for start, length in _runs(len(rows)):
+        conn.execute(_values_sql(head, width, length), list(chain(rows[start : start + length])))
+
+
+def _delete_keys(
+    conn: sqlite3.Connection, head: str, params: tuple[Any, ...], keys: list[Any]
+) -> None:
+    """Run ``head (?, ...)`` (``params``, then an IN list) over ``keys``."""
+    for start, length in _runs(len(keys)):
+        conn.execute(_in_sql(head, length), [*params, *keys[start : start + length]])
+
+
+def _repeated(commits: list[Commit]) -> set[str]:
+    """Ids of the documents written more than once in ``commits``."""
+    seen: set[str] = set()
+    repeated: set[str] = set()
+    for commit in commits:
+        for write in commit.writes:
+            if write.id in seen:
+                repeated.add(write.id)
+            seen.add(write.id)
+    return repeated
 
 
 @contextlib.contextmanager
@@ -297,12 +579,13 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-def _build_index(conn: sqlite3.Connection, index: IndexDef) -> None:
-    creation = IndexDef.by_creation_time(index.table).key
+def _build_index(conn: sqlite3.Connection, index: IndexDef, num: int, creation: int | None) -> None:
+    """Fill index number ``num`` from the documents of ``index.table`` (found through
+    its by_creation_time index, number ``creation``) and record its definition."""
     with _transaction(conn):
-        conn.execute("DELETE FROM index_entries WHERE idx = ?", (index.key,))
+        conn.execute("DELETE FROM index_entries WHERE idx = ?", (num,))
         last = b""
-        while True:
+        while creation is not None:
             # Keyset pagination: never hold a cursor open over the table we write.
             chunk = conn.execute(
                 "SELECT e.key, d.id, d.doc FROM index_entries e"
@@ -314,14 +597,85 @@ def _build_index(conn: sqlite3.Connection, index: IndexDef) -> None:
                 break
             last = bytes(chunk[-1][0])
             keys = [(index_key_of(index, _decode(doc)), i) for _, i, doc in chunk]
-            conn.executemany(
-                "INSERT OR REPLACE INTO index_entries (idx, key, id) VALUES (?, ?, ?)",
-                [(index.key, key, i) for key, i in keys if key is not None],
+            _insert_rows(
+                conn,
+                "INSERT OR REPLACE INTO index_entries (idx, key, id)",
+                [(num, key, i) for key, i in keys if key is not None],
             )
         conn.execute(
-            "INSERT OR REPLACE INTO indexes (idx, tbl, fields) VALUES (?, ?, ?)",
-            (index.key, index.table, _index_spec(index)),
+            "UPDATE indexes SET tbl = ?, fields = ? WHERE idx = ?",
+            (index.table, _index_spec(index), index.key),
         )
+
+
+# -- schema ------------------------------------------------------------------------------
+
+
+def _prepare_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """Create, migrate or check the layout of the file (inside a write transaction)."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version == SCHEMA_VERSION:
+        return
+    if version > SCHEMA_VERSION:
+        raise StoreVersionError(
+            f"the database {str(path)!r} was written by a newer convexpy (schema version "
+            f"{version}; this one reads up to {SCHEMA_VERSION}): upgrade convexpy to open it, "
+            "or use another --db file"
+        )
+    old_layout = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'index_entries'"
+    ).fetchone()
+    if old_layout is not None:
+        _migrate_from_v0(conn)
+    else:
+        for statement in _SCHEMA:
+            conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _migrate_from_v0(conn: sqlite3.Connection) -> None:
+    """Version 0 named the index of every entry in full: number them instead."""
+    names: list[str] = []
+    (name,) = conn.execute("SELECT min(idx) FROM index_entries").fetchone()
+    while name is not None:  # the distinct index names, one B-tree seek each
+        names.append(name)
+        (name,) = conn.execute(
+            "SELECT min(idx) FROM index_entries WHERE idx > ?", (name,)
+        ).fetchone()
+    declared = {
+        name: (table, spec)
+        for name, table, spec in conn.execute("SELECT idx, tbl, fields FROM indexes")
+    }
+    conn.execute("ALTER TABLE index_entries RENAME TO index_entries_v0")
+    conn.execute("ALTER TABLE indexes RENAME TO indexes_v0")
+    for statement in _SCHEMA:
+        conn.execute(statement)
+    for num, name in enumerate(sorted({*names, *declared}), start=1):
+        table, spec = declared.get(name, (name.rpartition(".")[0], None))
+        conn.execute(
+            "INSERT INTO indexes (idx, num, tbl, fields) VALUES (?, ?, ?, ?)",
+            (name, num, table, spec),
+        )
+        conn.execute(
+            "INSERT INTO index_entries (idx, key, id)"
+            " SELECT ?, key, id FROM index_entries_v0 WHERE idx = ? ORDER BY key",
+            (num, name),
+        )
+    conn.execute("DROP TABLE index_entries_v0")
+    conn.execute("DROP TABLE indexes_v0")
+
+
+def _index_number_in(conn: sqlite3.Connection, key: str) -> int:
+    """The number of index ``key``, given now if it has none (inside a write transaction)."""
+    row = conn.execute("SELECT num FROM indexes WHERE idx = ?", (key,)).fetchone()
+    if row is not None:
+        return int(row[0])
+    (num,) = conn.execute("SELECT coalesce(max(num), 0) + 1 FROM indexes").fetchone()
+    conn.execute(
+        "INSERT INTO indexes (idx, num, tbl, fields) VALUES (?, ?, ?, NULL)",
+        (key, num, key.rpartition(".")[0]),
+    )
+    return int(num)
 
 
 def _index_spec(index: IndexDef) -> str:

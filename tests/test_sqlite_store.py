@@ -1,0 +1,731 @@
+"""SqliteStore specifics below the storage port: the file layout, its versions
+and migration, and the cache of latest document versions.
+
+The port's behaviour is covered for every store in tests/test_store.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from convexpy.errors import ConvexpyError, StoreVersionError
+from convexpy.ids import new_id
+from convexpy.store import IndexDef, KeyRange, ReadSet, SqliteStore, Write
+from convexpy.store.base import Document
+from convexpy.store.engine import index_key_of
+from convexpy.store.sqlite import SCHEMA_VERSION
+
+TASKS = "tasks"
+NOTES = "notes"
+BY_OWNER = IndexDef(TASKS, "by_owner", ("owner",))
+BY_TITLE = IndexDef(TASKS, "by_title", ("title",))
+PARTIAL = IndexDef(TASKS, "partial", ("title",), where=("owner", ("b", "c")))
+
+# The layout before index numbers (schema version 0), exactly as it was created.
+V0_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    id TEXT PRIMARY KEY,
+    tbl TEXT NOT NULL,
+    doc BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS index_entries (
+    idx TEXT NOT NULL,
+    key BLOB NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (idx, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS indexes (
+    idx TEXT PRIMARY KEY,
+    tbl TEXT NOT NULL,
+    fields TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tables (name TEXT PRIMARY KEY) WITHOUT ROWID;
+"""
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def by_creation(table: str) -> IndexDef:
+    return IndexDef.by_creation_time(table)
+
+
+def full(index: IndexDef) -> KeyRange:
+    return KeyRange(index.key, b"", None)
+
+
+def doc_of(table: str, creation: float, **fields: Any) -> Document:
+    return {"_id": new_id(table), "_creationTime": creation, **fields}
+
+
+async def commit(store: SqliteStore, *writes: Write) -> None:
+    snapshot = store.snapshot()
+    try:
+        await store.commit(snapshot, ReadSet(), list(writes))
+    finally:
+        store.release(snapshot)
+
+
+async def insert(store: SqliteStore, table: str, **fields: Any) -> Document:
+    await store.prepare_table(table)
+    doc = doc_of(table, store.creation_time(table, 1.7e12), **fields)
+    await commit(store, Write(doc["_id"], table, None, doc))
+    return doc
+
+
+async def get(store: SqliteStore, doc_id: str) -> Document | None:
+    snapshot = store.snapshot()
+    try:
+        return await store.get(snapshot, doc_id)
+    finally:
+        store.release(snapshot)
+
+
+async def get_many(store: SqliteStore, doc_ids: list[str]) -> dict[str, Document | None]:
+    snapshot = store.snapshot()
+    try:
+        return await store.get_many(snapshot, doc_ids)
+    finally:
+        store.release(snapshot)
+
+
+async def scan_ids(store: SqliteStore, index: IndexDef) -> list[str]:
+    snapshot = store.snapshot()
+    try:
+        rows = await store.scan(snapshot, full(index), "asc", 10_000)
+    finally:
+        store.release(snapshot)
+    assert [key for key, _ in rows] == [index_key_of(index, doc) for _, doc in rows]
+    return [doc["_id"] for _, doc in rows]
+
+
+def ids_by(index: IndexDef, docs: list[Document]) -> list[str]:
+    """Ids of ``docs`` in ``index`` order (the documents it holds)."""
+    keyed = [(index_key_of(index, doc), doc["_id"]) for doc in docs]
+    return [doc_id for key, doc_id in sorted((k, i) for k, i in keyed if k is not None)]
+
+
+def raw_query(path: Path, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def user_version(path: Path) -> int:
+    version: int = raw_query(path, "PRAGMA user_version")[0][0]
+    return version
+
+
+def entries_per_index(path: Path) -> dict[str, int]:
+    return dict(
+        raw_query(
+            path,
+            "SELECT i.idx, count(*) FROM index_entries e JOIN indexes i ON i.num = e.idx"
+            " GROUP BY i.idx",
+        )
+    )
+
+
+# -- layout versions -------------------------------------------------------------------------
+
+
+def write_v0_file(path: Path, docs: dict[str, list[Document]], declared: list[IndexDef]) -> None:
+    """A file as the version 0 code wrote it: index entries named by their index key."""
+    encode = msgspec.msgpack.encode
+    conn = sqlite3.connect(path)
+    try:
+        conn.executescript(V0_SCHEMA)
+        for table, table_docs in docs.items():
+            conn.execute("INSERT INTO tables (name) VALUES (?)", (table,))
+            indexes = [by_creation(table), *(i for i in declared if i.table == table)]
+            for doc in table_docs:
+                conn.execute(
+                    "INSERT INTO documents (id, tbl, doc) VALUES (?, ?, ?)",
+                    (doc["_id"], table, encode(doc)),
+                )
+                for index in indexes:
+                    key = index_key_of(index, doc)
+                    if key is not None:
+                        conn.execute(
+                            "INSERT INTO index_entries (idx, key, id) VALUES (?, ?, ?)",
+                            (index.key, key, doc["_id"]),
+                        )
+        for index in declared:
+            spec: object = list(index.fields)  # the oldest form: a plain list of fields
+            if index.where is not None:
+                where = [index.where[0], list(index.where[1])]
+                spec = {"fields": list(index.fields), "sparse": index.sparse, "where": where}
+            conn.execute(
+                "INSERT INTO indexes (idx, tbl, fields) VALUES (?, ?, ?)",
+                (index.key, index.table, json.dumps(spec)),
+            )
+        conn.commit()
+    finally:
+        conn.close()
+
+
+async def test_version_0_file_is_migrated_in_place(tmp_path: Path, built: list[str]) -> None:
+    path = tmp_path / "db.sqlite3"
+    tasks = [
+        doc_of(TASKS, 1.0, owner="b", title="t2"),
+        doc_of(TASKS, 2.0, owner="a", title="t3"),
+        doc_of(TASKS, 3.0, owner="c", title="t1"),
+        doc_of(TASKS, 4.0, title="no owner"),
+    ]
+    notes = [doc_of(NOTES, 1.5, text="n")]
+    await asyncio.to_thread(write_v0_file, path, {TASKS: tasks, NOTES: notes}, [BY_OWNER, PARTIAL])
+    assert await asyncio.to_thread(user_version, path) == 0
+
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        await store.configure_indexes([BY_OWNER, PARTIAL])
+        assert built == []  # the definitions were kept: nothing rebuilt
+        for doc in tasks + notes:
+            assert await get(store, doc["_id"]) == doc
+        assert await store.tables() == [NOTES, TASKS]
+        for index in (by_creation(TASKS), by_creation(NOTES), BY_OWNER, PARTIAL):
+            expected = ids_by(index, notes if index.table == NOTES else tasks)
+            assert await scan_ids(store, index) == expected
+        assert ids_by(PARTIAL, tasks) == [tasks[2]["_id"], tasks[0]["_id"]]
+        # The migrated file takes new writes like any other.
+        added = await insert(store, TASKS, owner="b", title="t0")
+        tasks.append(added)
+        await store.configure_indexes([BY_OWNER, PARTIAL, BY_TITLE])
+        assert built == [BY_TITLE.key]
+        assert await scan_ids(store, BY_TITLE) == ids_by(BY_TITLE, tasks)
+    finally:
+        await store.close()
+
+    assert await asyncio.to_thread(user_version, path) == SCHEMA_VERSION
+    tables = await asyncio.to_thread(
+        raw_query, path, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+    )
+    assert [name for (name,) in tables] == ["documents", "index_entries", "indexes", "tables"]
+    types = await asyncio.to_thread(
+        raw_query, path, "SELECT DISTINCT typeof(idx) FROM index_entries"
+    )
+    assert types == [("integer",)]
+    assert await asyncio.to_thread(entries_per_index, path) == {
+        by_creation(TASKS).key: 5,
+        by_creation(NOTES).key: 1,
+        BY_OWNER.key: 5,
+        PARTIAL.key: 3,
+        BY_TITLE.key: 5,
+    }
+
+    built.clear()
+    store = SqliteStore(path)
+    await store.open()  # now at the current version: opens as is
+    try:
+        await store.configure_indexes([BY_OWNER, PARTIAL, BY_TITLE])
+        assert built == []
+        assert await scan_ids(store, BY_OWNER) == ids_by(BY_OWNER, tasks)
+        assert await scan_ids(store, by_creation(TASKS)) == ids_by(by_creation(TASKS), tasks)
+    finally:
+        await store.close()
+
+
+async def test_empty_version_0_file_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    await asyncio.to_thread(write_v0_file, path, {}, [])
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        doc = await insert(store, TASKS, owner="a")
+        assert await scan_ids(store, by_creation(TASKS)) == [doc["_id"]]
+    finally:
+        await store.close()
+    assert await asyncio.to_thread(user_version, path) == SCHEMA_VERSION
+
+
+async def test_new_file_is_created_at_the_current_version(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = SqliteStore(path)
+    await store.open()
+    await store.close()
+    assert await asyncio.to_thread(user_version, path) == SCHEMA_VERSION
+
+
+async def test_file_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        doc = await insert(store, TASKS, owner="a")
+    finally:
+        await store.close()
+    await asyncio.to_thread(raw_query, path, f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+
+    for _ in range(2):  # the failed open let go of the file
+        store = SqliteStore(path)
+        with pytest.raises(StoreVersionError) as caught:
+            await store.open()
+        await store.close()
+        assert isinstance(caught.value, ConvexpyError)
+        message = str(caught.value)
+        assert str(path) in message
+        assert f"schema version {SCHEMA_VERSION + 1}" in message
+        assert "upgrade convexpy" in message
+    # Untouched.
+    assert await asyncio.to_thread(user_version, path) == SCHEMA_VERSION + 1
+    rows = await asyncio.to_thread(raw_query, path, "SELECT id FROM documents")
+    assert rows == [(doc["_id"],)]
+
+
+# -- index numbers ---------------------------------------------------------------------------
+
+
+async def test_index_numbers_survive_drops_and_are_never_reused(
+    tmp_path: Path, built: list[str]
+) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        await store.configure_indexes([BY_OWNER])
+        docs = [await insert(store, TASKS, owner=o, title=t) for o, t in ("b1", "a2", "c3")]
+        await store.configure_indexes([BY_TITLE])  # drops by_owner
+        await store.configure_indexes([BY_OWNER, BY_TITLE])  # builds it again
+        assert built == [BY_OWNER.key, BY_TITLE.key, BY_OWNER.key]
+        assert await scan_ids(store, BY_OWNER) == ids_by(BY_OWNER, docs)
+        assert await scan_ids(store, BY_TITLE) == ids_by(BY_TITLE, docs)
+    finally:
+        await store.close()
+    numbers = await asyncio.to_thread(raw_query, path, "SELECT idx, num FROM indexes")
+    assert sorted(name for name, _ in numbers) == sorted(
+        [by_creation(TASKS).key, BY_OWNER.key, BY_TITLE.key]
+    )
+    assert len({num for _, num in numbers}) == 3
+    assert await asyncio.to_thread(entries_per_index, path) == {
+        by_creation(TASKS).key: 3,
+        BY_OWNER.key: 3,
+        BY_TITLE.key: 3,
+    }
+
+
+async def test_entries_of_an_index_whose_build_never_finished_are_dropped(
+    tmp_path: Path, built: list[str]
+) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        docs = [await insert(store, TASKS, owner=o) for o in ("b", "a")]
+    finally:
+        await store.close()
+
+    # What commits leave behind when the process stops between declaring an
+    # index and its build committing: entries, and a number without a definition.
+    def half_built() -> None:
+        conn = sqlite3.connect(path)
+        try:
+            conn.execute(
+                "INSERT INTO indexes (idx, num, tbl, fields) VALUES (?, 99, ?, NULL)",
+                (BY_OWNER.key, TASKS),
+            )
+            key = index_key_of(BY_OWNER, docs[0])
+            conn.execute(
+                "INSERT INTO index_entries (idx, key, id) VALUES (99, ?, ?)", (key, docs[0]["_id"])
+            )
+            conn.commit()
+        finally:
+            conn.close()
+
+    await asyncio.to_thread(half_built)
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        await store.configure_indexes([])
+        assert BY_OWNER.key not in await asyncio.to_thread(entries_per_index, path)
+        await store.configure_indexes([BY_OWNER])
+        assert built == [BY_OWNER.key]
+        assert await scan_ids(store, BY_OWNER) == ids_by(BY_OWNER, docs)
+    finally:
+        await store.close()
+
+
+# -- group commits ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many commits each write batch held."""
+    sizes: list[int] = []
+    apply = SqliteStore._base_apply
+
+    async def spy(self: SqliteStore, commits: list[Any]) -> None:
+        sizes.append(len(commits))
+        await apply(self, commits)
+
+    monkeypatch.setattr(SqliteStore, "_base_apply", spy)
+    return sizes
+
+
+async def commit_together(store: SqliteStore, *commits: list[Write]) -> None:
+    """Commit each list of writes, concurrently: the flusher writes them in one batch."""
+    snapshot = store.snapshot()
+    try:
+        await asyncio.gather(*(store.commit(snapshot, ReadSet(), writes) for writes in commits))
+    finally:
+        store.release(snapshot)
+
+
+async def reopened(path: Path, indexes: list[IndexDef]) -> SqliteStore:
+    store = SqliteStore(path)
+    await store.open()
+    await store.configure_indexes(indexes)
+    return store
+
+
+def changed(doc: Document, **fields: Any) -> Document:
+    return {**doc, **fields}
+
+
+async def test_batch_keeps_the_last_write_of_each_document_and_entry(
+    tmp_path: Path, batch_sizes: list[int]
+) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = await reopened(path, [BY_OWNER])
+    try:
+        back = await insert(store, TASKS, owner="a")  # moves out of "a" and back
+        moved = await insert(store, TASKS, owner="a")  # moves twice
+        gone = await insert(store, TASKS, owner="a")  # deleted after a move
+        batch_sizes.clear()
+        ephemeral = doc_of(TASKS, 1.8e12, owner="z")  # inserted and deleted
+        back_b, moved_b, gone_b = (changed(d, owner="b") for d in (back, moved, gone))
+        moved_c = changed(moved, owner="c")
+        await commit_together(
+            store,
+            [
+                Write(back["_id"], TASKS, back, back_b),
+                Write(moved["_id"], TASKS, moved, moved_b),
+                Write(gone["_id"], TASKS, gone, gone_b),
+                Write(ephemeral["_id"], TASKS, None, ephemeral),
+            ],
+            [
+                Write(back["_id"], TASKS, back_b, back),
+                Write(moved["_id"], TASKS, moved_b, moved_c),
+                Write(gone["_id"], TASKS, gone_b, None),
+                Write(ephemeral["_id"], TASKS, ephemeral, None),
+            ],
+        )
+        assert batch_sizes == [2]
+        live = [back, moved_c]
+        assert await scan_ids(store, BY_OWNER) == ids_by(BY_OWNER, live)
+    finally:
+        await store.close()
+
+    store = await reopened(path, [BY_OWNER])
+    try:
+        assert await get(store, back["_id"]) == back
+        assert await get(store, moved["_id"]) == moved_c
+        assert await get(store, gone["_id"]) is None
+        assert await get(store, ephemeral["_id"]) is None
+        assert await scan_ids(store, BY_OWNER) == ids_by(BY_OWNER, live)
+        assert await scan_ids(store, by_creation(TASKS)) == ids_by(by_creation(TASKS), live)
+    finally:
+        await store.close()
+    assert await asyncio.to_thread(entries_per_index, path) == {
+        by_creation(TASKS).key: 2,
+        BY_OWNER.key: 2,
+    }
+
+
+async def test_one_commit_writing_a_document_twice_keeps_the_last_write(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = await reopened(path, [BY_OWNER])
+    try:
+        doc = await insert(store, TASKS, owner="a")
+        b, c = changed(doc, owner="b"), changed(doc, owner="c")
+        await commit(store, Write(doc["_id"], TASKS, doc, b), Write(doc["_id"], TASKS, b, c))
+        assert await scan_ids(store, BY_OWNER) == [doc["_id"]]
+    finally:
+        await store.close()
+    store = await reopened(path, [BY_OWNER])
+    try:
+        assert await get(store, doc["_id"]) == c
+        snapshot = store.snapshot()
+        try:
+            rows = await store.scan(snapshot, full(BY_OWNER), "asc", 10)
+        finally:
+            store.release(snapshot)
+        assert rows == [(index_key_of(BY_OWNER, c), c)]
+    finally:
+        await store.close()
+
+
+# -- the cache of latest versions --------------------------------------------------------------
+
+
+class SqlReads:
+    """Counts the reader connection's queries; can hold one after it ran."""
+
+    def __init__(self, store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        self.hold: asyncio.Event | None = None
+        self.ran = asyncio.Event()
+        reader = store._reader
+        assert reader is not None
+        fetch = reader.execute_fetchall
+
+        async def counted(sql: str, params: Any = None) -> Any:
+            self.count += 1
+            rows = await fetch(sql, params)
+            if self.hold is not None:
+                self.ran.set()
+                await self.hold.wait()
+            return rows
+
+        monkeypatch.setattr(reader, "execute_fetchall", counted)
+
+
+def file_documents(path: Path) -> dict[str, Document]:
+    decode = msgspec.msgpack.decode
+    return {i: decode(doc) for i, doc in raw_query(path, "SELECT id, doc FROM documents")}
+
+
+async def test_written_and_read_documents_are_served_without_sql(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = await reopened(path, [])
+    try:
+        first = await insert(store, TASKS, n=1)
+        second = await insert(store, TASKS, n=2)
+        await commit(store, Write(first["_id"], TASKS, first, None))
+    finally:
+        await store.close()
+
+    store = await reopened(path, [])
+    try:
+        await store.prepare_table(TASKS)  # (a scan)
+        reads = SqlReads(store, monkeypatch)
+        never = new_id(TASKS)
+        assert await get(store, first["_id"]) is None
+        assert await get_many(store, [second["_id"], never]) == {second["_id"]: second, never: None}
+        assert reads.count == 2
+        # Known now, absent ones too.
+        assert await get(store, first["_id"]) is None
+        assert await get(store, second["_id"]) == second
+        assert await get_many(store, [first["_id"], second["_id"], never]) == {
+            first["_id"]: None,
+            second["_id"]: second,
+            never: None,
+        }
+        # Written ones too, deleted ones as absent.
+        third = await insert(store, TASKS, n=3)
+        third_b = changed(third, n=4)
+        await commit(store, Write(third["_id"], TASKS, third, third_b))
+        await commit(store, Write(second["_id"], TASKS, second, None))
+        assert await get(store, third["_id"]) == third_b
+        assert await get_many(store, [second["_id"], third["_id"]]) == {
+            second["_id"]: None,
+            third["_id"]: third_b,
+        }
+        assert reads.count == 2
+    finally:
+        await store.close()
+
+
+async def test_failed_write_batch_leaves_the_cache_as_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = await reopened(path, [BY_OWNER])
+    try:
+        doc = await insert(store, TASKS, owner="a")
+        assert await get(store, doc["_id"]) == doc
+        # The batch writes the documents, then fails on an index entry, and rolls back.
+        await asyncio.to_thread(
+            raw_query,
+            path,
+            "CREATE TRIGGER refuse BEFORE INSERT ON index_entries WHEN NEW.key >= x'00'"
+            " BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        )
+        fresh = doc_of(TASKS, 1.8e12, owner="b")
+        moved = changed(doc, owner="b")
+        with pytest.raises(sqlite3.IntegrityError, match="refused"):
+            await commit_together(
+                store,
+                [Write(doc["_id"], TASKS, doc, moved)],
+                [Write(fresh["_id"], TASKS, None, fresh)],
+            )
+        assert await get(store, doc["_id"]) == doc
+        assert await get_many(store, [doc["_id"], fresh["_id"]]) == {
+            doc["_id"]: doc,
+            fresh["_id"]: None,
+        }
+        assert await scan_ids(store, BY_OWNER) == [doc["_id"]]
+        assert await asyncio.to_thread(file_documents, path) == {doc["_id"]: doc}
+        await asyncio.to_thread(raw_query, path, "DROP TRIGGER refuse")
+        await commit(store, Write(doc["_id"], TASKS, doc, moved))
+        assert await get(store, doc["_id"]) == moved
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("many", [False, True])
+async def test_read_that_raced_a_write_batch_is_not_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, many: bool
+) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = await reopened(path, [])
+    try:
+        doc = await insert(store, TASKS, n=1)
+    finally:
+        await store.close()
+
+    store = await reopened(path, [])  # nothing cached
+    try:
+        reads = SqlReads(store, monkeypatch)
+        gate = reads.hold = asyncio.Event()
+        before = store.snapshot()
+        try:
+            reading = asyncio.create_task(
+                store.get_many(before, [doc["_id"]]) if many else store.get(before, doc["_id"])
+            )
+            await reads.ran.wait()  # it read version 1 from the file ...
+            reads.hold = None
+            newer = changed(doc, n=2)
+            await commit(store, Write(doc["_id"], TASKS, doc, newer))  # ... then 2 landed
+            gate.set()
+            # Its snapshot still sees version 1,
+            assert await reading == ({doc["_id"]: doc} if many else doc)
+        finally:
+            store.release(before)
+        # and later reads see 2, from the cache.
+        count = reads.count
+        assert await get(store, doc["_id"]) == newer
+        assert await get_many(store, [doc["_id"]]) == {doc["_id"]: newer}
+        assert reads.count == count
+    finally:
+        await store.close()
+
+
+async def test_cache_is_bounded_and_stays_exact(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = await reopened(path, [BY_OWNER])
+    store.cache_documents = 16
+    store.cache_bytes = 2_000
+    rng = random.Random(7)
+    live: dict[str, Document] = {}
+    try:
+        for step in range(300):
+            action = rng.random()
+            if action < 0.4 or not live:
+                doc = await insert(
+                    store, TASKS, owner=rng.choice("abc"), pad="x" * rng.randrange(90)
+                )
+                live[doc["_id"]] = doc
+            elif action < 0.7:
+                doc_id = rng.choice(list(live))
+                new = changed(live[doc_id], owner=rng.choice("abc"), step=step)
+                await commit(store, Write(doc_id, TASKS, live[doc_id], new))
+                live[doc_id] = new
+            elif action < 0.8:
+                doc_id = rng.choice(list(live))
+                await commit(store, Write(doc_id, TASKS, live.pop(doc_id), None))
+            else:
+                asked = [*rng.sample(list(live), min(len(live), 5)), new_id(TASKS)]
+                found = await get_many(store, asked)
+                assert found == {i: live.get(i) for i in asked}
+                doc_id = rng.choice(asked)
+                assert await get(store, doc_id) == live.get(doc_id)
+            cache = store._cache
+            assert len(cache) <= store.cache_documents
+            assert store._cache_size == sum(size for _, size in cache.values())
+            assert store._cache_size <= store.cache_bytes
+        on_disk = await asyncio.to_thread(file_documents, path)
+        assert on_disk == live
+        for doc_id, (doc, size) in store._cache.items():
+            assert doc == on_disk.get(doc_id)
+            assert size == (0 if doc is None else len(msgspec.msgpack.encode(on_disk[doc_id])))
+        assert await scan_ids(store, BY_OWNER) == ids_by(BY_OWNER, list(live.values()))
+    finally:
+        await store.close()
+
+
+async def test_cache_follows_a_batch_that_commits_after_its_flush_was_cancelled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = await reopened(path, [])
+    try:
+        doc = await insert(store, TASKS, n=1)
+        assert await get(store, doc["_id"]) == doc  # cached
+
+        entered, gate = threading.Event(), threading.Event()
+        write_batch = SqliteStore._write_batch
+
+        def blocked(self: SqliteStore, batch: Any) -> None:
+            entered.set()
+            gate.wait()
+            write_batch(self, batch)
+
+        flushing: list[asyncio.Task[Any]] = []
+        apply = SqliteStore._base_apply
+
+        async def spy(self: SqliteStore, commits: list[Any]) -> None:
+            flushing.append(asyncio.current_task())  # type: ignore[arg-type]
+            await apply(self, commits)
+
+        monkeypatch.setattr(SqliteStore, "_write_batch", blocked)
+        monkeypatch.setattr(SqliteStore, "_base_apply", spy)
+        newer = changed(doc, n=2)
+        committing = asyncio.create_task(commit(store, Write(doc["_id"], TASKS, doc, newer)))
+        await asyncio.to_thread(entered.wait)
+        flushing[0].cancel()  # the flush gives up while the writer is at it
+        with pytest.raises(asyncio.CancelledError):
+            await committing
+        gate.set()
+        await store._in_writer(lambda: None)  # the batch is done
+
+        on_disk = await asyncio.to_thread(file_documents, path)
+        assert on_disk == {doc["_id"]: newer}
+        assert await get(store, doc["_id"]) == newer
+    finally:
+        gate.set()
+        await store.close()
+
+
+@pytest.mark.parametrize("count", [1, 255, 256, 257, 700])
+async def test_large_batches_are_written_whole(tmp_path: Path, count: int) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = await reopened(path, [BY_OWNER])
+    try:
+        await store.prepare_table(TASKS)
+        docs = [
+            doc_of(TASKS, store.creation_time(TASKS, 1.7e12), owner=f"o{i % 7}")
+            for i in range(count)
+        ]
+        await commit(store, *(Write(d["_id"], TASKS, None, d) for d in docs))
+        # Move every other one, delete every third: runs of every length.
+        moved = {d["_id"]: changed(d, owner="moved") for d in docs[::2]}
+        dropped = {d["_id"] for d in docs[::3]}
+        await commit(store, *(Write(d["_id"], TASKS, d, moved[d["_id"]]) for d in docs[::2]))
+        live = {d["_id"]: moved.get(d["_id"], d) for d in docs}
+        await commit(store, *(Write(i, TASKS, live.pop(i), None) for i in sorted(dropped)))
+    finally:
+        await store.close()
+
+    store = await reopened(path, [BY_OWNER])
+    try:
+        assert await get_many(store, [d["_id"] for d in docs]) == {
+            d["_id"]: live.get(d["_id"]) for d in docs
+        }
+        assert await scan_ids(store, BY_OWNER) == ids_by(BY_OWNER, list(live.values()))
+    finally:
+        await store.close()
+    assert await asyncio.to_thread(file_documents, path) == live
+    counts = await asyncio.to_thread(entries_per_index, path)
+    assert counts == ({by_creation(TASKS).key: len(live), BY_OWNER.key: len(live)} if live else {})
