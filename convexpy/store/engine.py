@@ -306,12 +306,16 @@ class LatestVersionStore(Store):
         # before-image of the first commit after the snapshot that wrote it).
         later = self._log.after(snapshot.ts)
         if later:
-            for doc_id in doc_ids:
-                for commit in later:
-                    write = commit.by_id.get(doc_id)
-                    if write is not None:
-                        result[doc_id] = write.old
-                        break
+            wanted = set(doc_ids)
+            for commit in later:  # oldest first: the first hit is the snapshot's version
+                by_id = commit.by_id
+                if by_id.keys().isdisjoint(wanted):
+                    continue
+                for doc_id in by_id.keys() & wanted:
+                    result[doc_id] = by_id[doc_id].old
+                    wanted.discard(doc_id)
+                if not wanted:
+                    break
         return result
 
     async def _base_get_many(self, doc_ids: list[str]) -> dict[str, Document | None]:

@@ -68,15 +68,23 @@ def _encode_float(value: float) -> bytes:
     return _T_FLOAT + _pack_q((~bits & _MASK) if bits & _SIGN else bits | _SIGN)
 
 
+_short_strings: dict[object, bytes] = {}
+"""Encodings of short strings seen in keys (states, kinds, flags repeat)."""
+
+
 def encode_value(value: object) -> bytes:
     """Encode one Convex value (or ``MISSING``) so byte order is value order."""
     # The common index field types first: this runs for every index of every write.
     cls = type(value)
     if cls is str:
+        known = _short_strings.get(value)
+        if known is not None:
+            return known
         raw: bytes = value.encode("utf-8")  # type: ignore[attr-defined]
-        if b"\x00" not in raw:
-            return _T_STR + raw + b"\x00\x00"
-        return _T_STR + _escape(raw)
+        encoded = _T_STR + raw + b"\x00\x00" if b"\x00" not in raw else _T_STR + _escape(raw)
+        if len(raw) <= 16 and len(_short_strings) < 4096:
+            _short_strings[value] = encoded
+        return encoded
     if cls is float:
         return _encode_float(value)  # type: ignore[arg-type]
     if value is MISSING:

@@ -147,10 +147,10 @@ class CommitLog:
             ranges_by_index.setdefault(key_range.index, []).append((key_range.low, key_range.high))
             scanned.add(key_range.index.rpartition(".")[0])
         for commit in later:
-            if ids:
-                for doc_id, write in commit.by_id.items():
-                    if doc_id in ids:
-                        return write.table
+            # C-level, over the smaller side: a commit may hold a thousand writes.
+            if ids and not commit.by_id.keys().isdisjoint(ids):
+                doc_id = next(iter(commit.by_id.keys() & ids))
+                return commit.by_id[doc_id].table
             if scanned and not scanned.isdisjoint(commit.tables):
                 for change in commit.index_changes:
                     ranges = ranges_by_index.get(change.index)
