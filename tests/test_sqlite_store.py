@@ -363,21 +363,30 @@ async def test_entries_of_an_index_whose_build_never_finished_are_dropped(
 def batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many commits each write batch held."""
     sizes: list[int] = []
-    apply = SqliteStore._base_apply
+    start = SqliteStore._base_start
 
-    async def spy(self: SqliteStore, commits: list[Any]) -> None:
+    def spy(self: SqliteStore, commits: list[Any]) -> Any:
         sizes.append(len(commits))
-        await apply(self, commits)
+        return start(self, commits)
 
-    monkeypatch.setattr(SqliteStore, "_base_apply", spy)
+    monkeypatch.setattr(SqliteStore, "_base_start", spy)
     return sizes
 
 
-async def commit_together(store: SqliteStore, *commits: list[Write]) -> None:
-    """Commit each list of writes, concurrently: the flusher writes them in one batch."""
+async def commit_together(store: SqliteStore, ahead: Document, *commits: list[Write]) -> None:
+    """Commit each list of writes in one write batch.
+
+    A commit starts writing at once when the writer is idle, so an unchanged
+    rewrite of ``ahead`` (an existing document) goes first, alone; the lists,
+    committed while it is being written, then form the next batch.
+    """
     snapshot = store.snapshot()
     try:
-        await asyncio.gather(*(store.commit(snapshot, ReadSet(), writes) for writes in commits))
+        first = Write(ahead["_id"], TASKS, ahead, ahead)
+        await asyncio.gather(
+            store.commit(snapshot, ReadSet(), [first]),
+            *(store.commit(snapshot, ReadSet(), writes) for writes in commits),
+        )
     finally:
         store.release(snapshot)
 
@@ -408,6 +417,7 @@ async def test_batch_keeps_the_last_write_of_each_document_and_entry(
         moved_c = changed(moved, owner="c")
         await commit_together(
             store,
+            back,
             [
                 Write(back["_id"], TASKS, back, back_b),
                 Write(moved["_id"], TASKS, moved, moved_b),
@@ -421,7 +431,7 @@ async def test_batch_keeps_the_last_write_of_each_document_and_entry(
                 Write(ephemeral["_id"], TASKS, ephemeral, None),
             ],
         )
-        assert batch_sizes == [2]
+        assert batch_sizes == [1, 2]
         live = [back, moved_c]
         assert await scan_ids(store, BY_OWNER) == ids_by(BY_OWNER, live)
     finally:
@@ -557,6 +567,7 @@ async def test_failed_write_batch_leaves_the_cache_as_the_file(tmp_path: Path) -
         with pytest.raises(sqlite3.IntegrityError, match="refused"):
             await commit_together(
                 store,
+                doc,
                 [Write(doc["_id"], TASKS, doc, moved)],
                 [Write(fresh["_id"], TASKS, None, fresh)],
             )
@@ -672,19 +683,13 @@ async def test_cache_follows_a_batch_that_commits_after_its_flush_was_cancelled(
             gate.wait()
             write_batch(self, batch)
 
-        flushing: list[asyncio.Task[Any]] = []
-        apply = SqliteStore._base_apply
-
-        async def spy(self: SqliteStore, commits: list[Any]) -> None:
-            flushing.append(asyncio.current_task())  # type: ignore[arg-type]
-            await apply(self, commits)
-
         monkeypatch.setattr(SqliteStore, "_write_batch", blocked)
-        monkeypatch.setattr(SqliteStore, "_base_apply", spy)
         newer = changed(doc, n=2)
         committing = asyncio.create_task(commit(store, Write(doc["_id"], TASKS, doc, newer)))
         await asyncio.to_thread(entered.wait)
-        flushing[0].cancel()  # the flush gives up while the writer is at it
+        flusher = store._flusher
+        assert flusher is not None
+        flusher.cancel()  # the flush gives up while the writer is at it
         with pytest.raises(asyncio.CancelledError):
             await committing
         gate.set()

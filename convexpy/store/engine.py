@@ -115,21 +115,14 @@ class _KeyCache:
     object is the same version. Bounded; the oldest entries go first.
     """
 
-    __slots__ = ("_entries", "_limit")
+    __slots__ = ("entries", "limit")
 
     def __init__(self, limit: int = 1 << 16) -> None:
-        self._entries: dict[str, tuple[Document, _Keys]] = {}
-        self._limit = limit
+        self.entries: dict[str, tuple[Document, _Keys]] = {}
+        self.limit = limit
 
-    def take(self, doc_id: str, doc: Document) -> _Keys | None:
-        hit = self._entries.pop(doc_id, None)
-        return hit[1] if hit is not None and hit[0] is doc else None
 
-    def put(self, doc_id: str, doc: Document, keys: _Keys) -> None:
-        entries = self._entries
-        entries[doc_id] = (doc, keys)
-        if len(entries) > self._limit:
-            del entries[next(iter(entries))]
+_NO_ENCODERS: list[tuple[str, Callable[[Document], bytes | None]]] = []
 
 
 @functools.lru_cache(maxsize=4096)
@@ -137,63 +130,69 @@ def _creation_index(table: str) -> str:
     return f"{table}.{BY_CREATION_TIME}"
 
 
-def _keys_of(
-    doc: Document, suffix: bytes, encoders: list[tuple[str, Callable[[Document], bytes | None]]]
-) -> _Keys:
-    keys: list[bytes | None] = []
-    for _, encode in encoders:
-        prefix = encode(doc)
-        keys.append(None if prefix is None else prefix + suffix)
-    return suffix, keys
-
-
 def _index_changes(encoders: _Encoders, cache: _KeyCache, writes: list[Write]) -> list[IndexChange]:
-    """The index entries ``writes`` move, for the indexes in ``encoders`` (by table)."""
+    """The index entries ``writes`` move, for the indexes in ``encoders`` (by table).
+
+    Every write yields its ``by_creation_time`` change and one per index in
+    which it has a key before or after; a change whose key stays put still
+    counts (the entry's document changed, and a scan over it read the old
+    content). This runs for every write a durable store applies: it is kept flat.
+    """
     changes: list[IndexChange] = []
     append = changes.append
-    no_indexes: list[tuple[str, Callable[[Document], bytes | None]]] = []
+    entries = cache.entries
+    pop = entries.pop
     for write in writes:
-        old_doc, new_doc = write.old, write.new
-        doc_id = write.id
-        table_encoders = encoders.get(write.table, no_indexes)
-        old_keys = new_keys = None
+        old_doc, new_doc, doc_id = write.old, write.new, write.id
+        table_encoders = encoders.get(write.table, _NO_ENCODERS)
+        creation = _creation_index(write.table)
+        old_keys: list[bytes | None] | None = None
+        suffix = b""
         if old_doc is not None:
-            old_keys = cache.take(doc_id, old_doc)
-            if old_keys is None:
+            hit = pop(doc_id, None)
+            if hit is not None and hit[0] is old_doc:
+                suffix, old_keys = hit[1]
+            else:
                 suffix = encode_suffix(old_doc["_creationTime"], doc_id)
-                old_keys = _keys_of(old_doc, suffix, table_encoders)
-        if new_doc is not None:
-            # _creationTime and _id never change: the key suffix is shared.
-            suffix = (
-                old_keys[0]
-                if old_keys is not None
-                else encode_suffix(new_doc["_creationTime"], doc_id)
-            )
-            new_keys = _keys_of(new_doc, suffix, table_encoders)
-            cache.put(doc_id, new_doc, new_keys)
-        any_keys = new_keys if new_keys is not None else old_keys
-        assert any_keys is not None
-        suffix = any_keys[0]
-        append(
-            IndexChange(
-                _creation_index(write.table),
-                doc_id,
-                None if old_keys is None else suffix,
-                None if new_keys is None else suffix,
-            )
-        )
-        for position, (key, _) in enumerate(table_encoders):
-            old = None if old_keys is None else old_keys[1][position]
-            new = None if new_keys is None else new_keys[1][position]
-            # Also when the key stays put: the entry's document changed, and a
-            # transaction that scanned over it read the old content.
-            if old is not None or new is not None:
-                append(IndexChange(key, doc_id, old, new))
+                old_keys = []
+                for _, encode in table_encoders:
+                    prefix = encode(old_doc)
+                    old_keys.append(None if prefix is None else prefix + suffix)
+        if new_doc is None:
+            append((creation, doc_id, suffix, None))
+            assert old_keys is not None
+            for (key, _), old in zip(table_encoders, old_keys, strict=True):
+                if old is not None:
+                    append((key, doc_id, old, None))
+            continue
+        if old_doc is None:
+            # _creationTime and _id never change: the suffix is the same after.
+            suffix = encode_suffix(new_doc["_creationTime"], doc_id)
+        new_keys: list[bytes | None] = []
+        for _, encode in table_encoders:
+            prefix = encode(new_doc)
+            new_keys.append(None if prefix is None else prefix + suffix)
+        entries[doc_id] = (new_doc, (suffix, new_keys))
+        if len(entries) > cache.limit:
+            del entries[next(iter(entries))]
+        append((creation, doc_id, None if old_keys is None else suffix, suffix))
+        if old_keys is None:
+            for (key, _), new in zip(table_encoders, new_keys, strict=True):
+                if new is not None:
+                    append((key, doc_id, None, new))
+        else:
+            for (key, _), old, new in zip(table_encoders, old_keys, new_keys, strict=True):
+                if old is not None or new is not None:
+                    append((key, doc_id, old, new))
     return changes
 
 
 def _no_changes(writes: list[Write]) -> list[IndexChange]:
     raise AssertionError("no index set yet")
+
+
+async def _raising(exc: Exception) -> None:
+    raise exc
 
 
 class LatestVersionStore(Store):
@@ -232,6 +231,14 @@ class LatestVersionStore(Store):
 
     @abstractmethod
     async def _base_apply(self, commits: list[Commit]) -> None: ...
+
+    def _base_start(self, commits: list[Commit]) -> Awaitable[None]:
+        """Start applying ``commits``; the result is awaited for their durability.
+
+        By default nothing starts before the flusher awaits :meth:`_base_apply`;
+        a backend that can begin its I/O at once (SQLite's writer thread)
+        overrides this."""
+        return self._base_apply(commits)
 
     def _base_apply_now(self, commit: Commit) -> None:
         """Apply one commit synchronously; only for backends with ``_apply_inline``."""
@@ -355,7 +362,9 @@ class LatestVersionStore(Store):
             return commit.ts
         commit.done = asyncio.get_running_loop().create_future()
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_loop())
+            # Start writing now; the flusher task waits for it and goes on
+            # with whatever commits arrive meanwhile.
+            self._flusher = asyncio.create_task(self._flush_loop(self._start_batch()))
         # Shielded: a caller that gives up waiting does not undo a commit that
         # is already validated and on its way to disk.
         await asyncio.shield(commit.done)
@@ -377,13 +386,21 @@ class LatestVersionStore(Store):
             self._indexer_for = maintained
         return self._current_indexer
 
-    async def _flush_loop(self) -> None:
-        while True:
-            batch = self._log.after(self._applied_ts)
-            if not batch:
-                return
+    def _start_batch(self) -> tuple[list[Commit], Awaitable[None]] | None:
+        """Hand every commit not applied yet to the backend (None: there are none)."""
+        batch = self._log.after(self._applied_ts)
+        if not batch:
+            return None
+        try:
+            return batch, self._base_start(batch)
+        except Exception as exc:  # the batch fails as a whole, like a failed write
+            return batch, _raising(exc)
+
+    async def _flush_loop(self, started: tuple[list[Commit], Awaitable[None]] | None) -> None:
+        while started is not None:
+            batch, writing = started
             try:
-                await self._base_apply(batch)
+                await writing
             except BaseException as exc:
                 self._log.remove(batch)
                 for commit in batch:
@@ -391,12 +408,14 @@ class LatestVersionStore(Store):
                         commit.done.set_exception(exc)
                 if not isinstance(exc, Exception):
                     raise
+                started = self._start_batch()
                 continue
             self._applied_ts = batch[-1].ts
             for commit in batch:
                 if commit.done is not None and not commit.done.done():
                     commit.done.set_result(None)
             self._log.trim(self._applied_ts)
+            started = self._start_batch()
 
     async def _drain(self) -> None:
         if self._flusher is not None:

@@ -20,21 +20,16 @@ import asyncio
 import bisect
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from .base import Document, ReadSet, Write
 
 __all__ = ["Commit", "CommitLog", "IndexChange"]
 
 
-@dataclass(slots=True)
-class IndexChange:
-    """An index entry of ``id`` moved from ``old`` to ``new`` (None: absent)."""
-
-    index: str
-    id: str
-    old: bytes | None
-    new: bytes | None
+IndexChange = tuple[str, str, "bytes | None", "bytes | None"]
+"""``(index key, document id, old key, new key)``: an index entry of the document
+moved from ``old`` to ``new`` (None: absent). A plain tuple: there is one per
+index per write, and the engine makes them by the hundred thousand."""
 
 
 class Commit:
@@ -152,14 +147,14 @@ class CommitLog:
                 doc_id = next(iter(commit.by_id.keys() & ids))
                 return commit.by_id[doc_id].table
             if scanned and not scanned.isdisjoint(commit.tables):
-                for change in commit.index_changes:
-                    ranges = ranges_by_index.get(change.index)
+                for index, doc_id, old, new in commit.index_changes:
+                    ranges = ranges_by_index.get(index)
                     if ranges is None:
                         continue
                     for low, high in ranges:
-                        for key in (change.old, change.new):
+                        for key in (old, new):
                             if key is not None and key >= low and (high is None or key < high):
-                                return commit.by_id[change.id].table
+                                return commit.by_id[doc_id].table
         return None
 
     # -- overlays ------------------------------------------------------------

@@ -39,7 +39,7 @@ import itertools
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, Literal, NamedTuple, TypeVar
@@ -327,7 +327,45 @@ class SqliteStore(LatestVersionStore):
         with _transaction(conn):
             return _index_number_in(conn, key)
 
+    def _base_start(self, commits: list[Commit]) -> Awaitable[None]:
+        # The rows are worked out and handed to the writer thread now, in the
+        # committing task, so the disk work starts while the event loop runs
+        # whatever else is ready (rather than when the flusher's turn comes).
+        try:
+            batch, versions = self._prepare(commits)
+        except _Unnumbered:
+            return self._base_apply(commits)  # first use of an index: number it first
+        return self._land(batch, versions, self._submit(batch))
+
     async def _base_apply(self, commits: list[Commit]) -> None:
+        nums = self._index_nums
+        for key in {c[0] for commit in commits for c in commit.index_changes} - nums.keys():
+            await self._index_number(key)
+        batch, versions = self._prepare(commits)
+        await self._land(batch, versions, self._submit(batch))
+
+    def _submit(self, batch: _Batch) -> asyncio.Future[None]:
+        return asyncio.get_running_loop().run_in_executor(self._executor, self._write_batch, batch)
+
+    async def _land(
+        self, batch: _Batch, versions: list[Document], writing: asyncio.Future[None]
+    ) -> None:
+        try:
+            await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            # The batch may still commit, and the cache must then follow the file.
+            def landed_later(done: asyncio.Future[None]) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    self._landed(batch, versions)
+
+            writing.add_done_callback(landed_later)
+            raise
+        # On disk now (had the write raised, the engine would drop these commits).
+        self._landed(batch, versions)
+
+    def _prepare(self, commits: list[Commit]) -> tuple[_Batch, list[Document]]:
+        """The rows ``commits`` write, and the document of each upsert; raises
+        :class:`_Unnumbered` if an index has no number yet."""
         # The net effect of the batch: the last write of each document, and of
         # each index entry. Entry keys end with the document id, so only a
         # document written by several commits can move one entry twice.
@@ -360,20 +398,19 @@ class SqliteStore(LatestVersionStore):
         entry_inserts: list[tuple[int, bytes, str]] = []
         spans: dict[tuple[str, str], list[bytes | None]] = {}
         for commit in commits:
-            for change in commit.index_changes:
-                old, new = change.old, change.new
+            for index, doc_id, old, new in commit.index_changes:
                 if old == new:
                     continue  # the entry stays (only its document changed)
-                if repeated is not None and change.id in repeated:
-                    span = spans.get((change.index, change.id))
+                if repeated is not None and doc_id in repeated:
+                    span = spans.get((index, doc_id))
                     if span is None:
-                        spans[(change.index, change.id)] = [old, new]
+                        spans[(index, doc_id)] = [old, new]
                     else:
                         span[1] = new  # from the first commit's old key to the last's new
                     continue
-                num = nums.get(change.index)
+                num = nums.get(index)
                 if num is None:
-                    num = await self._index_number(change.index)
+                    raise _Unnumbered
                 if old is not None:
                     keys = entry_deletes.get(num)
                     if keys is None:
@@ -381,32 +418,18 @@ class SqliteStore(LatestVersionStore):
                     else:
                         keys.append(old)
                 if new is not None:
-                    entry_inserts.append((num, new, change.id))
+                    entry_inserts.append((num, new, doc_id))
         for (index, doc_id), (old, new) in spans.items():
             if old == new:
                 continue  # moved away and back: the entry on disk stays
-            num = await self._index_number(index)
+            num = nums.get(index)
+            if num is None:
+                raise _Unnumbered
             if old is not None:
                 entry_deletes.setdefault(num, []).append(old)
             if new is not None:
                 entry_inserts.append((num, new, doc_id))
-
-        batch = _Batch(upserts, deletes, tables, entry_deletes, entry_inserts)
-        writing = asyncio.get_running_loop().run_in_executor(
-            self._executor, self._write_batch, batch
-        )
-        try:
-            await asyncio.shield(writing)
-        except asyncio.CancelledError:
-            # The batch may still commit, and the cache must then follow the file.
-            def landed_later(done: asyncio.Future[None]) -> None:
-                if not done.cancelled() and done.exception() is None:
-                    self._landed(batch, versions)
-
-            writing.add_done_callback(landed_later)
-            raise
-        # On disk now (had the write raised, the engine would drop these commits).
-        self._landed(batch, versions)
+        return _Batch(upserts, deletes, tables, entry_deletes, entry_inserts), versions
 
     def _landed(self, batch: _Batch, versions: list[Document]) -> None:
         """Bring the cache up to ``batch``, which is committed to the file."""
@@ -554,6 +577,10 @@ def _delete_keys(
     """Run ``head (?, ...)`` (``params``, then an IN list) over ``keys``."""
     for start, length in _runs(len(keys)):
         conn.execute(_in_sql(head, length), [*params, *keys[start : start + length]])
+
+
+class _Unnumbered(Exception):
+    """A write batch touches an index that has no number yet."""
 
 
 def _repeated(commits: list[Commit]) -> set[str]:
