@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import resource
 import sqlite3
@@ -301,18 +302,20 @@ def main(argv: list[str] | None = None) -> int:
                 f"target p99 < {LATENESS_TARGET_MS:g} ms ...",
                 flush=True,
             )
-        results = [
-            asyncio.run(
-                measure_lateness(
-                    store,
-                    rate=args.rate,
-                    seconds=args.seconds,
-                    warmup=args.warmup,
-                    max_delay_ms=args.max_delay,
+        results = []
+        for store in stores:
+            gc.collect()  # the previous run's garbage, not during this one
+            results.append(
+                asyncio.run(
+                    measure_lateness(
+                        store,
+                        rate=args.rate,
+                        seconds=args.seconds,
+                        warmup=args.warmup,
+                        max_delay_ms=args.max_delay,
+                    )
                 )
             )
-            for store in stores
-        ]
         output["lateness"] = results
         if not args.json:
             print("\n" + lateness_table(results))

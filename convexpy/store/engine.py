@@ -117,7 +117,9 @@ class _KeyCache:
 
     __slots__ = ("entries", "limit")
 
-    def __init__(self, limit: int = 1 << 16) -> None:
+    def __init__(self, limit: int = 8192) -> None:
+        # Small: each entry keeps a document alive, more work for every full
+        # garbage collection; a job's completion usually follows soon anyway.
         self.entries: dict[str, tuple[Document, _Keys]] = {}
         self.limit = limit
 

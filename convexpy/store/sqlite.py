@@ -18,10 +18,12 @@ before any of them returns.
 Recently written or read documents are also kept decoded in memory, so that
 reading them back (the scheduler reads the jobs it just scheduled) costs no
 SQL and no decoding. The cache is bounded whatever the size of the database:
-at most :attr:`SqliteStore.cache_documents` (32,768) documents and
-:attr:`SqliteStore.cache_bytes` (8 MiB) of their msgpack encoding, whichever
-comes first, the oldest entries going first (32,768 scheduled jobs take about
-30 MB as Python objects). It never runs ahead of the file: a write batch
+at most :attr:`SqliteStore.cache_documents` (8,192) documents and
+:attr:`SqliteStore.cache_bytes` (4 MiB) of their msgpack encoding, whichever
+comes first, the oldest entries going first (8,192 scheduled jobs take about
+8 MB as Python objects). It is kept small on purpose: every cached document
+is a few more objects for each full pass of Python's garbage collector, and
+those passes are pauses. It never runs ahead of the file: a write batch
 enters it only once committed to disk, and a read only if no batch entered it
 while the read was in flight.
 
@@ -96,9 +98,9 @@ class SqliteStore(LatestVersionStore):
     an OS crash, and is faster.
     """
 
-    cache_documents = 32_768
+    cache_documents = 8_192
     """Most documents the cache of latest versions holds."""
-    cache_bytes = 8 << 20
+    cache_bytes = 4 << 20
     """Most msgpack bytes (summed over its documents) the cache holds."""
 
     def __init__(self, path: str | os.PathLike[str], *, synchronous: Synchronous = "full") -> None:
