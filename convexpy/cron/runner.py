@@ -28,8 +28,8 @@ from ..clock import sleep_until_or_woken
 from ..db import Transaction
 from ..errors import CronSpecError, FunctionNotFoundError, InvalidValueError
 from ..functions import FunctionKind
-from ..scheduler.api import ScheduledWrites, schedule_in
-from ..scheduler.jobs import JobState
+from ..scheduler.api import ScheduledWrites, add_job
+from ..scheduler.jobs import SCHEDULED_FUNCTIONS, JobState
 from ..store.base import IndexDef, KeyRange
 from ..values import check_value
 from .compile import Schedule, compile_schedule
@@ -232,7 +232,8 @@ class CronRunner:
             doc = await txn.get(planned.doc_id)
             if doc is None or doc["currentRun"] is not None:
                 return doc
-            job_id = await schedule_in(
+            await txn.prepare(SCHEDULED_FUNCTIONS)
+            job_id = add_job(
                 txn, writes, doc["function"], doc["args"], doc["nextRun"], now=runtime.clock.now()
             )
             updated = {**doc, "currentRun": job_id}

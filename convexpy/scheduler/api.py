@@ -153,7 +153,7 @@ class Scheduler(ABC):
         return job_id
 
 
-async def schedule_in(
+def add_job(
     txn: Transaction,
     writes: ScheduledWrites,
     path: str,
@@ -166,24 +166,10 @@ async def schedule_in(
 ) -> str:
     """Insert a job into ``txn``, enforcing the per-transaction limits.
 
-    ``size`` is :func:`value_size` of ``args`` when the caller has it already.
+    The table must be prepared in ``txn`` (``await txn.prepare(SCHEDULED_FUNCTIONS)``),
+    so that this does not await. ``size`` is :func:`value_size` of ``args`` when
+    the caller has it already.
     """
-    await txn.prepare(SCHEDULED_FUNCTIONS)
-    return add_job(txn, writes, path, args, when, canceled=canceled, now=now, size=size)
-
-
-def add_job(
-    txn: Transaction,
-    writes: ScheduledWrites,
-    path: str,
-    args: dict[str, Any],
-    when: float,
-    *,
-    canceled: bool = False,
-    now: float,
-    size: int | None = None,
-) -> str:
-    """:func:`schedule_in` once the table is prepared in ``txn`` (no awaiting)."""
     if len(writes.jobs) >= MAX_JOBS_PER_TRANSACTION:
         raise SchedulerError(
             f"Too many functions scheduled by this mutation (limit: {MAX_JOBS_PER_TRANSACTION})"
@@ -307,7 +293,8 @@ class ActionScheduler(Scheduler):
             if self._parent_job is not None:
                 parent = await txn.get(self._parent_job)
                 canceled = parent is not None and parent["state"]["kind"] == JobState.CANCELED
-            return await schedule_in(
+            await txn.prepare(SCHEDULED_FUNCTIONS)
+            return add_job(
                 txn,
                 writes,
                 path,
