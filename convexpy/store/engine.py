@@ -33,7 +33,7 @@ from .base import (
     Store,
     Write,
 )
-from .keys import encode_suffix, prefix_encoder
+from .keys import encode_index_key, encode_suffix, prefix_encoder
 from .occ import Commit, CommitLog, IndexChange
 
 __all__ = ["LatestVersionStore", "index_key_of", "overlay_scan"]
@@ -43,10 +43,14 @@ Rows = list[tuple[bytes, Document]]
 
 def index_key_of(index: IndexDef, doc: Document) -> bytes | None:
     """The key of ``doc`` in ``index`` (None: a sparse or partial index leaves it out)."""
-    prefix = prefix_encoder(index.fields, index.sparse, index.where)(doc)
-    if prefix is None:
-        return None
-    return prefix + encode_suffix(doc["_creationTime"], doc["_id"])
+    return encode_index_key(
+        doc,
+        index.fields,
+        doc["_creationTime"],
+        doc["_id"],
+        sparse=index.sparse,
+        where=index.where,
+    )
 
 
 async def overlay_scan(

@@ -129,14 +129,16 @@ def encode_index_key(
     doc_id: str,
     *,
     sparse: bool = False,
+    where: tuple[str, tuple[str, ...]] | None = None,
 ) -> bytes | None:
     """The full key of ``doc`` in an index on ``fields``.
 
     Like Convex, every index ends with ``_creationTime`` and ``_id``, so keys
     are unique and ties between equal field values sort by creation. For a
-    ``sparse`` index, a document missing a field has no key (None).
+    ``sparse`` index, a document missing a field has no key (None); so has a
+    document a partial index (``where``) leaves out.
     """
-    prefix = encode_fields(doc, fields, sparse=sparse)
+    prefix = prefix_encoder(fields, sparse, where)(doc)
     if prefix is None:
         return None
     return prefix + encode_suffix(creation_time, doc_id)
@@ -211,7 +213,7 @@ def _getter(field: str) -> Callable[[dict[str, object]], object]:
 
         def nested(doc: dict[str, object]) -> object:
             inner = doc.get(head, MISSING)
-            if type(inner) is dict:
+            if isinstance(inner, dict):  # as _lookup decides
                 return inner.get(rest, MISSING)
             return MISSING
 
