@@ -193,10 +193,6 @@ def _index_changes(encoders: _Encoders, cache: _KeyCache, writes: list[Write]) -
     return changes
 
 
-def _no_changes(writes: list[Write]) -> list[IndexChange]:
-    raise AssertionError("no index set yet")
-
-
 async def _raising(exc: Exception) -> None:
     raise exc
 
@@ -217,7 +213,8 @@ class LatestVersionStore(Store):
         """Indexes that commits keep up to date (the declared ones, and any being built)."""
         self._index_by_key: dict[str, IndexDef] = {}
         self._indexer_for: object = None
-        self._current_indexer: Callable[[list[Write]], list[IndexChange]] = _no_changes
+        """The ``_maintained`` that ``_current_indexer`` was made for."""
+        self._current_indexer = self._make_indexer()
         self._last_creation: dict[str, float] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
@@ -378,19 +375,21 @@ class LatestVersionStore(Store):
 
     def _indexer(self) -> Callable[[list[Write]], list[IndexChange]]:
         """How the index changes of a commit made now are computed (when needed)."""
-        maintained = self._maintained
-        if self._indexer_for is not maintained:
+        if self._indexer_for is not self._maintained:
             # A new index set: new encoders, and cached keys no longer line up.
-            encoders = {
-                table: [
-                    (index.key, prefix_encoder(index.fields, index.sparse, index.where))
-                    for index in indexes.values()
-                ]
-                for table, indexes in maintained.items()
-            }
-            self._current_indexer = functools.partial(_index_changes, encoders, _KeyCache())
-            self._indexer_for = maintained
+            self._current_indexer = self._make_indexer()
         return self._current_indexer
+
+    def _make_indexer(self) -> Callable[[list[Write]], list[IndexChange]]:
+        maintained = self._indexer_for = self._maintained
+        encoders = {
+            table: [
+                (index.key, prefix_encoder(index.fields, index.sparse, index.where))
+                for index in indexes.values()
+            ]
+            for table, indexes in maintained.items()
+        }
+        return functools.partial(_index_changes, encoders, _KeyCache())
 
     def _start_batch(self) -> tuple[list[Commit], Awaitable[None]] | None:
         """Hand every commit not applied yet to the backend (None: there are none)."""

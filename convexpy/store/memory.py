@@ -97,7 +97,7 @@ class MemoryStore(LatestVersionStore):
         docs = self._docs
         tables = self._tables
         table_name: str | None = None
-        table = _Table()
+        table: _Table
         touched: list[_Table] = []
         for write in commit.writes:
             if write.table != table_name:
