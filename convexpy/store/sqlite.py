@@ -41,7 +41,7 @@ import itertools
 import json
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, Literal, NamedTuple, TypeVar
@@ -52,7 +52,7 @@ import msgspec
 from ..errors import StoreLockedError, StoreVersionError
 from .base import BY_CREATION_TIME, Document, IndexDef, KeyRange, Order
 from .engine import LatestVersionStore, index_key_of
-from .occ import Commit
+from .occ import Commit, IndexChange
 
 __all__ = ["SqliteStore"]
 
@@ -225,7 +225,7 @@ class SqliteStore(LatestVersionStore):
         )
         doc = _decode(rows[0][0]) if rows else None
         if landed == self._batches_landed:
-            self._cache_read({doc_id: (doc, len(rows[0][0]) if rows else 0)})
+            self._cache_put({doc_id: (doc, len(rows[0][0]) if rows else 0)})
         return doc
 
     async def _base_get_many(self, doc_ids: list[str]) -> dict[str, Document | None]:
@@ -250,14 +250,15 @@ class SqliteStore(LatestVersionStore):
                 doc = found[doc_id] = _decode(blob)
                 read[doc_id] = (doc, len(blob))
             if landed == self._batches_landed:
-                self._cache_read(read)
+                self._cache_put(read)
         return found
 
-    def _cache_read(self, read: dict[str, tuple[Document | None, int]]) -> None:
-        """Cache what reads found in the file (no batch entered the cache meanwhile)."""
+    def _cache_put(self, entries: dict[str, tuple[Document | None, int]]) -> None:
+        """Cache versions known to be the file's: a landed batch, or what reads
+        found there while no batch landed."""
         cache = self._cache
         size = self._cache_size
-        for doc_id, entry in read.items():
+        for doc_id, entry in entries.items():
             previous = cache.get(doc_id)
             if previous is not None:
                 size -= previous[1]
@@ -398,37 +399,23 @@ class SqliteStore(LatestVersionStore):
         nums = self._index_nums
         entry_deletes: dict[int, list[bytes]] = {}  # index number -> keys
         entry_inserts: list[tuple[int, bytes, str]] = []
-        spans: dict[tuple[str, str], list[bytes | None]] = {}
-        for commit in commits:
-            for index, doc_id, old, new in commit.index_changes:
-                if old == new:
-                    continue  # the entry stays (only its document changed)
-                if repeated is not None and doc_id in repeated:
-                    span = spans.get((index, doc_id))
-                    if span is None:
-                        spans[(index, doc_id)] = [old, new]
-                    else:
-                        span[1] = new  # from the first commit's old key to the last's new
-                    continue
-                num = nums.get(index)
-                if num is None:
-                    raise _Unnumbered
-                if old is not None:
-                    keys = entry_deletes.get(num)
-                    if keys is None:
-                        entry_deletes[num] = [old]
-                    else:
-                        keys.append(old)
-                if new is not None:
-                    entry_inserts.append((num, new, doc_id))
-        for (index, doc_id), (old, new) in spans.items():
+        changes: Iterable[IndexChange] = itertools.chain.from_iterable(
+            commit.index_changes for commit in commits
+        )
+        if repeated is not None:
+            changes = _folded(changes, repeated)
+        for index, doc_id, old, new in changes:
             if old == new:
-                continue  # moved away and back: the entry on disk stays
+                continue  # the entry stays (only its document changed, or it came back)
             num = nums.get(index)
             if num is None:
                 raise _Unnumbered
             if old is not None:
-                entry_deletes.setdefault(num, []).append(old)
+                keys = entry_deletes.get(num)
+                if keys is None:
+                    entry_deletes[num] = [old]
+                else:
+                    keys.append(old)
             if new is not None:
                 entry_inserts.append((num, new, doc_id))
         return _Batch(upserts, deletes, tables, entry_deletes, entry_inserts), versions
@@ -436,24 +423,13 @@ class SqliteStore(LatestVersionStore):
     def _landed(self, batch: _Batch, versions: list[Document]) -> None:
         """Bring the cache up to ``batch``, which is committed to the file."""
         self._known_tables.update(table for (table,) in batch.tables)
-        cache = self._cache
-        size = self._cache_size
-        for (doc_id, _, blob), doc in zip(batch.upserts, versions, strict=True):
-            previous = cache.get(doc_id)
-            if previous is not None:
-                size -= previous[1]
-            encoded = len(blob)
-            cache[doc_id] = (doc, encoded)
-            size += encoded
-        for doc_id in batch.deletes:
-            previous = cache.get(doc_id)
-            if previous is not None:
-                size -= previous[1]
-            cache[doc_id] = (None, 0)
-        self._cache_size = size
+        entries: dict[str, tuple[Document | None, int]] = {
+            doc_id: (doc, len(blob))
+            for (doc_id, _, blob), doc in zip(batch.upserts, versions, strict=True)
+        }
+        entries.update(dict.fromkeys(batch.deletes, (None, 0)))
+        self._cache_put(entries)
         self._batches_landed += 1
-        if size > self.cache_bytes or len(cache) > self.cache_documents:
-            self._cache_evict()
 
     def _write_batch(self, batch: _Batch) -> None:
         conn = self._writer
@@ -583,6 +559,24 @@ def _delete_keys(
 
 class _Unnumbered(Exception):
     """A write batch touches an index that has no number yet."""
+
+
+def _folded(changes: Iterable[IndexChange], repeated: set[str]) -> Iterator[IndexChange]:
+    """``changes`` with those of documents in ``repeated`` (written by several
+    commits) folded into one per entry: from the first old key to the last new."""
+    spans: dict[tuple[str, str], list[bytes | None]] = {}
+    for change in changes:
+        index, doc_id, old, new = change
+        if doc_id not in repeated:
+            yield change
+            continue
+        span = spans.get((index, doc_id))
+        if span is None:
+            spans[(index, doc_id)] = [old, new]
+        else:
+            span[1] = new
+    for (index, doc_id), (old, new) in spans.items():
+        yield index, doc_id, old, new
 
 
 def _repeated(commits: list[Commit]) -> set[str]:
