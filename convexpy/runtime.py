@@ -304,6 +304,8 @@ class Runtime:
     def check_result(self, path: str, fn: ConvexFunction, result: Any) -> Any:
         if fn.returns is not None:
             return fn.returns.validate(result, path)
+        if result is None:  # most handlers return nothing: nothing to walk
+            return None
         try:
             check_value(result)
         except InvalidValueError as exc:

@@ -47,6 +47,27 @@ class ScheduledWrites:
         self.args_bytes = 0
 
 
+def _delay(delay_ms: object) -> float:
+    """``run_after``'s delay in milliseconds, checked."""
+    if isinstance(delay_ms, timedelta):
+        delay = delay_ms.total_seconds() * 1000.0
+    elif isinstance(delay_ms, int | float) and not isinstance(delay_ms, bool):
+        try:
+            delay = float(delay_ms)
+        except OverflowError:
+            delay = math.inf  # refused below, as a non-finite number
+    else:
+        raise SchedulerError(
+            f"run_after: `delay_ms` must be a number of milliseconds or a timedelta, "
+            f"got {type(delay_ms).__name__}"
+        )
+    if not math.isfinite(delay):
+        raise SchedulerError(f"run_after: `delay_ms` must be a finite number, got {delay_ms!r}")
+    if delay < 0:
+        raise SchedulerError(f"run_after: `delay_ms` must be non-negative, got {delay_ms!r}")
+    return delay
+
+
 class Scheduler(ABC):
     """Shared argument checks of ``run_after`` / ``run_at`` / ``cancel``."""
 
@@ -57,22 +78,7 @@ class Scheduler(ABC):
         self, delay_ms: float | timedelta, function: object, args: dict[str, Any] | None = None
     ) -> str:
         """Schedule ``function(args)`` to run ``delay_ms`` milliseconds from now."""
-        if isinstance(delay_ms, timedelta):
-            delay = delay_ms.total_seconds() * 1000.0
-        elif isinstance(delay_ms, int | float) and not isinstance(delay_ms, bool):
-            try:
-                delay = float(delay_ms)
-            except OverflowError:
-                delay = math.inf  # refused below, as a non-finite number
-        else:
-            raise SchedulerError(
-                f"run_after: `delay_ms` must be a number of milliseconds or a timedelta, "
-                f"got {type(delay_ms).__name__}"
-            )
-        if not math.isfinite(delay):
-            raise SchedulerError(f"run_after: `delay_ms` must be a finite number, got {delay_ms!r}")
-        if delay < 0:
-            raise SchedulerError(f"run_after: `delay_ms` must be non-negative, got {delay_ms!r}")
+        delay = _delay(delay_ms)
         now = self._runtime.clock.now()
         return await self._schedule(now + delay, function, args, "run_after", now)
 
@@ -220,7 +226,7 @@ class MutationScheduler(Scheduler):
         *,
         current_job: str | None = None,
     ) -> None:
-        self._runtime = runtime
+        super().__init__(runtime)
         self._txn = txn
         self._writes = writes
         self._current_job = current_job
@@ -230,18 +236,12 @@ class MutationScheduler(Scheduler):
         self, delay_ms: float | timedelta, function: object, args: dict[str, Any] | None = None
     ) -> str:
         """Schedule ``function(args)`` to run ``delay_ms`` milliseconds from now."""
-        kind = type(delay_ms)
-        # The common case without another coroutine: a plain number of ms in
-        # range (NaN fails the comparison), the table already prepared.
-        if (
-            (kind is float or kind is int)
-            and 0 <= delay_ms <= FIVE_YEARS_MS  # type: ignore[operator]
-            and self._txn.prepared(SCHEDULED_FUNCTIONS)
-        ):
-            now = self._runtime.clock.now()
-            when = now + delay_ms  # type: ignore[operator]
-            return self._add(when, function, args, "run_after", now)
-        return await super().run_after(delay_ms, function, args)
+        delay = _delay(delay_ms)
+        now = self._runtime.clock.now()
+        if self._txn.prepared(SCHEDULED_FUNCTIONS):
+            # The usual case, without the extra coroutine of _schedule.
+            return self._add(now + delay, function, args, "run_after", now)
+        return await self._schedule(now + delay, function, args, "run_after", now)
 
     async def _schedule(
         self, when: float, function: object, args: object, verb: str, now: float

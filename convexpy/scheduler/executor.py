@@ -75,9 +75,6 @@ _Outcome = tuple[str, str, str, "str | None", float]
 MAX_BATCH = 128
 """Most scheduled mutations run in one transaction."""
 
-_UNKNOWN: Any = object()
-"""Not looked up yet (``None`` in the function cache means "no such function")."""
-
 
 def finished(
     doc: dict[str, Any], state: JobState, now: float, error: str | None = None
@@ -352,23 +349,21 @@ class Dispatcher:
         else:
             self._next_refresh = float("inf")
 
-    def _functions_now(self) -> dict[str, tuple[str, ConvexFunction] | None]:
-        """The lookups cached for the current app (a reload starts afresh)."""
-        app = self._runtime.app
-        if app is not self._functions_app:
-            self._functions.clear()
-            self._functions_app = app
-        return self._functions
-
     def _function(self, name: str) -> tuple[str, ConvexFunction] | None:
-        """The path and function a job's name resolves to in the current app."""
-        functions = self._functions_now()
+        """The path and function a job's name resolves to in the current app
+        (cached; a reload starts afresh)."""
+        app = self._runtime.app
+        functions = self._functions
+        if app is not self._functions_app:
+            functions.clear()
+            self._functions_app = app
         try:
             return functions[name]
         except KeyError:
             pass
+        found: tuple[str, ConvexFunction] | None
         try:
-            found: tuple[str, ConvexFunction] | None = self._runtime.resolve(name)
+            found = self._runtime.resolve(name)
         except FunctionNotFoundError:
             found = None
         functions[name] = found
@@ -378,7 +373,6 @@ class Dispatcher:
         limit = self._runtime.parallelism
         ready = self._ready
         tasks, running, solo, names = self._tasks, self._running, self._solo, self._names
-        functions = self._functions_now()
         mutation = FunctionKind.MUTATION
         while ready and len(tasks) < limit and not (self._stopping or self.paused):
             # Spread the backlog over the free slots: one job when little is
@@ -392,10 +386,7 @@ class Dispatcher:
                     continue
                 # Batched: mutations whose function is known without a read.
                 name = names.get(job_id)
-                found = None if name is None else functions.get(name, _UNKNOWN)
-                if found is _UNKNOWN:
-                    assert name is not None
-                    found = self._function(name)
+                found = None if name is None else self._function(name)
                 if found is not None and found[1].kind is mutation and job_id not in solo:
                     batch.append(job_id)
                 elif batch:
@@ -516,7 +507,6 @@ class Dispatcher:
         outcomes: list[_Outcome] = []
         db = DatabaseWriter(txn)  # stateless beyond the transaction: one serves every job
         pending = JobState.PENDING.value
-        functions = self._functions_now()
         try:
             await txn.prefetch(job_ids)
             for job_id in job_ids:
@@ -525,9 +515,7 @@ class Dispatcher:
                     continue  # cancelled, or run elsewhere
                 started = now()
                 path = doc["name"]
-                found = functions.get(path, _UNKNOWN)
-                if found is _UNKNOWN:
-                    found = self._function(path)
+                found = self._function(path)
                 error: str | None = None
                 if found is None:
                     error = f"Function {path!r} no longer exists in the app, so this job cannot run"
@@ -541,10 +529,7 @@ class Dispatcher:
                     try:
                         args = fn.args.validate(doc["args"][0] if doc["args"] else {}, path)
                         result = await fn.handler(ctx, **args)
-                        if result is not None:
-                            runtime.check_result(path, fn, result)
-                        elif fn.returns is not None:
-                            fn.returns.validate(result, path)
+                        runtime.check_result(path, fn, result)
                     except Exception as exc:
                         txn.rollback_to(mark)
                         error = error_text(exc)
