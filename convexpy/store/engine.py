@@ -133,7 +133,7 @@ _NO_ENCODERS: list[tuple[str, Callable[[Document], bytes | None]]] = []
 
 @functools.lru_cache(maxsize=4096)
 def _creation_index(table: str) -> str:
-    return f"{table}.{BY_CREATION_TIME}"
+    return IndexDef.by_creation_time(table).key
 
 
 def _index_changes(encoders: _Encoders, cache: _KeyCache, writes: list[Write]) -> list[IndexChange]:
