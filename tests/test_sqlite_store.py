@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 import pytest
 
@@ -22,7 +23,7 @@ from convexpy.ids import new_id
 from convexpy.store import IndexDef, KeyRange, ReadSet, SqliteStore, Write
 from convexpy.store.base import Document
 from convexpy.store.engine import index_key_of
-from convexpy.store.sqlite import SCHEMA_VERSION
+from convexpy.store.sqlite import SCHEMA_VERSION, _padded, _padded_most
 
 TASKS = "tasks"
 NOTES = "notes"
@@ -365,9 +366,9 @@ def batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
     start = SqliteStore._base_start
 
-    def spy(self: SqliteStore, commits: list[Any]) -> Any:
+    def spy(self: SqliteStore, commits: list[Any], done: Any) -> None:
         sizes.append(len(commits))
-        return start(self, commits)
+        start(self, commits, done)
 
     monkeypatch.setattr(SqliteStore, "_base_start", spy)
     return sizes
@@ -652,13 +653,15 @@ async def test_cache_is_bounded_and_stays_exact(tmp_path: Path) -> None:
                 assert found == {i: live.get(i) for i in asked}
                 doc_id = rng.choice(asked)
                 assert await get(store, doc_id) == live.get(doc_id)
-            cache = store._cache
+            cache, sizes = store._cache, store._cache_sizes
+            assert list(cache) == list(sizes)
             assert len(cache) <= store.cache_documents
-            assert store._cache_size == sum(size for _, size in cache.values())
+            assert store._cache_size == sum(sizes.values())
             assert store._cache_size <= store.cache_bytes
         on_disk = await asyncio.to_thread(file_documents, path)
         assert on_disk == live
-        for doc_id, (doc, size) in store._cache.items():
+        for doc_id, doc in store._cache.items():
+            size = store._cache_sizes[doc_id]
             assert doc == on_disk.get(doc_id)
             assert size == (0 if doc is None else len(msgspec.msgpack.encode(on_disk[doc_id])))
         assert await scan_ids(store, BY_OWNER) == ids_by(BY_OWNER, list(live.values()))
@@ -666,7 +669,7 @@ async def test_cache_is_bounded_and_stays_exact(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_cache_follows_a_batch_that_commits_after_its_flush_was_cancelled(
+async def test_a_commit_whose_caller_gave_up_still_lands_and_the_cache_follows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "db.sqlite3"
@@ -687,26 +690,34 @@ async def test_cache_follows_a_batch_that_commits_after_its_flush_was_cancelled(
         newer = changed(doc, n=2)
         committing = asyncio.create_task(commit(store, Write(doc["_id"], TASKS, doc, newer)))
         await asyncio.to_thread(entered.wait)
-        flusher = store._flusher
-        assert flusher is not None
-        flusher.cancel()  # the flush gives up while the writer is at it
+        committing.cancel()  # the caller gives up while the writer is at it
         with pytest.raises(asyncio.CancelledError):
             await committing
+        assert await get(store, doc["_id"]) == doc  # not on disk yet
         gate.set()
-        await store._in_writer(lambda: None)  # the batch is done
+        with anyio.fail_after(10):
+            await store._drain()  # the batch is done
 
         on_disk = await asyncio.to_thread(file_documents, path)
         assert on_disk == {doc["_id"]: newer}
+        assert store._cache[doc["_id"]] == newer
         assert await get(store, doc["_id"]) == newer
     finally:
         gate.set()
         await store.close()
 
 
-@pytest.mark.parametrize("count", [1, 255, 256, 257, 700])
-async def test_large_batches_are_written_whole(tmp_path: Path, count: int) -> None:
+@pytest.mark.parametrize(
+    ("count", "max_params"),
+    [(1, None), (9, None), (700, None), (6000, None), (1, 30), (11, 30), (101, 30), (700, 999)],
+)
+async def test_large_batches_are_written_whole(
+    tmp_path: Path, count: int, max_params: int | None
+) -> None:
     path = tmp_path / "db.sqlite3"
     store = await reopened(path, [BY_OWNER])
+    if max_params is not None:  # statements split into many runs
+        store._max_params = max_params
     try:
         await store.prepare_table(TASKS)
         docs = [
@@ -734,3 +745,46 @@ async def test_large_batches_are_written_whole(tmp_path: Path, count: int) -> No
     assert await asyncio.to_thread(file_documents, path) == live
     counts = await asyncio.to_thread(entries_per_index, path)
     assert counts == ({by_creation(TASKS).key: len(live), BY_OWNER.key: len(live)} if live else {})
+
+
+def test_statement_sizes_are_few_and_pad_little() -> None:
+    sizes = {_padded(count) for count in range(1, 20_001)}
+    assert len(sizes) < 60
+    for count in range(1, 20_001):
+        assert count <= _padded(count) < count * 1.25 + 1
+    for limit in (30, 999, 32_766):
+        most = _padded_most(limit // 3)
+        assert _padded(most) * 3 <= limit < _padded(most + 1) * 3
+
+
+async def test_commits_of_different_documents_share_one_batch(
+    tmp_path: Path, batch_sizes: list[int]
+) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = await reopened(path, [BY_OWNER])
+    try:
+        first = await insert(store, TASKS, owner="a")
+        second = await insert(store, TASKS, owner="a")
+        third = await insert(store, TASKS, owner="a")
+        batch_sizes.clear()
+        fresh = doc_of(TASKS, 1.8e12, owner="y")
+        moved = changed(second, owner="b")
+        await commit_together(
+            store,
+            first,
+            [Write(second["_id"], TASKS, second, moved), Write(fresh["_id"], TASKS, None, fresh)],
+            [Write(third["_id"], TASKS, third, None)],
+        )
+        assert batch_sizes == [1, 2]
+        live = [first, moved, fresh]
+        assert await scan_ids(store, BY_OWNER) == ids_by(BY_OWNER, live)
+    finally:
+        await store.close()
+
+    assert await asyncio.to_thread(file_documents, path) == {d["_id"]: d for d in live}
+    store = await reopened(path, [BY_OWNER])
+    try:
+        assert await scan_ids(store, BY_OWNER) == ids_by(BY_OWNER, live)
+        assert await scan_ids(store, by_creation(TASKS)) == ids_by(by_creation(TASKS), live)
+    finally:
+        await store.close()

@@ -4,8 +4,9 @@
 contract on top of a backend that keeps only the latest version of each
 document: snapshots are served by overlaying the commit log's before-images
 (see :mod:`convexpy.store.occ`), conflict checks run against the log, and
-commits are applied by a single flusher in batches, so that concurrent
-mutations share one backend transaction (group commit).
+commits are applied one batch at a time, each batch holding every commit
+made while the previous one was applied, so that concurrent mutations share
+one backend transaction (group commit).
 
 Subclasses provide the backend: ``_base_get``, ``_base_scan``, ``_base_apply``
 and friends.
@@ -15,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import math
 from abc import abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
+from typing import Any
 
 from ..errors import StoreClosedError
 from .base import (
@@ -105,8 +108,6 @@ async def overlay_scan(
 
 
 _Encoders = dict[str, list[tuple[str, Callable[[Document], bytes | None]]]]
-_Keys = tuple[bytes, list["bytes | None"]]
-"""A document version's key suffix and its key in each maintained index of its table."""
 
 
 class _KeyCache:
@@ -124,8 +125,20 @@ class _KeyCache:
     def __init__(self, limit: int = 8192) -> None:
         # Small: each entry keeps a document alive, more work for every full
         # garbage collection; a job's completion usually follows soon anyway.
-        self.entries: dict[str, tuple[Document, _Keys]] = {}
+        # An entry is (document, key suffix, its key in each index...): one
+        # flat tuple, the fewest objects for the garbage collector to visit.
+        self.entries: dict[str, tuple[Any, ...]] = {}
         self.limit = limit
+
+    def evict(self) -> None:
+        """Drop the oldest quarter of the entries.
+
+        In bulk: finding the oldest entry of a dict walks past the slots of
+        every entry deleted since it was last resized, so dropping one per
+        insert would cost more with every insert."""
+        entries = self.entries
+        for doc_id in list(itertools.islice(entries, len(entries) - self.limit * 3 // 4)):
+            del entries[doc_id]
 
 
 _NO_ENCODERS: list[tuple[str, Callable[[Document], bytes | None]]] = []
@@ -152,12 +165,13 @@ def _index_changes(encoders: _Encoders, cache: _KeyCache, writes: list[Write]) -
         old_doc, new_doc, doc_id = write.old, write.new, write.id
         table_encoders = encoders.get(write.table, _NO_ENCODERS)
         creation = _creation_index(write.table)
-        old_keys: list[bytes | None] | None = None
+        old_keys: Sequence[bytes | None] | None = None
         suffix = b""
         if old_doc is not None:
             hit = pop(doc_id, None)
             if hit is not None and hit[0] is old_doc:
-                suffix, old_keys = hit[1]
+                suffix = hit[1]
+                old_keys = hit[2:]
             else:
                 suffix = encode_suffix(old_doc["_creationTime"], doc_id)
                 old_keys = []
@@ -178,9 +192,9 @@ def _index_changes(encoders: _Encoders, cache: _KeyCache, writes: list[Write]) -
         for _, encode in table_encoders:
             prefix = encode(new_doc)
             new_keys.append(None if prefix is None else prefix + suffix)
-        entries[doc_id] = (new_doc, (suffix, new_keys))
+        entries[doc_id] = (new_doc, suffix, *new_keys)
         if len(entries) > cache.limit:
-            del entries[next(iter(entries))]
+            cache.evict()
         append((creation, doc_id, None if old_keys is None else suffix, suffix))
         if old_keys is None:
             for (key, _), new in zip(table_encoders, new_keys, strict=True):
@@ -191,10 +205,6 @@ def _index_changes(encoders: _Encoders, cache: _KeyCache, writes: list[Write]) -
                 if old is not None or new is not None:
                     append((key, doc_id, old, new))
     return changes
-
-
-async def _raising(exc: Exception) -> None:
-    raise exc
 
 
 class LatestVersionStore(Store):
@@ -216,7 +226,10 @@ class LatestVersionStore(Store):
         """The ``_maintained`` that ``_current_indexer`` was made for."""
         self._current_indexer = self._make_indexer()
         self._last_creation: dict[str, float] = {}
-        self._flusher: asyncio.Task[None] | None = None
+        self._writing: list[Commit] | None = None
+        """The batch being applied (None: the backend is idle)."""
+        self._idle_waiters: list[asyncio.Future[None]] = []
+        self._applying: asyncio.Task[None] | None = None
         self._closed = False
         self._opened = False
         self.conflicts = 0
@@ -235,13 +248,31 @@ class LatestVersionStore(Store):
     @abstractmethod
     async def _base_apply(self, commits: list[Commit]) -> None: ...
 
-    def _base_start(self, commits: list[Commit]) -> Awaitable[None]:
-        """Start applying ``commits``; the result is awaited for their durability.
+    def _base_start(self, commits: list[Commit], done: Callable[[Exception | None], None]) -> None:
+        """Start applying ``commits``; call ``done`` (on the event loop, once)
+        when they are durable, or with the exception that failed them.
 
-        By default nothing starts before the flusher awaits :meth:`_base_apply`;
-        a backend that can begin its I/O at once (SQLite's writer thread)
-        overrides this."""
-        return self._base_apply(commits)
+        By default a task awaits :meth:`_base_apply`; a backend that can hand
+        its I/O to a thread at once (SQLite's writer) overrides this, so that
+        finishing one batch starts the next without waiting for a task's turn.
+        """
+        task = asyncio.create_task(self._base_apply(commits))
+
+        def finished(task: asyncio.Task[None]) -> None:
+            if task.cancelled():
+                done(StoreClosedError("the store's write was cancelled"))
+            else:
+                exc = task.exception()
+                if exc is not None and not isinstance(exc, Exception):
+                    exc = StoreClosedError(f"the store's write failed: {exc!r}")
+                done(exc)
+
+        task.add_done_callback(finished)
+        self._applying = task  # keep it referenced until it is done
+
+    def _base_prepare(self, commit: Commit) -> None:
+        """Work out what ``commit`` will write, ahead of its batch (optional:
+        :meth:`_base_start` must cope with commits that were not prepared)."""
 
     def _base_apply_now(self, commit: Commit) -> None:
         """Apply one commit synchronously; only for backends with ``_apply_inline``."""
@@ -364,13 +395,15 @@ class LatestVersionStore(Store):
             self._log.trim(self._applied_ts)
             return commit.ts
         commit.done = asyncio.get_running_loop().create_future()
-        if self._flusher is None or self._flusher.done():
-            # Start writing now; the flusher task waits for it and goes on
-            # with whatever commits arrive meanwhile.
-            self._flusher = asyncio.create_task(self._flush_loop(self._start_batch()))
-        # Shielded: a caller that gives up waiting does not undo a commit that
-        # is already validated and on its way to disk.
-        await asyncio.shield(commit.done)
+        if self._writing is None:
+            self._start_batch()
+        else:
+            # Do the backend's share of the work now, while an earlier batch
+            # writes, rather than when this commit's batch starts.
+            self._base_prepare(commit)
+        # A caller that gives up waiting cancels only its own future: the
+        # commit is validated and on its way to disk regardless.
+        await commit.done
         return commit.ts
 
     def _indexer(self) -> Callable[[list[Write]], list[IndexChange]]:
@@ -391,40 +424,43 @@ class LatestVersionStore(Store):
         }
         return functools.partial(_index_changes, encoders, _KeyCache())
 
-    def _start_batch(self) -> tuple[list[Commit], Awaitable[None]] | None:
-        """Hand every commit not applied yet to the backend (None: there are none)."""
+    def _start_batch(self) -> None:
+        """Hand every commit not applied yet to the backend, as one batch."""
         batch = self._log.after(self._applied_ts)
         if not batch:
-            return None
+            self._writing = None
+            for waiter in self._idle_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._idle_waiters.clear()
+            return
+        self._writing = batch
         try:
-            return batch, self._base_start(batch)
+            self._base_start(batch, functools.partial(self._batch_done, batch))
         except Exception as exc:  # the batch fails as a whole, like a failed write
-            return batch, _raising(exc)
+            asyncio.get_running_loop().call_soon(self._batch_done, batch, exc)
 
-    async def _flush_loop(self, started: tuple[list[Commit], Awaitable[None]] | None) -> None:
-        while started is not None:
-            batch, writing = started
-            try:
-                await writing
-            except BaseException as exc:
-                self._log.remove(batch)
-                for commit in batch:
-                    if commit.done is not None and not commit.done.done():
-                        commit.done.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-                started = self._start_batch()
-                continue
+    def _batch_done(self, batch: list[Commit], exc: Exception | None) -> None:
+        """``batch`` is durable (or failed with ``exc``); start the next one."""
+        if exc is not None:
+            self._log.remove(batch)
+            for commit in batch:
+                if commit.done is not None and not commit.done.done():
+                    commit.done.set_exception(exc)
+        else:
             self._applied_ts = batch[-1].ts
             for commit in batch:
                 if commit.done is not None and not commit.done.done():
                     commit.done.set_result(None)
             self._log.trim(self._applied_ts)
-            started = self._start_batch()
+        self._start_batch()
 
     async def _drain(self) -> None:
-        if self._flusher is not None:
-            await asyncio.gather(self._flusher, return_exceptions=True)
+        """Wait until no batch is being written."""
+        if self._writing is not None:
+            waiter = asyncio.get_running_loop().create_future()
+            self._idle_waiters.append(waiter)
+            await waiter
 
     # -- creation times -----------------------------------------------------------
 

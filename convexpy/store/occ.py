@@ -41,7 +41,7 @@ class Commit:
     never pays for encoding keys.
     """
 
-    __slots__ = ("_changes", "_indexer", "_tables", "by_id", "done", "ts", "writes")
+    __slots__ = ("_changes", "_indexer", "_tables", "by_id", "done", "prepared", "ts", "writes")
 
     def __init__(
         self,
@@ -56,6 +56,8 @@ class Commit:
         self.done: asyncio.Future[None] | None = None
         self._indexer: Callable[[list[Write]], list[IndexChange]] | None = indexer
         self._changes: list[IndexChange] | None = None
+        self.prepared: object = None
+        """What the backend worked out to write for this commit, if it did early."""
 
     @property
     def tables(self) -> set[str]:

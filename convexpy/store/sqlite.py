@@ -12,8 +12,15 @@ index numbers (version 0) is migrated in place when it is opened; a file from
 a newer convexpy is refused.
 
 Commits from concurrent mutations are written together in one SQLite
-transaction by the engine's flusher, and are on disk (``synchronous=FULL``)
-before any of them returns.
+transaction (a batch: every commit made while the previous batch was being
+written), and are on disk (``synchronous=FULL``) before any of them returns.
+A commit's rows are worked out when it is made, on the event loop, while the
+writer thread is busy with the previous batch; when a batch is on disk, one
+callback on the loop lands it in the cache, reports its commits and hands the
+next batch to the writer, so the writer waits for no task's turn. A batch
+writes each kind of row (documents, index entries added, removed) with as few
+statements as SQLite's parameter limit allows: each statement hands the GIL
+back to a busy event loop and must wait to take it again.
 
 Recently written or read documents are also kept decoded in memory, so that
 reading them back (the scheduler reads the jobs it just scheduled) costs no
@@ -34,6 +41,7 @@ Only one process may open a database file at a time; a second one gets
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import fcntl
 import functools
@@ -41,7 +49,7 @@ import itertools
 import json
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, Literal, NamedTuple, TypeVar
@@ -113,13 +121,19 @@ class SqliteStore(LatestVersionStore):
         self._reader: aiosqlite.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._lock_file: IO[bytes] | None = None
+        self._max_params = 999
+        """Most parameters a statement of the writer may have (read when it connects)."""
         self._index_nums: dict[str, int] = {}
         """Index key -> its number in ``index_entries`` (numbers never change once given)."""
         self._known_tables: set[str] = set()
         """Tables already in the ``tables`` table."""
-        self._cache: dict[str, tuple[Document | None, int]] = {}
-        """Document id -> (its latest version in the file or None, its encoded size),
+        self._cache: dict[str, Document | None] = {}
+        """Document id -> its latest version in the file (None: there is none),
         oldest entry first. Only holds what is committed to the file."""
+        self._cache_sizes: dict[str, int] = {}
+        """The encoded size of each document in ``_cache``, in the same order (a
+        separate dict: a tuple per entry would be one more object for every
+        garbage collection to visit)."""
         self._cache_size = 0
         """Sum of the encoded sizes in ``_cache``."""
         self._batches_landed = 0
@@ -153,6 +167,7 @@ class SqliteStore(LatestVersionStore):
         try:
             for pragma in self._pragmas():
                 conn.execute(pragma)
+            self._max_params = _param_limit(conn)
             with _transaction(conn):
                 _prepare_schema(conn, self.path)
             self._index_nums = dict(conn.execute("SELECT idx, num FROM indexes").fetchall())
@@ -200,6 +215,7 @@ class SqliteStore(LatestVersionStore):
             self._lock_file.close()
             self._lock_file = None
         self._cache.clear()
+        self._cache_sizes.clear()
         self._cache_size = 0
 
     # -- reads -----------------------------------------------------------------
@@ -214,9 +230,9 @@ class SqliteStore(LatestVersionStore):
         return [row[0] for row in rows]
 
     async def _base_get(self, doc_id: str) -> Document | None:
-        cached = self._cache.get(doc_id)
-        if cached is not None:
-            return cached[0]
+        cached = self._cache.get(doc_id, _MISSING)
+        if cached is not _MISSING:
+            return cached
         landed = self._batches_landed
         rows = list(
             await self._read_conn.execute_fetchall(
@@ -233,11 +249,11 @@ class SqliteStore(LatestVersionStore):
         cache = self._cache
         missing: list[str] = []
         for doc_id in doc_ids:
-            cached = cache.get(doc_id)
-            if cached is None:
+            cached = cache.get(doc_id, _MISSING)
+            if cached is _MISSING:
                 missing.append(doc_id)
             else:
-                found[doc_id] = cached[0]
+                found[doc_id] = cached
         for start in range(0, len(missing), 500):
             chunk = missing[start : start + 500]
             marks = ",".join("?" * len(chunk))
@@ -256,26 +272,24 @@ class SqliteStore(LatestVersionStore):
     def _cache_put(self, entries: dict[str, tuple[Document | None, int]]) -> None:
         """Cache versions known to be the file's: a landed batch, or what reads
         found there while no batch landed."""
-        cache = self._cache
+        cache, sizes = self._cache, self._cache_sizes
         size = self._cache_size
-        for doc_id, entry in entries.items():
-            previous = cache.get(doc_id)
-            if previous is not None:
-                size -= previous[1]
-            cache[doc_id] = entry
-            size += entry[1]
+        for doc_id, (doc, doc_size) in entries.items():
+            size += doc_size - sizes.get(doc_id, 0)
+            cache[doc_id] = doc
+            sizes[doc_id] = doc_size
         self._cache_size = size
         if size > self.cache_bytes or len(cache) > self.cache_documents:
             self._cache_evict()
 
     def _cache_evict(self) -> None:
         """Drop the oldest entries, down to 15/16 of the bounds (so this runs rarely)."""
-        cache = self._cache
+        cache, sizes = self._cache, self._cache_sizes
         docs_goal = self.cache_documents - self.cache_documents // 16
         bytes_goal = self.cache_bytes - self.cache_bytes // 16
         count, size = len(cache), self._cache_size
         victims: list[str] = []
-        for doc_id, (_, doc_size) in cache.items():
+        for doc_id, doc_size in sizes.items():
             if count <= docs_goal and size <= bytes_goal:
                 break
             victims.append(doc_id)
@@ -283,6 +297,7 @@ class SqliteStore(LatestVersionStore):
             size -= doc_size
         for doc_id in victims:
             del cache[doc_id]
+            del sizes[doc_id]
         self._cache_size = size
 
     async def _base_scan(
@@ -330,41 +345,83 @@ class SqliteStore(LatestVersionStore):
         with _transaction(conn):
             return _index_number_in(conn, key)
 
-    def _base_start(self, commits: list[Commit]) -> Awaitable[None]:
-        # The rows are worked out and handed to the writer thread now, in the
-        # committing task, so the disk work starts while the event loop runs
-        # whatever else is ready (rather than when the flusher's turn comes).
+    def _base_start(self, commits: list[Commit], done: Callable[[Exception | None], None]) -> None:
+        # The rows are worked out here, on the event loop, and handed to the
+        # writer thread; when it is done, one callback lands the batch in the
+        # cache, reports it and starts the next batch (no task has to wait
+        # for its turn in between, so the writer is idle as little as possible).
         try:
-            batch, versions = self._prepare(commits)
+            batch, versions = self._prepared(commits)
         except _Unnumbered:
-            return self._base_apply(commits)  # first use of an index: number it first
-        return self._land(batch, versions, self._submit(batch))
+            # First use of an index: number it first.
+            super()._base_start(commits, done)
+            return
+        self._submit(batch, versions, done)
+
+    def _base_prepare(self, commit: Commit) -> None:
+        with contextlib.suppress(_Unnumbered):  # prepared with its batch, then
+            commit.prepared = self._prepare([commit])
+
+    def _prepared(self, commits: list[Commit]) -> tuple[_Batch, list[Document]]:
+        """The rows of ``commits``: those they prepared ahead, merged, when
+        they can be (no document written twice), else worked out now."""
+        if len(commits) == 1:
+            prepared = commits[0].prepared
+            if prepared is not None:
+                return prepared  # type: ignore[return-value]
+            return self._prepare(commits)
+        parts: list[tuple[_Batch, list[Document]]] = []
+        written = 0
+        ids: set[str] = set()
+        for commit in commits:
+            prepared = commit.prepared
+            if prepared is None:
+                return self._prepare(commits)
+            parts.append(prepared)  # type: ignore[arg-type]
+            written += len(commit.by_id)
+            ids.update(commit.by_id)
+        if len(ids) != written:
+            return self._prepare(commits)  # one document written by several: fold them
+        return _merged(parts)
 
     async def _base_apply(self, commits: list[Commit]) -> None:
         nums = self._index_nums
         for key in {c[0] for commit in commits for c in commit.index_changes} - nums.keys():
             await self._index_number(key)
         batch, versions = self._prepare(commits)
-        await self._land(batch, versions, self._submit(batch))
+        loop = asyncio.get_running_loop()
+        written: asyncio.Future[None] = loop.create_future()
 
-    def _submit(self, batch: _Batch) -> asyncio.Future[None]:
-        return asyncio.get_running_loop().run_in_executor(self._executor, self._write_batch, batch)
+        def done(exc: Exception | None) -> None:
+            if exc is None:
+                written.set_result(None)
+            else:
+                written.set_exception(exc)
 
-    async def _land(
-        self, batch: _Batch, versions: list[Document], writing: asyncio.Future[None]
+        self._submit(batch, versions, done)
+        await written
+
+    def _submit(
+        self, batch: _Batch, versions: list[Document], done: Callable[[Exception | None], None]
     ) -> None:
-        try:
-            await asyncio.shield(writing)
-        except asyncio.CancelledError:
-            # The batch may still commit, and the cache must then follow the file.
-            def landed_later(done: asyncio.Future[None]) -> None:
-                if not done.cancelled() and done.exception() is None:
-                    self._landed(batch, versions)
+        """Write ``batch`` on the writer thread; then, on the loop, land it in
+        the cache and call ``done`` (whatever happens to the caller meanwhile)."""
+        assert self._executor is not None
+        loop = asyncio.get_running_loop()
 
-            writing.add_done_callback(landed_later)
-            raise
-        # On disk now (had the write raised, the engine would drop these commits).
-        self._landed(batch, versions)
+        def landed(exc: Exception | None) -> None:
+            if exc is None:
+                self._landed(batch, versions)  # on disk now
+            done(exc)
+
+        def written(future: concurrent.futures.Future[None]) -> None:  # on the writer thread
+            exc = future.exception()
+            if exc is not None and not isinstance(exc, Exception):
+                exc = RuntimeError(f"the write failed: {exc!r}")
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(landed, exc)
+
+        self._executor.submit(self._write_batch, batch).add_done_callback(written)
 
     def _prepare(self, commits: list[Commit]) -> tuple[_Batch, list[Document]]:
         """The rows ``commits`` write, and the document of each upsert; raises
@@ -435,16 +492,22 @@ class SqliteStore(LatestVersionStore):
         conn = self._writer
         assert conn is not None
         with _transaction(conn):
-            _insert_rows(conn, "INSERT OR REPLACE INTO documents (id, tbl, doc)", batch.upserts)
-            _delete_keys(conn, "DELETE FROM documents WHERE id IN", (), batch.deletes)
+            most = self._max_params
+            _insert_rows(
+                conn, "INSERT OR REPLACE INTO documents (id, tbl, doc)", batch.upserts, most
+            )
+            _delete_keys(conn, "DELETE FROM documents WHERE id IN", (), batch.deletes, most)
             if batch.tables:
                 conn.executemany("INSERT OR IGNORE INTO tables (name) VALUES (?)", batch.tables)
             for num, keys in batch.entry_deletes.items():
                 _delete_keys(
-                    conn, "DELETE FROM index_entries WHERE idx = ? AND key IN", (num,), keys
+                    conn, "DELETE FROM index_entries WHERE idx = ? AND key IN", (num,), keys, most
                 )
             _insert_rows(
-                conn, "INSERT OR REPLACE INTO index_entries (idx, key, id)", batch.entry_inserts
+                conn,
+                "INSERT OR REPLACE INTO index_entries (idx, key, id)",
+                batch.entry_inserts,
+                most,
             )
 
     # -- index builds ------------------------------------------------------------
@@ -500,6 +563,10 @@ class SqliteStore(LatestVersionStore):
         await self._in_writer(_build_index, conn, index, num, creation)
 
 
+_MISSING: Document = {}
+"""Not in the cache, by identity (None there means the document does not exist)."""
+
+
 class _Batch(NamedTuple):
     upserts: list[tuple[str, str, bytes]]
     deletes: list[str]
@@ -509,52 +576,104 @@ class _Batch(NamedTuple):
 
 
 # Rows go to SQLite many per statement rather than one per executemany() step:
-# each step releases and takes back the GIL, which costs little on its own but
-# can wait for a busy event loop thread to let go of it. Runs of rows have
-# power-of-two lengths, so a handful of statement texts (cached by sqlite3)
-# serve every batch; the longest stays under SQLite's oldest limit of 999
-# parameters.
-_MAX_RUN = 256
+# each statement releases the GIL while SQLite works and must take it back
+# after, which can mean waiting for a busy event loop thread to let go of it
+# (up to the interpreter's switch interval, 5 ms). So a batch writes each kind
+# of row with as few statements as SQLite's parameter limit allows. A run is
+# padded (its last row repeated, which changes nothing: the statements upsert
+# or delete) up to one of a few sizes, so that a handful of statement texts,
+# cached by sqlite3, serve every batch.
+_MAX_PARAMS = 32_766
+"""SQLite's default limit on parameters per statement since 3.32 (999 before)."""
 
 
-def _runs(count: int) -> Iterator[tuple[int, int]]:
-    """``(start, length)`` of consecutive runs covering ``count`` rows."""
-    start = 0
-    length = _MAX_RUN
-    while start < count:
-        while length > count - start:
-            length //= 2
-        yield start, length
-        start += length
+def _param_limit(conn: sqlite3.Connection) -> int:
+    return min(_MAX_PARAMS, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
 
 
-@functools.cache
+def _padded(count: int) -> int:
+    """The statement size for a run of ``count`` rows: 1-8 as is, then the
+    next of 2**k * (1, 1.25, 1.5, 1.75), so that padding adds under a quarter."""
+    if count <= 8:
+        return count
+    step = 1 << (count.bit_length() - 3)
+    return -(-count // step) * step
+
+
+def _runs(count: int, most: int) -> Iterator[tuple[int, int]]:
+    """``(start, length)`` of consecutive runs of at most ``most`` rows covering ``count``."""
+    for start in range(0, count, most):
+        yield start, min(most, count - start)
+
+
+@functools.lru_cache(maxsize=256)
 def _values_sql(head: str, width: int, rows: int) -> str:
     row = "(" + ",".join("?" * width) + ")"
     return f"{head} VALUES {','.join([row] * rows)}"
 
 
-@functools.cache
+@functools.lru_cache(maxsize=256)
 def _in_sql(head: str, count: int) -> str:
     return f"{head} ({','.join('?' * count)})"
 
 
-def _insert_rows(conn: sqlite3.Connection, head: str, rows: list[tuple[Any, ...]]) -> None:
-    """Run ``head VALUES (...), ...`` over ``rows`` (tuples of one width)."""
+def _insert_rows(
+    conn: sqlite3.Connection, head: str, rows: list[tuple[Any, ...]], max_params: int
+) -> None:
+    """Run ``head VALUES (...), ...`` over ``rows`` (tuples of one width, each
+    an upsert, so that repeating one changes nothing)."""
     if not rows:
         return
     width = len(rows[0])
     chain = itertools.chain.from_iterable
-    for start, length in _runs(len(rows)):
-        conn.execute(_values_sql(head, width, length), list(chain(rows[start : start + length])))
+    most = _padded_most(max_params // width)
+    for start, length in _runs(len(rows), most):
+        params = list(chain(rows[start : start + length]))
+        size = _padded(length)
+        params += rows[start + length - 1] * (size - length)
+        conn.execute(_values_sql(head, width, size), params)
 
 
 def _delete_keys(
-    conn: sqlite3.Connection, head: str, params: tuple[Any, ...], keys: list[Any]
+    conn: sqlite3.Connection,
+    head: str,
+    params: tuple[Any, ...],
+    keys: list[Any],
+    max_params: int,
 ) -> None:
     """Run ``head (?, ...)`` (``params``, then an IN list) over ``keys``."""
-    for start, length in _runs(len(keys)):
-        conn.execute(_in_sql(head, length), [*params, *keys[start : start + length]])
+    most = _padded_most(max_params - len(params))
+    for start, length in _runs(len(keys), most):
+        size = _padded(length)
+        run = keys[start : start + length]
+        conn.execute(_in_sql(head, size), [*params, *run, *[run[-1]] * (size - length)])
+
+
+def _padded_most(limit: int) -> int:
+    """The longest run whose padded size stays within ``limit``."""
+    most = limit
+    while _padded(most) > limit:
+        most -= 1
+    return most
+
+
+def _merged(parts: list[tuple[_Batch, list[Document]]]) -> tuple[_Batch, list[Document]]:
+    """The batches of commits that wrote disjoint documents, as one."""
+    upserts: list[tuple[str, str, bytes]] = []
+    versions: list[Document] = []
+    deletes: list[str] = []
+    tables: set[tuple[str]] = set()
+    entry_deletes: dict[int, list[bytes]] = {}
+    entry_inserts: list[tuple[int, bytes, str]] = []
+    for batch, docs in parts:
+        upserts += batch.upserts
+        versions += docs
+        deletes += batch.deletes
+        tables.update(batch.tables)
+        for num, keys in batch.entry_deletes.items():
+            entry_deletes.setdefault(num, []).extend(keys)
+        entry_inserts += batch.entry_inserts
+    return _Batch(upserts, deletes, list(tables), entry_deletes, entry_inserts), versions
 
 
 class _Unnumbered(Exception):
@@ -624,6 +743,7 @@ def _build_index(conn: sqlite3.Connection, index: IndexDef, num: int, creation: 
                 conn,
                 "INSERT OR REPLACE INTO index_entries (idx, key, id)",
                 [(num, key, i) for key, i in keys if key is not None],
+                _param_limit(conn),
             )
         conn.execute(
             "UPDATE indexes SET tbl = ?, fields = ? WHERE idx = ?",
