@@ -752,9 +752,9 @@ def test_statement_sizes_are_few_and_pad_little() -> None:
     assert len(sizes) < 60
     for count in range(1, 20_001):
         assert count <= _padded(count) < count * 1.25 + 1
-    for limit in (30, 999, 32_766):
-        most = _padded_most(limit // 3)
-        assert _padded(most) * 3 <= limit < _padded(most + 1) * 3
+    for limit in [*range(1, 3000), 32_765, 32_766, 250_000]:
+        most = _padded_most(limit)
+        assert _padded(most) == most <= limit < _padded(most + 1)
 
 
 async def test_commits_of_different_documents_share_one_batch(

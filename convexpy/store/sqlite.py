@@ -649,12 +649,13 @@ def _delete_keys(
         conn.execute(_in_sql(head, size), [*params, *run, *[run[-1]] * (size - length)])
 
 
+@functools.cache
 def _padded_most(limit: int) -> int:
-    """The longest run whose padded size stays within ``limit``."""
-    most = limit
-    while _padded(most) > limit:
-        most -= 1
-    return most
+    """The longest run whose padded size stays within ``limit`` (itself a size)."""
+    if limit <= 8:
+        return limit
+    step = 1 << (limit.bit_length() - 3)
+    return limit // step * step
 
 
 def _merged(parts: list[tuple[_Batch, list[Document]]]) -> tuple[_Batch, list[Document]]:
