@@ -39,7 +39,7 @@ from .base import (
 from .keys import encode_index_key, encode_suffix, prefix_encoder
 from .occ import Commit, CommitLog, IndexChange
 
-__all__ = ["LatestVersionStore", "index_key_of", "overlay_scan"]
+__all__ = ["LatestVersionStore", "index_key_of", "overlay_scan", "write_failure"]
 
 Rows = list[tuple[bytes, Document]]
 
@@ -54,6 +54,15 @@ def index_key_of(index: IndexDef, doc: Document) -> bytes | None:
         sparse=index.sparse,
         where=index.where,
     )
+
+
+def write_failure(exc: BaseException) -> Exception:
+    """What the commits of a failed write batch fail with: ``exc`` itself, or,
+    for an exception that is not an ``Exception`` (the process is going
+    down), an error saying so."""
+    if isinstance(exc, Exception):
+        return exc
+    return StoreClosedError(f"the store's write failed: {exc!r}")
 
 
 async def overlay_scan(
@@ -263,9 +272,7 @@ class LatestVersionStore(Store):
                 done(StoreClosedError("the store's write was cancelled"))
             else:
                 exc = task.exception()
-                if exc is not None and not isinstance(exc, Exception):
-                    exc = StoreClosedError(f"the store's write failed: {exc!r}")
-                done(exc)
+                done(None if exc is None else write_failure(exc))
 
         task.add_done_callback(finished)
         self._applying = task  # keep it referenced until it is done

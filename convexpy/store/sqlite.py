@@ -59,7 +59,7 @@ import msgspec
 
 from ..errors import StoreLockedError, StoreVersionError
 from .base import BY_CREATION_TIME, Document, IndexDef, KeyRange, Order
-from .engine import LatestVersionStore, index_key_of
+from .engine import LatestVersionStore, index_key_of, write_failure
 from .occ import Commit, IndexChange
 
 __all__ = ["SqliteStore"]
@@ -365,22 +365,15 @@ class SqliteStore(LatestVersionStore):
     def _prepared(self, commits: list[Commit]) -> tuple[_Batch, list[Document]]:
         """The rows of ``commits``: those they prepared ahead, merged, when
         they can be (no document written twice), else worked out now."""
-        if len(commits) == 1:
-            prepared = commits[0].prepared
-            if prepared is not None:
-                return prepared  # type: ignore[return-value]
-            return self._prepare(commits)
-        parts: list[tuple[_Batch, list[Document]]] = []
-        written = 0
-        ids: set[str] = set()
+        parts: list[Any] = []
         for commit in commits:
-            prepared = commit.prepared
-            if prepared is None:
-                return self._prepare(commits)
-            parts.append(prepared)  # type: ignore[arg-type]
-            written += len(commit.by_id)
-            ids.update(commit.by_id)
-        if len(ids) != written:
+            parts.append(commit.prepared)
+            commit.prepared = None  # used once: not kept while the log holds the commit
+        if None in parts:
+            return self._prepare(commits)
+        if len(parts) == 1:
+            return parts[0]  # type: ignore[no-any-return]
+        if len(set().union(*(c.by_id for c in commits))) != sum(len(c.by_id) for c in commits):
             return self._prepare(commits)  # one document written by several: fold them
         return _merged(parts)
 
@@ -416,10 +409,8 @@ class SqliteStore(LatestVersionStore):
 
         def written(future: concurrent.futures.Future[None]) -> None:  # on the writer thread
             exc = future.exception()
-            if exc is not None and not isinstance(exc, Exception):
-                exc = RuntimeError(f"the write failed: {exc!r}")
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                loop.call_soon_threadsafe(landed, exc)
+                loop.call_soon_threadsafe(landed, None if exc is None else write_failure(exc))
 
         self._executor.submit(self._write_batch, batch).add_done_callback(written)
 
