@@ -107,9 +107,10 @@ class Transaction:
         tables: TableNames,
         schema: Schema | None = None,
         writable: bool,
+        speculative: bool = False,
     ) -> None:
         self.store = store
-        self.snapshot = store.snapshot()
+        self.snapshot = store.snapshot(speculative=True) if speculative else store.snapshot()
         self.reads = ReadSet()
         self.writes: dict[str, Write] = {}
         self.writable = writable
@@ -128,11 +129,13 @@ class Transaction:
             self._released = True
             self.store.release(self.snapshot)
 
-    async def commit(self) -> int:
-        """Commit the writes (raises ``ConflictError`` if the reads went stale)."""
+    async def commit(self, on_accepted: Callable[[], None] | None = None) -> int:
+        """Commit the writes (raises ``ConflictError`` if the reads went stale);
+        ``on_accepted`` is called when the store has accepted them (see
+        :meth:`~convexpy.store.base.Store.commit`)."""
         writes = [w for w in self.writes.values() if w.old is not None or w.new is not None]
         try:
-            return await self.store.commit(self.snapshot, self.reads, writes)
+            return await self.store.commit(self.snapshot, self.reads, writes, on_accepted)
         except ConflictError:
             raise
         except Exception as exc:

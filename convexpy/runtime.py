@@ -8,6 +8,7 @@ functions.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -292,13 +293,14 @@ class Runtime:
 
     # -- execution -----------------------------------------------------------------
 
-    def transaction(self, *, writable: bool) -> Transaction:
+    def transaction(self, *, writable: bool, speculative: bool = False) -> Transaction:
         return Transaction(
             self.store,
             now=self.clock.now,
             tables=self.tables,
             schema=self._loaded.schema,
             writable=writable,
+            speculative=speculative,
         )
 
     def check_result(self, path: str, fn: ConvexFunction, result: Any) -> Any:
@@ -374,7 +376,7 @@ class Runtime:
             )
             result = await fn.handler(ctx, **copy_value(validated))
             result = self.check_result(path, fn, result)
-            await txn.commit()
+            await txn.commit(functools.partial(self.dispatcher.notify_accepted, scheduled))
         finally:
             txn.release()
         self.dispatcher.notify(scheduled)

@@ -443,11 +443,11 @@ async def test_store_failures_at_commit_are_retried_until_the_job_commits(t):
     commit = store.commit
     failures = []
 
-    async def flaky_commit(snapshot, reads, writes):
+    async def flaky_commit(snapshot, reads, writes, on_accepted=None):
         if any(w.table == "log" for w in writes) and len(failures) < 2:
             failures.append(True)
             raise OSError("disk hiccup")
-        return await commit(snapshot, reads, writes)
+        return await commit(snapshot, reads, writes, on_accepted)
 
     store.commit = flaky_commit
     job_id = await t.mutation(api.jobs.schedule, {"delay": 0, "label": "once"})

@@ -10,7 +10,6 @@ import asyncio
 import json
 import random
 import sqlite3
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,10 @@ import pytest
 from convexpy.errors import ConvexpyError, StoreVersionError
 from convexpy.ids import new_id
 from convexpy.store import IndexDef, KeyRange, ReadSet, SqliteStore, Write
+from convexpy.store._sqlite_writer import padded, padded_most
 from convexpy.store.base import Document
 from convexpy.store.engine import index_key_of
-from convexpy.store.sqlite import SCHEMA_VERSION, _padded, _padded_most
+from convexpy.store.sqlite import SCHEMA_VERSION
 
 TASKS = "tasks"
 NOTES = "notes"
@@ -670,31 +670,27 @@ async def test_cache_is_bounded_and_stays_exact(tmp_path: Path) -> None:
 
 
 async def test_a_commit_whose_caller_gave_up_still_lands_and_the_cache_follows(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     path = tmp_path / "db.sqlite3"
     store = await reopened(path, [])
+    blocker: sqlite3.Connection | None = None
     try:
         doc = await insert(store, TASKS, n=1)
         assert await get(store, doc["_id"]) == doc  # cached
 
-        entered, gate = threading.Event(), threading.Event()
-        write_batch = SqliteStore._write_batch
-
-        def blocked(self: SqliteStore, batch: Any) -> None:
-            entered.set()
-            gate.wait()
-            write_batch(self, batch)
-
-        monkeypatch.setattr(SqliteStore, "_write_batch", blocked)
+        # Another connection holds the write lock: the writer process waits for it.
+        blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        blocker.execute("BEGIN IMMEDIATE")
         newer = changed(doc, n=2)
         committing = asyncio.create_task(commit(store, Write(doc["_id"], TASKS, doc, newer)))
-        await asyncio.to_thread(entered.wait)
+        await asyncio.sleep(0)  # its first step hands the batch to the writer
+        assert store._writing is not None
         committing.cancel()  # the caller gives up while the writer is at it
         with pytest.raises(asyncio.CancelledError):
             await committing
         assert await get(store, doc["_id"]) == doc  # not on disk yet
-        gate.set()
+        blocker.execute("ROLLBACK")
         with anyio.fail_after(10):
             await store._drain()  # the batch is done
 
@@ -703,7 +699,8 @@ async def test_a_commit_whose_caller_gave_up_still_lands_and_the_cache_follows(
         assert store._cache[doc["_id"]] == newer
         assert await get(store, doc["_id"]) == newer
     finally:
-        gate.set()
+        if blocker is not None:
+            blocker.close()
         await store.close()
 
 
@@ -748,13 +745,13 @@ async def test_large_batches_are_written_whole(
 
 
 def test_statement_sizes_are_few_and_pad_little() -> None:
-    sizes = {_padded(count) for count in range(1, 20_001)}
+    sizes = {padded(count) for count in range(1, 20_001)}
     assert len(sizes) < 60
     for count in range(1, 20_001):
-        assert count <= _padded(count) < count * 1.25 + 1
+        assert count <= padded(count) < count * 1.25 + 1
     for limit in [*range(1, 3000), 32_765, 32_766, 250_000]:
-        most = _padded_most(limit)
-        assert _padded(most) == most <= limit < _padded(most + 1)
+        most = padded_most(limit)
+        assert padded(most) == most <= limit < padded(most + 1)
 
 
 async def test_commits_of_different_documents_share_one_batch(

@@ -252,6 +252,32 @@ class Dispatcher:
         if earliest < self._sleep_deadline:
             self._wake.set()
 
+    def notify_accepted(self, writes: ScheduledWrites) -> None:
+        """Called when a commit that scheduled jobs is accepted, before it is
+        durable: scheduled mutations due now start at once, on speculative
+        snapshots (their own commits are ordered after it, and fail if it
+        does). The rest waits for :meth:`notify`, which skips these."""
+        if self._wheel is None or self._stopping or not writes.jobs:
+            return
+        now = self._runtime.clock.now()
+        names, running = self._names, self._running
+        canceled = writes.canceled
+        due: list[tuple[float, str]] = []
+        later: list[tuple[str, float, str]] = []
+        mutation = FunctionKind.MUTATION
+        for job in writes.jobs:
+            job_id, when, path = job
+            found = self._function(path) if when <= now else None
+            if found is None or found[1].kind is not mutation or job_id in canceled:
+                later.append(job)
+            elif job_id not in running:
+                names[job_id] = path
+                due.append((when, job_id))
+        writes.jobs[:] = later
+        if due:
+            self._ready.add_run(due)
+            self._start_ready()
+
     # -- the loop ------------------------------------------------------------------
 
     async def _loop(self) -> None:
@@ -502,7 +528,9 @@ class Dispatcher:
     async def _batch_attempt(self, job_ids: list[str]) -> list[_Outcome]:
         runtime = self._runtime
         now = runtime.clock.now
-        txn = runtime.transaction(writable=True)
+        # Speculative: jobs may start before the commit that scheduled them is
+        # durable (see notify_accepted); this transaction commits after it.
+        txn = runtime.transaction(writable=True, speculative=True)
         all_writes = ScheduledWrites()
         outcomes: list[_Outcome] = []
         db = DatabaseWriter(txn)  # stateless beyond the transaction: one serves every job
@@ -543,7 +571,7 @@ class Dispatcher:
                         continue
                 txn.put(SCHEDULED_FUNCTIONS, doc, finished(doc, JobState.FAILED, now(), error))
                 outcomes.append((job_id, path, "failed", error, started))
-            await txn.commit()
+            await txn.commit(functools.partial(self.notify_accepted, all_writes))
         finally:
             txn.release()
         if all_writes.jobs or all_writes.canceled:

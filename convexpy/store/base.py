@@ -21,7 +21,7 @@ processes (PostgreSQL, later) can do them in the database itself.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -110,9 +110,15 @@ class Write:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """A pinned point in the commit history; release it with :meth:`Store.release`."""
+    """A pinned point in the commit history; release it with :meth:`Store.release`.
+
+    ``base`` is set on a speculative snapshot (see :meth:`Store.snapshot`):
+    the last durable commit when it was taken, ``ts`` being the last commit
+    accepted, durable or not.
+    """
 
     ts: int
+    base: int | None = None
 
 
 class ConflictError(ConvexpyError):
@@ -152,8 +158,15 @@ class Store(ABC):
         """The indexes of ``table`` by name, ``by_creation_time`` included."""
 
     @abstractmethod
-    def snapshot(self) -> Snapshot:
-        """Pin the latest committed state for reading."""
+    def snapshot(self, *, speculative: bool = False) -> Snapshot:
+        """Pin the latest committed state for reading.
+
+        A ``speculative`` snapshot also sees commits that were accepted but
+        are not durable yet. Only a transaction whose own commit is ordered
+        after them may read one (the scheduler's mutation jobs): the store
+        fails its commit if one of those it saw fails to be written, so
+        nothing it did outlives what it read.
+        """
 
     @abstractmethod
     def release(self, snapshot: Snapshot) -> None:
@@ -181,8 +194,17 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def commit(self, snapshot: Snapshot, reads: ReadSet, writes: list[Write]) -> int:
+    async def commit(
+        self,
+        snapshot: Snapshot,
+        reads: ReadSet,
+        writes: list[Write],
+        on_accepted: Callable[[], None] | None = None,
+    ) -> int:
         """Validate ``reads`` against later commits, then apply ``writes`` atomically.
+
+        ``on_accepted`` is called once the commit is validated and ordered,
+        before it is durable: from then on speculative snapshots see it.
 
         Returns the commit's timestamp. Raises :class:`ConflictError` (and
         writes nothing) on a conflict. ``old`` of each write must be the

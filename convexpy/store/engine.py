@@ -238,6 +238,11 @@ class LatestVersionStore(Store):
         self._writing: list[Commit] | None = None
         """The batch being applied (None: the backend is idle)."""
         self._idle_waiters: list[asyncio.Future[None]] = []
+        self._batch_waiters: list[asyncio.Future[None]] = []
+        """Woken when a batch is done, written or failed."""
+        self._failed: dict[int, str] = {}
+        """Commits that were accepted and then failed to be written: their
+        timestamp and a table they wrote (speculative readers of them fail)."""
         self._applying: asyncio.Task[None] | None = None
         self._closed = False
         self._opened = False
@@ -330,20 +335,25 @@ class LatestVersionStore(Store):
 
     # -- snapshots and reads -----------------------------------------------------
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, *, speculative: bool = False) -> Snapshot:
         self._check_open()
-        self._log.pin(self._applied_ts)
-        return Snapshot(self._applied_ts)
+        durable = self._applied_ts
+        if speculative and self._next_ts - 1 > durable:
+            # Pinned at the durable point: every commit it may overlay stays in the log.
+            self._log.pin(durable)
+            return Snapshot(self._next_ts - 1, durable)
+        self._log.pin(durable)
+        return Snapshot(durable)
 
     def release(self, snapshot: Snapshot) -> None:
-        self._log.unpin(snapshot.ts)
+        self._log.unpin(snapshot.ts if snapshot.base is None else snapshot.base)
 
     async def get(self, snapshot: Snapshot, doc_id: str) -> Document | None:
         self._check_open()
         # Read the backend first, then correct with the log: any commit the
         # backend might already reflect is in the log by then.
         latest = await self._base_get(doc_id)
-        changed, version = self._log.version_at(snapshot.ts, doc_id)
+        changed, version = self._log.version_at(snapshot, doc_id)
         return version if changed else latest
 
     async def get_many(self, snapshot: Snapshot, doc_ids: list[str]) -> dict[str, Document | None]:
@@ -351,13 +361,19 @@ class LatestVersionStore(Store):
         latest = await self._base_get_many(doc_ids)
         result: dict[str, Document | None] = {doc_id: latest.get(doc_id) for doc_id in doc_ids}
         # As in get(): the backend first, then the log's corrections (the
-        # before-image of the first commit after the snapshot that wrote it).
-        later = self._log.after(snapshot.ts)
+        # before-image of the first commit after the snapshot that wrote it,
+        # and for a speculative snapshot, the last version it sees).
+        ts = snapshot.ts
+        later = self._log.after(ts if snapshot.base is None else snapshot.base)
         if later:
             wanted = set(doc_ids)
             for commit in later:  # oldest first: the first hit is the snapshot's version
                 by_id = commit.by_id
                 if by_id.keys().isdisjoint(wanted):
+                    continue
+                if commit.ts <= ts:  # seen by a speculative snapshot, not durable yet
+                    for doc_id in by_id.keys() & wanted:
+                        result[doc_id] = by_id[doc_id].new
                     continue
                 for doc_id in by_id.keys() & wanted:
                     result[doc_id] = by_id[doc_id].old
@@ -376,7 +392,7 @@ class LatestVersionStore(Store):
         index = self._index(key_range.index)
         return await overlay_scan(
             self._base_scan,
-            lambda: self._log.versions_at(snapshot.ts, index.table),
+            lambda: self._log.versions_at(snapshot, index.table),
             index,
             key_range,
             order,
@@ -385,17 +401,30 @@ class LatestVersionStore(Store):
 
     # -- commits -------------------------------------------------------------------
 
-    async def commit(self, snapshot: Snapshot, reads: ReadSet, writes: list[Write]) -> int:
+    async def commit(
+        self,
+        snapshot: Snapshot,
+        reads: ReadSet,
+        writes: list[Write],
+        on_accepted: Callable[[], None] | None = None,
+    ) -> int:
         self._check_open()
+        if snapshot.base is not None:
+            self._check_seen_durable(snapshot)
         conflict = self._log.find_conflict(snapshot.ts, reads)
         if conflict is not None:
             self.conflicts += 1
             raise ConflictError(conflict)
         if not writes:
+            if snapshot.base is not None:
+                await self._wait_durable(snapshot)
             return snapshot.ts
         commit = Commit(self._next_ts, writes, self._indexer())
+        commit.read_ts = snapshot.ts
         self._next_ts += 1
         self._log.append(commit)
+        if on_accepted is not None:
+            on_accepted()
         if self._apply_inline:
             self._base_apply_now(commit)
             self._applied_ts = commit.ts
@@ -450,17 +479,47 @@ class LatestVersionStore(Store):
     def _batch_done(self, batch: list[Commit], exc: Exception | None) -> None:
         """``batch`` is durable (or failed with ``exc``); start the next one."""
         if exc is not None:
-            self._log.remove(batch)
+            # Commits that read a failed one through a speculative snapshot
+            # must not outlive it: they fail with it.
+            first = batch[0].ts
+            dependent = [c for c in self._log.after(batch[-1].ts) if c.read_ts >= first]
+            for commit in itertools.chain(batch, dependent):
+                self._failed[commit.ts] = commit.writes[0].table
+            self._log.remove(batch + dependent)
             for commit in batch:
                 if commit.done is not None and not commit.done.done():
                     commit.done.set_exception(exc)
+            for commit in dependent:
+                if commit.done is not None and not commit.done.done():
+                    commit.done.set_exception(ConflictError(self._failed[commit.ts]))
         else:
             self._applied_ts = batch[-1].ts
             for commit in batch:
                 if commit.done is not None and not commit.done.done():
                     commit.done.set_result(None)
             self._log.trim(self._applied_ts)
+        waiters, self._batch_waiters = self._batch_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
         self._start_batch()
+
+    def _check_seen_durable(self, snapshot: Snapshot) -> None:
+        """Refuse a speculative snapshot's commit if a commit it saw failed."""
+        assert snapshot.base is not None
+        for ts, table in self._failed.items():
+            if snapshot.base < ts <= snapshot.ts:
+                raise ConflictError(table)
+
+    async def _wait_durable(self, snapshot: Snapshot) -> None:
+        """Wait until what a speculative snapshot saw is durable (or failed: raise)."""
+        loop = asyncio.get_running_loop()
+        while self._applied_ts < snapshot.ts:
+            self._check_seen_durable(snapshot)
+            waiter = loop.create_future()
+            self._batch_waiters.append(waiter)
+            await waiter
+        self._check_seen_durable(snapshot)
 
     async def _drain(self) -> None:
         """Wait until no batch is being written."""

@@ -21,7 +21,7 @@ import bisect
 from collections import Counter
 from collections.abc import Callable
 
-from .base import Document, ReadSet, Write
+from .base import Document, ReadSet, Snapshot, Write
 
 __all__ = ["Commit", "CommitLog", "IndexChange"]
 
@@ -41,7 +41,17 @@ class Commit:
     never pays for encoding keys.
     """
 
-    __slots__ = ("_changes", "_indexer", "_tables", "by_id", "done", "prepared", "ts", "writes")
+    __slots__ = (
+        "_changes",
+        "_indexer",
+        "_tables",
+        "by_id",
+        "done",
+        "prepared",
+        "read_ts",
+        "ts",
+        "writes",
+    )
 
     def __init__(
         self,
@@ -58,6 +68,8 @@ class Commit:
         self._changes: list[IndexChange] | None = None
         self.prepared: object = None
         """What the backend worked out to write for this commit, if it did early."""
+        self.read_ts = 0
+        """The timestamp of the snapshot the transaction read."""
 
     @property
     def tables(self) -> set[str]:
@@ -161,21 +173,38 @@ class CommitLog:
 
     # -- overlays ------------------------------------------------------------
 
-    def version_at(self, snapshot_ts: int, doc_id: str) -> tuple[bool, Document | None]:
+    def version_at(self, snapshot: Snapshot, doc_id: str) -> tuple[bool, Document | None]:
         """``(True, doc)`` if ``doc_id`` changed after the snapshot, with its version
-        as of the snapshot; ``(False, None)`` if the latest version is the right one."""
-        for commit in self.after(snapshot_ts):
+        as of the snapshot (for a speculative snapshot, also if a commit it
+        sees that is not durable yet changed it); ``(False, None)`` if the
+        latest version is the right one."""
+        ts = snapshot.ts
+        found: tuple[bool, Document | None] = (False, None)
+        for commit in self.after(ts if snapshot.base is None else snapshot.base):
             write = commit.by_id.get(doc_id)
             if write is not None:
-                return True, write.old
-        return False, None
+                if commit.ts > ts:
+                    return True, write.old
+                found = (True, write.new)
+        return found
 
-    def versions_at(self, snapshot_ts: int, table: str) -> dict[str, Document | None]:
-        """Every document of ``table`` changed after the snapshot, with its version then."""
+    def versions_at(self, snapshot: Snapshot, table: str) -> dict[str, Document | None]:
+        """Every document of ``table`` whose latest version is not the one the
+        snapshot sees, with the one it sees (see :meth:`version_at`)."""
+        ts = snapshot.ts
         versions: dict[str, Document | None] = {}
-        for commit in self.after(snapshot_ts):
+        settled: set[str] = set()
+        for commit in self.after(ts if snapshot.base is None else snapshot.base):
+            seen = commit.ts <= ts
             for write in commit.writes:
-                if write.table == table and write.id not in versions:
+                if write.table != table:
+                    continue
+                if seen:
+                    versions[write.id] = write.new
+                elif write.id not in settled:
+                    # The first write after the snapshot: its before-image is
+                    # the version the snapshot sees (the last one it saw, if any).
+                    settled.add(write.id)
                     versions[write.id] = write.old
         return versions
 

@@ -41,23 +41,26 @@ Only one process may open a database file at a time; a second one gets
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import fcntl
-import functools
 import itertools
 import json
 import os
+import pickle
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO, Any, Literal, NamedTuple, TypeVar
 
 import aiosqlite
 import msgspec
 
-from ..errors import StoreLockedError, StoreVersionError
+from ..errors import StoreClosedError, StoreLockedError, StoreVersionError
+from ._sqlite_writer import Rows, insert_rows, param_limit, transaction
 from .base import BY_CREATION_TIME, Document, IndexDef, KeyRange, Order
 from .engine import LatestVersionStore, index_key_of, write_failure
 from .occ import Commit, IndexChange
@@ -120,6 +123,7 @@ class SqliteStore(LatestVersionStore):
         self._writer: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._process: _WriterProcess | None = None
         self._lock_file: IO[bytes] | None = None
         self._max_params = 999
         """Most parameters a statement of the writer may have (read when it connects)."""
@@ -148,6 +152,10 @@ class SqliteStore(LatestVersionStore):
         try:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="convexpy-sqlite-writer")
             self._writer = await self._in_writer(self._connect_writer)
+            assert self._lock_file is not None
+            self._process = await _WriterProcess.start(
+                self.path, self._synchronous, self._lock_file.fileno()
+            )
             self._reader = await self._connect()
         except BaseException:
             await self.close()
@@ -167,8 +175,8 @@ class SqliteStore(LatestVersionStore):
         try:
             for pragma in self._pragmas():
                 conn.execute(pragma)
-            self._max_params = _param_limit(conn)
-            with _transaction(conn):
+            self._max_params = param_limit(conn)
+            with transaction(conn):
                 _prepare_schema(conn, self.path)
             self._index_nums = dict(conn.execute("SELECT idx, num FROM indexes").fetchall())
             self._known_tables = {name for (name,) in conn.execute("SELECT name FROM tables")}
@@ -201,6 +209,10 @@ class SqliteStore(LatestVersionStore):
             return
         await self._drain()
         self._closed = True
+        if self._process is not None:
+            with contextlib.suppress(Exception):
+                await self._process.close()
+            self._process = None
         if self._reader is not None:
             with contextlib.suppress(Exception):
                 await self._reader.close()
@@ -342,7 +354,7 @@ class SqliteStore(LatestVersionStore):
     def _give_index_number(self, key: str) -> int:
         conn = self._writer
         assert conn is not None
-        with _transaction(conn):
+        with transaction(conn):
             return _index_number_in(conn, key)
 
     def _base_start(self, commits: list[Commit], done: Callable[[Exception | None], None]) -> None:
@@ -397,22 +409,23 @@ class SqliteStore(LatestVersionStore):
     def _submit(
         self, batch: _Batch, versions: list[Document], done: Callable[[Exception | None], None]
     ) -> None:
-        """Write ``batch`` on the writer thread; then, on the loop, land it in
+        """Write ``batch`` in the writer process; then, on the loop, land it in
         the cache and call ``done`` (whatever happens to the caller meanwhile)."""
-        assert self._executor is not None
-        loop = asyncio.get_running_loop()
+        assert self._process is not None
 
         def landed(exc: Exception | None) -> None:
             if exc is None:
                 self._landed(batch, versions)  # on disk now
             done(exc)
 
-        def written(future: concurrent.futures.Future[None]) -> None:  # on the writer thread
-            exc = future.exception()
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                loop.call_soon_threadsafe(landed, None if exc is None else write_failure(exc))
-
-        self._executor.submit(self._write_batch, batch).add_done_callback(written)
+        rows: Rows = (  # plain: the child cannot unpickle a class of this module
+            batch.upserts,
+            batch.deletes,
+            batch.tables,
+            batch.entry_deletes,
+            batch.entry_inserts,
+        )
+        self._process.write(self._max_params, rows, landed)
 
     def _prepare(self, commits: list[Commit]) -> tuple[_Batch, list[Document]]:
         """The rows ``commits`` write, and the document of each upsert; raises
@@ -479,28 +492,6 @@ class SqliteStore(LatestVersionStore):
         self._cache_put(entries)
         self._batches_landed += 1
 
-    def _write_batch(self, batch: _Batch) -> None:
-        conn = self._writer
-        assert conn is not None
-        with _transaction(conn):
-            most = self._max_params
-            _insert_rows(
-                conn, "INSERT OR REPLACE INTO documents (id, tbl, doc)", batch.upserts, most
-            )
-            _delete_keys(conn, "DELETE FROM documents WHERE id IN", (), batch.deletes, most)
-            if batch.tables:
-                conn.executemany("INSERT OR IGNORE INTO tables (name) VALUES (?)", batch.tables)
-            for num, keys in batch.entry_deletes.items():
-                _delete_keys(
-                    conn, "DELETE FROM index_entries WHERE idx = ? AND key IN", (num,), keys, most
-                )
-            _insert_rows(
-                conn,
-                "INSERT OR REPLACE INTO index_entries (idx, key, id)",
-                batch.entry_inserts,
-                most,
-            )
-
     # -- index builds ------------------------------------------------------------
 
     async def _base_sync_indexes(self, declared: list[IndexDef]) -> None:
@@ -537,7 +528,7 @@ class SqliteStore(LatestVersionStore):
     def _drop_indexes(self, keys: list[str]) -> None:
         conn = self._writer
         assert conn is not None
-        with _transaction(conn):
+        with transaction(conn):
             for key in keys:
                 # The row (and its number) stays: numbers are never reused.
                 conn.execute(
@@ -554,6 +545,113 @@ class SqliteStore(LatestVersionStore):
         await self._in_writer(_build_index, conn, index, num, creation)
 
 
+_WRITER_SCRIPT = str(Path(__file__).with_name("_sqlite_writer.py"))
+
+
+class _WriterProcess:
+    """The child process that writes batches (see :mod:`._sqlite_writer`), one at a time."""
+
+    def __init__(
+        self, proc: subprocess.Popen[bytes], outbox: Connection, inbox: Connection
+    ) -> None:
+        self._proc = proc
+        self._outbox = outbox
+        """Batches to the child."""
+        self._inbox = inbox
+        """Replies from the child."""
+        self._waiting: Callable[[Exception | None], None] | None = None
+        """Called with the reply to the batch in flight."""
+        self._broken: Exception | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    async def start(cls, path: Path, synchronous: str, lock_fd: int) -> _WriterProcess:
+        """Start the child on ``path`` and wait until it is connected. It
+        inherits ``lock_fd`` (the store's ``flock``), so the file stays locked
+        until the child is gone too, even if this process dies first."""
+        to_child, to_us = os.pipe(), os.pipe()
+        fds = [str(to_child[0]), str(to_us[1])]
+        try:
+            proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; waited for below
+                [sys.executable, "-I", "-S", _WRITER_SCRIPT, str(path), synchronous, *fds],
+                pass_fds=(to_child[0], to_us[1], lock_fd),
+                stdin=subprocess.DEVNULL,
+            )
+        except BaseException:
+            for fd in (*to_child, *to_us):
+                os.close(fd)
+            raise
+        os.close(to_child[0])
+        os.close(to_us[1])
+        writer = cls(
+            proc, Connection(to_child[1], readable=False), Connection(to_us[0], writable=False)
+        )
+        try:
+            try:
+                kind, detail = pickle.loads(await asyncio.to_thread(writer._inbox.recv_bytes))
+            except EOFError:
+                raise StoreClosedError(
+                    f"the SQLite writer process for {str(path)!r} exited as it started"
+                    f" (exit code {proc.wait()})"
+                ) from None
+            if kind == "error":
+                raise detail
+        except BaseException:
+            await writer.close()
+            raise
+        writer._loop = asyncio.get_running_loop()
+        writer._loop.add_reader(writer._inbox.fileno(), writer._on_reply)
+        return writer
+
+    def write(self, max_params: int, rows: Rows, done: Callable[[Exception | None], None]) -> None:
+        """Send one batch; ``done`` is called on the loop with the outcome."""
+        assert self._waiting is None and self._loop is not None, "one batch at a time"
+        if self._broken is not None:
+            self._loop.call_soon(done, self._broken)
+            return
+        self._waiting = done
+        try:
+            self._outbox.send_bytes(pickle.dumps((max_params, rows), pickle.HIGHEST_PROTOCOL))
+        except OSError:
+            self._fail()
+
+    def _on_reply(self) -> None:
+        try:
+            reply = pickle.loads(self._inbox.recv_bytes())
+        except (EOFError, OSError):
+            self._fail()
+            return
+        done, self._waiting = self._waiting, None
+        if done is not None:
+            done(None if reply is None else write_failure(reply))
+
+    def _fail(self) -> None:
+        """The child is gone: fail the batch in flight and every later one."""
+        if self._broken is None:
+            self._broken = StoreClosedError(
+                f"the SQLite writer process exited (exit code {self._proc.poll()});"
+                " the commits not written are lost: restart to recover"
+            )
+            if self._loop is not None:
+                self._loop.remove_reader(self._inbox.fileno())
+        done, self._waiting = self._waiting, None
+        if done is not None:
+            done(self._broken)
+
+    async def close(self) -> None:
+        """Let the child finish, close the database and exit."""
+        if self._loop is not None and self._broken is None:
+            self._loop.remove_reader(self._inbox.fileno())
+        self._outbox.close()  # end of input: the child exits
+        try:
+            await asyncio.to_thread(self._proc.wait, 60)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            await asyncio.to_thread(self._proc.wait)
+        finally:
+            self._inbox.close()
+
+
 _MISSING: Document = {}
 """Not in the cache, by identity (None there means the document does not exist)."""
 
@@ -564,89 +662,6 @@ class _Batch(NamedTuple):
     tables: list[tuple[str]]
     entry_deletes: dict[int, list[bytes]]
     entry_inserts: list[tuple[int, bytes, str]]
-
-
-# Rows go to SQLite many per statement rather than one per executemany() step:
-# each statement releases the GIL while SQLite works and must take it back
-# after, which can mean waiting for a busy event loop thread to let go of it
-# (up to the interpreter's switch interval, 5 ms). So a batch writes each kind
-# of row with as few statements as SQLite's parameter limit allows. A run is
-# padded (its last row repeated, which changes nothing: the statements upsert
-# or delete) up to one of a few sizes, so that a handful of statement texts,
-# cached by sqlite3, serve every batch.
-_MAX_PARAMS = 32_766
-"""SQLite's default limit on parameters per statement since 3.32 (999 before)."""
-
-
-def _param_limit(conn: sqlite3.Connection) -> int:
-    return min(_MAX_PARAMS, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
-
-
-def _padded(count: int) -> int:
-    """The statement size for a run of ``count`` rows: 1-8 as is, then the
-    next of 2**k * (1, 1.25, 1.5, 1.75), so that padding adds under a quarter."""
-    if count <= 8:
-        return count
-    step = 1 << (count.bit_length() - 3)
-    return -(-count // step) * step
-
-
-def _runs(count: int, most: int) -> Iterator[tuple[int, int]]:
-    """``(start, length)`` of consecutive runs of at most ``most`` rows covering ``count``."""
-    for start in range(0, count, most):
-        yield start, min(most, count - start)
-
-
-@functools.lru_cache(maxsize=256)
-def _values_sql(head: str, width: int, rows: int) -> str:
-    row = "(" + ",".join("?" * width) + ")"
-    return f"{head} VALUES {','.join([row] * rows)}"
-
-
-@functools.lru_cache(maxsize=256)
-def _in_sql(head: str, count: int) -> str:
-    return f"{head} ({','.join('?' * count)})"
-
-
-def _insert_rows(
-    conn: sqlite3.Connection, head: str, rows: list[tuple[Any, ...]], max_params: int
-) -> None:
-    """Run ``head VALUES (...), ...`` over ``rows`` (tuples of one width, each
-    an upsert, so that repeating one changes nothing)."""
-    if not rows:
-        return
-    width = len(rows[0])
-    chain = itertools.chain.from_iterable
-    most = _padded_most(max_params // width)
-    for start, length in _runs(len(rows), most):
-        params = list(chain(rows[start : start + length]))
-        size = _padded(length)
-        params += rows[start + length - 1] * (size - length)
-        conn.execute(_values_sql(head, width, size), params)
-
-
-def _delete_keys(
-    conn: sqlite3.Connection,
-    head: str,
-    params: tuple[Any, ...],
-    keys: list[Any],
-    max_params: int,
-) -> None:
-    """Run ``head (?, ...)`` (``params``, then an IN list) over ``keys``."""
-    most = _padded_most(max_params - len(params))
-    for start, length in _runs(len(keys), most):
-        size = _padded(length)
-        run = keys[start : start + length]
-        conn.execute(_in_sql(head, size), [*params, *run, *[run[-1]] * (size - length)])
-
-
-@functools.cache
-def _padded_most(limit: int) -> int:
-    """The longest run whose padded size stays within ``limit`` (itself a size)."""
-    if limit <= 8:
-        return limit
-    step = 1 << (limit.bit_length() - 3)
-    return limit // step * step
 
 
 def _merged(parts: list[tuple[_Batch, list[Document]]]) -> tuple[_Batch, list[Document]]:
@@ -702,21 +717,10 @@ def _repeated(commits: list[Commit]) -> set[str]:
     return repeated
 
 
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
 def _build_index(conn: sqlite3.Connection, index: IndexDef, num: int, creation: int | None) -> None:
     """Fill index number ``num`` from the documents of ``index.table`` (found through
     its by_creation_time index, number ``creation``) and record its definition."""
-    with _transaction(conn):
+    with transaction(conn):
         conn.execute("DELETE FROM index_entries WHERE idx = ?", (num,))
         last = b""
         while creation is not None:
@@ -731,11 +735,11 @@ def _build_index(conn: sqlite3.Connection, index: IndexDef, num: int, creation: 
                 break
             last = bytes(chunk[-1][0])
             keys = [(index_key_of(index, _decode(doc)), i) for _, i, doc in chunk]
-            _insert_rows(
+            insert_rows(
                 conn,
                 "INSERT OR REPLACE INTO index_entries (idx, key, id)",
                 [(num, key, i) for key, i in keys if key is not None],
-                _param_limit(conn),
+                param_limit(conn),
             )
         conn.execute(
             "UPDATE indexes SET tbl = ?, fields = ? WHERE idx = ?",
