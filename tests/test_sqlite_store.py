@@ -785,3 +785,56 @@ async def test_commits_of_different_documents_share_one_batch(
         assert await scan_ids(store, by_creation(TASKS)) == ids_by(by_creation(TASKS), live)
     finally:
         await store.close()
+
+
+# -- index entries, worked out by the writer process ------------------------------------------
+
+
+def file_entries(path: Path) -> set[tuple[str, bytes, str]]:
+    """Every index entry in the file: (index key, entry key, document id)."""
+    rows = raw_query(
+        path,
+        "SELECT i.idx, e.key, e.id FROM index_entries e JOIN indexes i ON i.num = e.idx",
+    )
+    return {(idx, bytes(key), doc_id) for idx, key, doc_id in rows}
+
+
+def expected_entries(indexes: list[IndexDef], docs: list[Document]) -> set[tuple[str, bytes, str]]:
+    return {
+        (index.key, key, doc["_id"])
+        for index in [by_creation(TASKS), *indexes]
+        for doc in docs
+        if (key := index_key_of(index, doc)) is not None
+    }
+
+
+async def test_entries_stay_exact_across_restarts_and_new_indexes(tmp_path: Path) -> None:
+    """The writer finds the keys of versions it did not write (an earlier
+    process wrote them, or an index was added since) in the file."""
+    path = tmp_path / "db.sqlite3"
+    store = await reopened(path, [BY_OWNER])
+    try:
+        docs = [await insert(store, TASKS, owner=f"o{i % 3}", title=f"t{i}") for i in range(30)]
+    finally:
+        await store.close()
+    assert await asyncio.to_thread(file_entries, path) == expected_entries([BY_OWNER], docs)
+
+    # A new process: every version is new to its writer.
+    store = await reopened(path, [BY_OWNER, PARTIAL])
+    try:
+        live = {d["_id"]: d for d in docs}
+        moved = [changed(d, owner="b" if i % 2 else "z") for i, d in enumerate(docs[:20])]
+        await commit(store, *(Write(m["_id"], TASKS, live[m["_id"]], m) for m in moved))
+        live.update((m["_id"], m) for m in moved)
+        gone = docs[20:25]
+        await commit(store, *(Write(d["_id"], TASKS, live.pop(d["_id"]), None) for d in gone))
+        # The index set changes while the writer holds keys of every live version.
+        await store.configure_indexes([BY_TITLE, PARTIAL])
+        again = [changed(live[d["_id"]], owner="c", title="x") for d in docs[10:15]]
+        await commit(store, *(Write(a["_id"], TASKS, live[a["_id"]], a) for a in again))
+        live.update((a["_id"], a) for a in again)
+    finally:
+        await store.close()
+    expected = expected_entries([BY_TITLE, PARTIAL], list(live.values()))
+    assert await asyncio.to_thread(file_entries, path) == expected
+    assert await asyncio.to_thread(file_documents, path) == live

@@ -14,11 +14,21 @@ the child starts in a few tens of milliseconds and never imports the app.
 The store imports the row helpers from here too (index builds use them on
 its writer thread).
 
+The child also works out the index entries a batch moves, so that the
+event loop only encodes documents: it keeps the keys of the documents it
+wrote recently, reads the stored version of any other document the batch
+writes, and encodes keys with :mod:`convexpy.store.keys` (loaded by path: it
+imports nothing but the standard library).
+
 Protocol, over two pipes (``multiprocessing.connection`` framing, pickled
 messages): the child sends ``("ready", None)`` once connected, or
-``("error", exc)`` and exits; then, for every batch ``(max_params, rows)`` it
-receives, it writes the batch in one transaction and sends ``None`` or the
-exception that rolled it back. End of input (the store closed, or its
+``("error", exc)`` and exits; then, for every batch
+``(max_params, indexes, writes, tables)`` it receives, it writes the batch in
+one transaction and sends ``None`` or the exception that rolled it back.
+``indexes`` maps tables to :data:`TableIndexes` (for tables whose indexes are
+new to the child, or changed); ``writes`` holds ``(id, table, msgpack or
+None, stored)`` (see :data:`Writes`); ``tables`` the
+tables written for the first time. End of input (the store closed, or its
 process died) makes it close the database and exit.
 """
 
@@ -26,16 +36,22 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import itertools
 import pickle
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "BUSY_TIMEOUT_S",
+    "Indexer",
     "Rows",
+    "TableIndexes",
+    "Writes",
     "connect",
     "delete_keys",
     "insert_rows",
@@ -43,7 +59,8 @@ __all__ = [
     "padded_most",
     "param_limit",
     "transaction",
-    "write_rows",
+    "write_batch",
+    "write_rows_in",
 ]
 
 Rows = tuple[
@@ -53,12 +70,26 @@ Rows = tuple[
     dict[int, list[bytes]],  # index entries removed: index number -> keys
     list[tuple[int, bytes, str]],  # index entries added: (index number, key, id)
 ]
-"""What one write batch writes (see ``SqliteStore._prepare``)."""
+"""The rows of one write batch."""
+
+TableIndexes = tuple[int, tuple[tuple[int, tuple[str, ...], bool, Any], ...]]
+"""A table's ``by_creation_time`` index number, then ``(number, fields, sparse,
+where)`` of every other index commits maintain (see ``IndexDef``)."""
+
+Writes = list[tuple[str, str, bytes | None, bool]]
+"""The last version of each document a batch writes: ``(id, table, msgpack,
+stored)``, msgpack None for a delete; ``stored`` False when the file holds no
+version of it yet (an insert: no need to look)."""
+
+BUSY_TIMEOUT_S = 3600.0
+"""How long a write waits for SQLite's write lock. Only the store's own
+connections take it (the file is locked against other stores), and an index
+build on the store's writer thread holds it for as long as the build takes."""
 
 
-def connect(path: str, synchronous: str) -> sqlite3.Connection:
+def connect(path: str, synchronous: str, timeout: float = 5.0) -> sqlite3.Connection:
     """A connection with the store's settings (autocommit: transactions are explicit)."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=timeout)
     try:
         for pragma in (
             "PRAGMA journal_mode=WAL",
@@ -84,21 +115,20 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-def write_rows(conn: sqlite3.Connection, rows: Rows, max_params: int) -> None:
-    """Write one batch in one transaction."""
+def write_rows_in(conn: sqlite3.Connection, rows: Rows, max_params: int) -> None:
+    """Write the rows of one batch (inside its transaction)."""
     upserts, deletes, tables, entry_deletes, entry_inserts = rows
-    with transaction(conn):
-        insert_rows(conn, "INSERT OR REPLACE INTO documents (id, tbl, doc)", upserts, max_params)
-        delete_keys(conn, "DELETE FROM documents WHERE id IN", (), deletes, max_params)
-        if tables:
-            conn.executemany("INSERT OR IGNORE INTO tables (name) VALUES (?)", tables)
-        for num, keys in entry_deletes.items():
-            delete_keys(
-                conn, "DELETE FROM index_entries WHERE idx = ? AND key IN", (num,), keys, max_params
-            )
-        insert_rows(
-            conn, "INSERT OR REPLACE INTO index_entries (idx, key, id)", entry_inserts, max_params
+    insert_rows(conn, "INSERT OR REPLACE INTO documents (id, tbl, doc)", upserts, max_params)
+    delete_keys(conn, "DELETE FROM documents WHERE id IN", (), deletes, max_params)
+    if tables:
+        conn.executemany("INSERT OR IGNORE INTO tables (name) VALUES (?)", tables)
+    for num, keys in entry_deletes.items():
+        delete_keys(
+            conn, "DELETE FROM index_entries WHERE idx = ? AND key IN", (num,), keys, max_params
         )
+    insert_rows(
+        conn, "INSERT OR REPLACE INTO index_entries (idx, key, id)", entry_inserts, max_params
+    )
 
 
 # Rows go to SQLite many per statement rather than one per executemany() step
@@ -186,6 +216,137 @@ def delete_keys(
 # -- the child process ------------------------------------------------------------------
 
 
+def _load_keys() -> Any:
+    """:mod:`convexpy.store.keys` without importing convexpy (it is standard library only)."""
+    spec = importlib.util.spec_from_file_location(
+        "convexpy_store_keys", Path(__file__).with_name("keys.py")
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_Keys = tuple["bytes | None", ...]
+"""A document's keys, one per index of its table (``by_creation_time`` first)."""
+
+
+class Indexer:
+    """The index entries the writes of a batch move, from the keys of each
+    document's stored version (cached for those written recently) and of its
+    new one."""
+
+    cache_limit = 65_536
+
+    def __init__(self, decode: Callable[[bytes], Any]) -> None:
+        self._keys = _load_keys()
+        self._decode = decode
+        self._tables: dict[str, tuple[tuple[int, ...], list[Callable[[Any], bytes | None]]]] = {}
+        self._cache: dict[str, _Keys] = {}
+        """Document id -> the keys of its stored version (oldest entry first)."""
+
+    def configure(self, indexes: dict[str, TableIndexes]) -> None:
+        prefix_encoder = self._keys.prefix_encoder
+        for table, (creation, others) in indexes.items():
+            nums = (creation, *(num for num, _, _, _ in others))
+            encoders = [
+                prefix_encoder(fields, sparse, where) for _, fields, sparse, where in others
+            ]
+            self._tables[table] = (nums, encoders)
+        self._cache.clear()  # cached keys no longer line up with the indexes
+
+    def _keys_of(
+        self, table: str, doc: dict[str, Any], doc_id: str, suffix: bytes | None = None
+    ) -> _Keys:
+        """The keys of ``doc``; ``suffix`` (``_creationTime`` and ``_id``, the
+        same in every version of a document) if already known."""
+        encoders = self._tables[table][1]
+        if suffix is None:
+            suffix = self._keys.encode_suffix(doc["_creationTime"], doc_id)
+        keys: list[bytes | None] = [suffix]
+        for encode in encoders:
+            prefix = encode(doc)
+            keys.append(None if prefix is None else prefix + suffix)
+        return tuple(keys)
+
+    def rows(
+        self, conn: sqlite3.Connection, writes: Writes, tables: list[tuple[str]], max_params: int
+    ) -> tuple[Rows, dict[str, _Keys]]:
+        """The rows of a batch (inside its transaction), and the keys to cache once committed."""
+        cache, decode = self._cache, self._decode
+        stored: dict[str, _Keys] = {}
+        missing = [
+            (doc_id, table) for doc_id, table, _, known in writes if known and doc_id not in cache
+        ]
+        most = padded_most(max_params)
+        for start in range(0, len(missing), most):
+            run = dict(missing[start : start + most])
+            ids = list(run)
+            size = padded(len(ids))
+            ids += ids[-1:] * (size - len(ids))
+            found = conn.execute(_in_sql("SELECT id, doc FROM documents WHERE id IN", size), ids)
+            for doc_id, blob in found.fetchall():
+                stored[doc_id] = self._keys_of(run[doc_id], decode(blob), doc_id)
+        upserts: list[tuple[str, str, bytes]] = []
+        deletes: list[str] = []
+        entry_deletes: dict[int, list[bytes]] = {}
+        entry_inserts: list[tuple[int, bytes, str]] = []
+        written: dict[str, _Keys] = {}
+        pop = cache.pop
+        for doc_id, table, blob, _ in writes:
+            old = pop(doc_id, None) or stored.get(doc_id)
+            if blob is None:
+                deletes.append(doc_id)
+                new = None
+            else:
+                upserts.append((doc_id, table, blob))
+                suffix = None if old is None else old[0]  # by_creation_time's key
+                new = written[doc_id] = self._keys_of(table, decode(blob), doc_id, suffix)
+            nums = self._tables[table][0]
+            if old is None:
+                if new is not None:  # else: made and deleted within the batch
+                    for num, key in zip(nums, new, strict=True):
+                        if key is not None:
+                            entry_inserts.append((num, key, doc_id))
+                continue
+            for num, before, after in zip(nums, old, new or (None,) * len(nums), strict=True):
+                if before == after:
+                    continue  # the entry stays (only its document changed)
+                if before is not None:
+                    keys = entry_deletes.get(num)
+                    if keys is None:
+                        entry_deletes[num] = [before]
+                    else:
+                        keys.append(before)
+                if after is not None:
+                    entry_inserts.append((num, after, doc_id))
+        return (upserts, deletes, tables, entry_deletes, entry_inserts), written
+
+    def landed(self, written: dict[str, _Keys]) -> None:
+        """The batch committed: its documents' keys are the stored ones now."""
+        cache = self._cache
+        cache.update(written)
+        if len(cache) > self.cache_limit:
+            # The oldest quarter at once: dropping one per write would walk
+            # past every deleted slot at the front of the dict each time.
+            for doc_id in list(itertools.islice(cache, len(cache) - self.cache_limit * 3 // 4)):
+                del cache[doc_id]
+
+
+def write_batch(
+    conn: sqlite3.Connection,
+    indexer: Indexer,
+    writes: Writes,
+    tables: list[tuple[str]],
+    max_params: int,
+) -> None:
+    """Write one batch of documents, and the index entries they move, in one transaction."""
+    with transaction(conn):
+        rows, written = indexer.rows(conn, writes, tables, max_params)
+        write_rows_in(conn, rows, max_params)
+    indexer.landed(written)
+
+
 def _reply(outbox: Connection, message: object) -> None:
     try:
         data = pickle.dumps(message)
@@ -199,7 +360,10 @@ def main(argv: list[str]) -> int:
     inbox = Connection(inbox_fd, writable=False)
     outbox = Connection(outbox_fd, readable=False)
     try:
-        conn = connect(path, synchronous)
+        import msgspec
+
+        indexer = Indexer(msgspec.msgpack.Decoder(dict[str, Any]).decode)
+        conn = connect(path, synchronous, BUSY_TIMEOUT_S)
     except Exception as exc:
         _reply(outbox, ("error", exc))
         return 1
@@ -207,11 +371,13 @@ def main(argv: list[str]) -> int:
         _reply(outbox, ("ready", None))
         while True:
             try:
-                max_params, rows = pickle.loads(inbox.recv_bytes())
+                max_params, indexes, writes, tables = pickle.loads(inbox.recv_bytes())
             except EOFError:  # the store closed, or its process is gone
                 return 0
             try:
-                write_rows(conn, rows, max_params)
+                if indexes:
+                    indexer.configure(indexes)
+                write_batch(conn, indexer, writes, tables, max_params)
             except Exception as exc:
                 _reply(outbox, exc)
             else:

@@ -39,7 +39,13 @@ from .base import (
 from .keys import encode_index_key, encode_suffix, prefix_encoder
 from .occ import Commit, CommitLog, IndexChange
 
-__all__ = ["LatestVersionStore", "index_key_of", "overlay_scan", "write_failure"]
+__all__ = [
+    "LatestVersionStore",
+    "creation_index_key",
+    "index_key_of",
+    "overlay_scan",
+    "write_failure",
+]
 
 Rows = list[tuple[bytes, Document]]
 
@@ -154,7 +160,8 @@ _NO_ENCODERS: list[tuple[str, Callable[[Document], bytes | None]]] = []
 
 
 @functools.lru_cache(maxsize=4096)
-def _creation_index(table: str) -> str:
+def creation_index_key(table: str) -> str:
+    """The key of ``table``'s ``by_creation_time`` index (cached: it is asked per write)."""
     return IndexDef.by_creation_time(table).key
 
 
@@ -173,7 +180,7 @@ def _index_changes(encoders: _Encoders, cache: _KeyCache, writes: list[Write]) -
     for write in writes:
         old_doc, new_doc, doc_id = write.old, write.new, write.id
         table_encoders = encoders.get(write.table, _NO_ENCODERS)
-        creation = _creation_index(write.table)
+        creation = creation_index_key(write.table)
         old_keys: Sequence[bytes | None] | None = None
         suffix = b""
         if old_doc is not None:

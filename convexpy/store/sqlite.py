@@ -43,14 +43,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import itertools
 import json
 import os
 import pickle
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -60,10 +59,10 @@ import aiosqlite
 import msgspec
 
 from ..errors import StoreClosedError, StoreLockedError, StoreVersionError
-from ._sqlite_writer import Rows, insert_rows, param_limit, transaction
-from .base import BY_CREATION_TIME, Document, IndexDef, KeyRange, Order
-from .engine import LatestVersionStore, index_key_of, write_failure
-from .occ import Commit, IndexChange
+from ._sqlite_writer import TableIndexes, Writes, insert_rows, param_limit, transaction
+from .base import BY_CREATION_TIME, Document, IndexDef, KeyRange, Order, Write
+from .engine import LatestVersionStore, creation_index_key, index_key_of, write_failure
+from .occ import Commit
 
 __all__ = ["SqliteStore"]
 
@@ -131,6 +130,12 @@ class SqliteStore(LatestVersionStore):
         """Index key -> its number in ``index_entries`` (numbers never change once given)."""
         self._known_tables: set[str] = set()
         """Tables already in the ``tables`` table."""
+        self._configs: dict[str, TableIndexes] = {}
+        """The indexes of each table, as the writer process is told them."""
+        self._configured_for: object = None
+        """The ``_maintained`` that ``_configs`` were made for."""
+        self._sent: dict[str, TableIndexes] = {}
+        """What the writer process was last told of each table's indexes."""
         self._cache: dict[str, Document | None] = {}
         """Document id -> its latest version in the file (None: there is none),
         oldest entry first. Only holds what is committed to the file."""
@@ -358,42 +363,90 @@ class SqliteStore(LatestVersionStore):
             return _index_number_in(conn, key)
 
     def _base_start(self, commits: list[Commit], done: Callable[[Exception | None], None]) -> None:
-        # The rows are worked out here, on the event loop, and handed to the
-        # writer thread; when it is done, one callback lands the batch in the
-        # cache, reports it and starts the next batch (no task has to wait
-        # for its turn in between, so the writer is idle as little as possible).
+        # The documents are encoded here, on the event loop, and handed to
+        # the writer process, which works out the index entries and writes;
+        # when it is done, one callback lands the batch in the cache, reports
+        # it and starts the next batch (no task has to wait for its turn in
+        # between, so the writer is idle as little as possible).
         try:
-            batch, versions = self._prepared(commits)
+            indexes = self._indexes_for(commits)
         except _Unnumbered:
             # First use of an index: number it first.
             super()._base_start(commits, done)
             return
-        self._submit(batch, versions, done)
+        self._submit(self._prepared(commits), indexes, done)
 
     def _base_prepare(self, commit: Commit) -> None:
-        with contextlib.suppress(_Unnumbered):  # prepared with its batch, then
-            commit.prepared = self._prepare([commit])
+        commit.prepared = self._prepare(commit)
 
-    def _prepared(self, commits: list[Commit]) -> tuple[_Batch, list[Document]]:
-        """The rows of ``commits``: those they prepared ahead, merged, when
-        they can be (no document written twice), else worked out now."""
-        parts: list[Any] = []
+    def _prepared(self, commits: list[Commit]) -> _Batch:
+        """The batch of ``commits``, from what each prepared ahead."""
+        parts: list[_Batch] = []
         for commit in commits:
-            parts.append(commit.prepared)
+            part = commit.prepared
             commit.prepared = None  # used once: not kept while the log holds the commit
-        if None in parts:
-            return self._prepare(commits)
+            parts.append(self._prepare(commit) if part is None else part)  # type: ignore[arg-type]
         if len(parts) == 1:
-            return parts[0]  # type: ignore[no-any-return]
-        if len(set().union(*(c.by_id for c in commits))) != sum(len(c.by_id) for c in commits):
-            return self._prepare(commits)  # one document written by several: fold them
+            return parts[0]
         return _merged(parts)
 
-    async def _base_apply(self, commits: list[Commit]) -> None:
+    def _prepare(self, commit: Commit) -> _Batch:
+        """What ``commit`` writes: each document's new version, encoded."""
+        writes: Writes = []
+        docs: list[Document | None] = []
+        stored: dict[str, bool] | None = None
+        latest: Iterable[Write] = commit.writes
+        if len(commit.by_id) != len(commit.writes):  # a document written twice: the last write
+            stored = {}
+            for write in commit.writes:
+                stored.setdefault(write.id, write.old is not None)
+            latest = commit.by_id.values()
+        for write in latest:
+            doc = write.new
+            blob = None if doc is None else _encode(doc)
+            was = write.old is not None if stored is None else stored[write.id]
+            writes.append((write.id, write.table, blob, was))
+            docs.append(doc)
+        known = self._known_tables
+        return _Batch(writes, docs, [(t,) for t in commit.tables if t not in known])
+
+    def _indexes_for(self, commits: list[Commit]) -> dict[str, TableIndexes]:
+        """The indexes of the tables ``commits`` write that the writer process
+        was not told of yet (or that changed since); raises :class:`_Unnumbered`
+        if one has no number yet."""
+        if self._configured_for is not self._maintained:
+            self._configs = {}  # a new index set
+            self._configured_for = self._maintained
+        configs, sent = self._configs, self._sent
+        updates: dict[str, TableIndexes] = {}
+        for table in {table for commit in commits for table in commit.tables}:
+            config = configs.get(table)
+            if config is None:
+                config = configs[table] = self._table_indexes(table)
+            if sent.get(table) is not config:
+                updates[table] = config
+        return updates
+
+    def _table_indexes(self, table: str) -> TableIndexes:
         nums = self._index_nums
-        for key in {c[0] for commit in commits for c in commit.index_changes} - nums.keys():
-            await self._index_number(key)
-        batch, versions = self._prepare(commits)
+        creation = nums.get(creation_index_key(table))
+        if creation is None:
+            raise _Unnumbered
+        others: list[tuple[int, tuple[str, ...], bool, Any]] = []
+        for index in self._maintained.get(table, {}).values():
+            num = nums.get(index.key)
+            if num is None:
+                raise _Unnumbered
+            others.append((num, index.fields, index.sparse, index.where))
+        return creation, tuple(others)
+
+    async def _base_apply(self, commits: list[Commit]) -> None:
+        tables = {table for commit in commits for table in commit.tables}
+        for table in tables:
+            await self._index_number(creation_index_key(table))
+            for index in self._maintained.get(table, {}).values():
+                await self._index_number(index.key)
+        indexes = self._indexes_for(commits)
         loop = asyncio.get_running_loop()
         written: asyncio.Future[None] = loop.create_future()
 
@@ -403,11 +456,14 @@ class SqliteStore(LatestVersionStore):
             else:
                 written.set_exception(exc)
 
-        self._submit(batch, versions, done)
+        self._submit(self._prepared(commits), indexes, done)
         await written
 
     def _submit(
-        self, batch: _Batch, versions: list[Document], done: Callable[[Exception | None], None]
+        self,
+        batch: _Batch,
+        indexes: dict[str, TableIndexes],
+        done: Callable[[Exception | None], None],
     ) -> None:
         """Write ``batch`` in the writer process; then, on the loop, land it in
         the cache and call ``done`` (whatever happens to the caller meanwhile)."""
@@ -415,81 +471,21 @@ class SqliteStore(LatestVersionStore):
 
         def landed(exc: Exception | None) -> None:
             if exc is None:
-                self._landed(batch, versions)  # on disk now
+                self._landed(batch)  # on disk now
             done(exc)
 
-        rows: Rows = (  # plain: the child cannot unpickle a class of this module
-            batch.upserts,
-            batch.deletes,
-            batch.tables,
-            batch.entry_deletes,
-            batch.entry_inserts,
-        )
-        self._process.write(self._max_params, rows, landed)
+        self._sent.update(indexes)
+        self._process.write((self._max_params, indexes, batch.writes, batch.tables), landed)
 
-    def _prepare(self, commits: list[Commit]) -> tuple[_Batch, list[Document]]:
-        """The rows ``commits`` write, and the document of each upsert; raises
-        :class:`_Unnumbered` if an index has no number yet."""
-        # The net effect of the batch: the last write of each document, and of
-        # each index entry. Entry keys end with the document id, so only a
-        # document written by several commits can move one entry twice.
-        if len(commits) == 1:
-            latest = commits[0].by_id
-            written = len(commits[0].writes)
-        else:
-            latest = {}
-            written = 0
-            for commit in commits:
-                latest.update(commit.by_id)
-                written += len(commit.writes)
-        repeated = None if written == len(latest) else _repeated(commits)
-
-        upserts: list[tuple[str, str, bytes]] = []
-        versions: list[Document] = []  # the document of each upsert
-        deletes: list[str] = []
-        for doc_id, write in latest.items():
-            doc = write.new
-            if doc is None:
-                deletes.append(doc_id)
-            else:
-                upserts.append((doc_id, write.table, _encode(doc)))
-                versions.append(doc)
-        known = self._known_tables
-        tables = [(t,) for t in {t for c in commits for t in c.tables} if t not in known]
-
-        nums = self._index_nums
-        entry_deletes: dict[int, list[bytes]] = {}  # index number -> keys
-        entry_inserts: list[tuple[int, bytes, str]] = []
-        changes: Iterable[IndexChange] = itertools.chain.from_iterable(
-            commit.index_changes for commit in commits
-        )
-        if repeated is not None:
-            changes = _folded(changes, repeated)
-        for index, doc_id, old, new in changes:
-            if old == new:
-                continue  # the entry stays (only its document changed, or it came back)
-            num = nums.get(index)
-            if num is None:
-                raise _Unnumbered
-            if old is not None:
-                keys = entry_deletes.get(num)
-                if keys is None:
-                    entry_deletes[num] = [old]
-                else:
-                    keys.append(old)
-            if new is not None:
-                entry_inserts.append((num, new, doc_id))
-        return _Batch(upserts, deletes, tables, entry_deletes, entry_inserts), versions
-
-    def _landed(self, batch: _Batch, versions: list[Document]) -> None:
+    def _landed(self, batch: _Batch) -> None:
         """Bring the cache up to ``batch``, which is committed to the file."""
         self._known_tables.update(table for (table,) in batch.tables)
-        entries: dict[str, tuple[Document | None, int]] = {
-            doc_id: (doc, len(blob))
-            for (doc_id, _, blob), doc in zip(batch.upserts, versions, strict=True)
-        }
-        entries.update(dict.fromkeys(batch.deletes, (None, 0)))
-        self._cache_put(entries)
+        self._cache_put(
+            {
+                doc_id: (doc, 0 if blob is None else len(blob))
+                for (doc_id, _, blob, _), doc in zip(batch.writes, batch.docs, strict=True)
+            }
+        )
         self._batches_landed += 1
 
     # -- index builds ------------------------------------------------------------
@@ -573,7 +569,7 @@ class _WriterProcess:
         fds = [str(to_child[0]), str(to_us[1])]
         try:
             proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; waited for below
-                [sys.executable, "-I", "-S", _WRITER_SCRIPT, str(path), synchronous, *fds],
+                [sys.executable, "-P", _WRITER_SCRIPT, str(path), synchronous, *fds],
                 pass_fds=(to_child[0], to_us[1], lock_fd),
                 stdin=subprocess.DEVNULL,
             )
@@ -603,15 +599,16 @@ class _WriterProcess:
         writer._loop.add_reader(writer._inbox.fileno(), writer._on_reply)
         return writer
 
-    def write(self, max_params: int, rows: Rows, done: Callable[[Exception | None], None]) -> None:
-        """Send one batch; ``done`` is called on the loop with the outcome."""
+    def write(self, batch: tuple[Any, ...], done: Callable[[Exception | None], None]) -> None:
+        """Send one batch message (see :mod:`._sqlite_writer`); ``done`` is
+        called on the loop with the outcome."""
         assert self._waiting is None and self._loop is not None, "one batch at a time"
         if self._broken is not None:
             self._loop.call_soon(done, self._broken)
             return
         self._waiting = done
         try:
-            self._outbox.send_bytes(pickle.dumps((max_params, rows), pickle.HIGHEST_PROTOCOL))
+            self._outbox.send_bytes(pickle.dumps(batch, pickle.HIGHEST_PROTOCOL))
         except OSError:
             self._fail()
 
@@ -657,64 +654,33 @@ _MISSING: Document = {}
 
 
 class _Batch(NamedTuple):
-    upserts: list[tuple[str, str, bytes]]
-    deletes: list[str]
+    writes: Writes
+    """The last version of each document, encoded (see :data:`._sqlite_writer.Writes`)."""
+    docs: list[Document | None]
+    """The same versions, decoded (for the cache)."""
     tables: list[tuple[str]]
-    entry_deletes: dict[int, list[bytes]]
-    entry_inserts: list[tuple[int, bytes, str]]
+    """Tables written for the first time."""
 
 
-def _merged(parts: list[tuple[_Batch, list[Document]]]) -> tuple[_Batch, list[Document]]:
-    """The batches of commits that wrote disjoint documents, as one."""
-    upserts: list[tuple[str, str, bytes]] = []
-    versions: list[Document] = []
-    deletes: list[str] = []
-    tables: set[tuple[str]] = set()
-    entry_deletes: dict[int, list[bytes]] = {}
-    entry_inserts: list[tuple[int, bytes, str]] = []
-    for batch, docs in parts:
-        upserts += batch.upserts
-        versions += docs
-        deletes += batch.deletes
-        tables.update(batch.tables)
-        for num, keys in batch.entry_deletes.items():
-            entry_deletes.setdefault(num, []).extend(keys)
-        entry_inserts += batch.entry_inserts
-    return _Batch(upserts, deletes, list(tables), entry_deletes, entry_inserts), versions
+def _merged(parts: list[_Batch]) -> _Batch:
+    """The batches of consecutive commits as one: the last version of each
+    document, stored if it was before the first of them wrote it."""
+    writes = [write for part in parts for write in part.writes]
+    tables = {table for part in parts for table in part.tables}
+    if len({write[0] for write in writes}) == len(writes):  # the usual case: disjoint
+        return _Batch(writes, [doc for part in parts for doc in part.docs], list(tables))
+    latest: dict[str, tuple[tuple[str, str, bytes | None, bool], Document | None]] = {}
+    for part in parts:
+        for write, doc in zip(part.writes, part.docs, strict=True):
+            earlier = latest.get(write[0])
+            if earlier is not None and earlier[0][3] != write[3]:
+                write = (*write[:3], earlier[0][3])
+            latest[write[0]] = (write, doc)
+    return _Batch([w for w, _ in latest.values()], [d for _, d in latest.values()], list(tables))
 
 
 class _Unnumbered(Exception):
     """A write batch touches an index that has no number yet."""
-
-
-def _folded(changes: Iterable[IndexChange], repeated: set[str]) -> Iterator[IndexChange]:
-    """``changes`` with those of documents in ``repeated`` (written by several
-    commits) folded into one per entry: from the first old key to the last new."""
-    spans: dict[tuple[str, str], list[bytes | None]] = {}
-    for change in changes:
-        index, doc_id, old, new = change
-        if doc_id not in repeated:
-            yield change
-            continue
-        span = spans.get((index, doc_id))
-        if span is None:
-            spans[(index, doc_id)] = [old, new]
-        else:
-            span[1] = new
-    for (index, doc_id), (old, new) in spans.items():
-        yield index, doc_id, old, new
-
-
-def _repeated(commits: list[Commit]) -> set[str]:
-    """Ids of the documents written more than once in ``commits``."""
-    seen: set[str] = set()
-    repeated: set[str] = set()
-    for commit in commits:
-        for write in commit.writes:
-            if write.id in seen:
-                repeated.add(write.id)
-            seen.add(write.id)
-    return repeated
 
 
 def _build_index(conn: sqlite3.Connection, index: IndexDef, num: int, creation: int | None) -> None:
