@@ -145,19 +145,43 @@ def proc_status_kb(field: str) -> int:
     return 0
 
 
+def _children() -> list[str]:
+    """Pids of this process's live children (Linux; empty elsewhere)."""
+    pids: list[str] = []
+    try:
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/children") as file:
+                pids += file.read().split()
+    except OSError:
+        pass
+    return pids
+
+
+def children_status_kb(field: str) -> int:
+    """A ``/proc/<pid>/status`` memory field summed over the live children, in kB."""
+    total = 0
+    for pid in _children():
+        try:
+            with open(f"/proc/{pid}/status") as file:
+                for line in file:
+                    if line.startswith(field + ":"):
+                        total += int(line.split()[1])
+        except OSError:  # it just exited
+            pass
+    return total
+
+
 def children_cpu_s() -> float:
     """CPU seconds used so far by the live child processes (the SQLite store's
     writer): ``os.times()`` only counts children once they are waited for."""
     total = 0
-    try:
-        for task in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{task}/children") as file:
-                for pid in file.read().split():
-                    with open(f"/proc/{pid}/stat") as stat:
-                        fields = stat.read().rpartition(")")[2].split()
-                    total += int(fields[11]) + int(fields[12])  # utime, stime
-    except OSError:  # not Linux, or a child just exited
-        pass
+    for pid in _children():
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except OSError:  # it just exited
+            pass
     return total / os.sysconf("SC_CLK_TCK")
 
 

@@ -5,11 +5,11 @@ subprocess schedules ``--jobs`` no-op jobs due in 30 days, 1,000 per mutation
 (``jobs:schedule`` loops ``ctx.scheduler.run_after``), one mutation after another.
 Reported: jobs/s, the database's size (main file + ``-wal`` while open, and after a
 clean close) and the growth of the process's peak RSS (``VmHWM``) over its
-baseline after imports. Then another fresh subprocess restarts on that file and
+baseline after imports, plus the peak RSS of the store's writer process. Then another fresh subprocess restarts on that file and
 reports the time until ``Runtime.__aenter__`` returns and until a newly
 scheduled ``run_after(0)`` job has run (its job event), both from process spawn
 (interpreter start and imports included) and from just before ``__aenter__``.
-Targets: peak RSS growth < 300 MB, restart to first job < 3 s.
+Targets: peak RSS growth + writer RSS < 300 MB, restart to first job < 3 s.
 
 Part 2, timing accuracy (system clock): a producer offers a steady ``--rate``
 jobs/s (default 1,000) for ``--seconds`` after a warm-up, each due 0-500 ms
@@ -42,6 +42,7 @@ from _common import (
     APP_DIR,
     BATCH,
     JobCounter,
+    children_status_kb,
     describe_machine,
     file_mb,
     lateness_table,
@@ -99,6 +100,7 @@ def child_schedule(db: Path, jobs: int) -> dict[str, Any]:
             cpu = time.process_time() - cpu0
             open_mb = file_mb(*db_files(db))
             end_rss = proc_status_kb("VmRSS")
+            writer_peak = children_status_kb("VmHWM")  # the store's writer process
         latencies.sort()
         return {
             "jobs": jobs,
@@ -115,6 +117,8 @@ def child_schedule(db: Path, jobs: int) -> dict[str, Any]:
             "peak_rss_mb": proc_status_kb("VmHWM") / 1024,
             "peak_rss_growth_mb": (proc_status_kb("VmHWM") - baseline_hwm) / 1024,
             "maxrss_growth_mb": (maxrss_kb() - baseline_maxrss) / 1024,
+            "writer_peak_rss_mb": writer_peak / 1024,
+            "memory_mb": (proc_status_kb("VmHWM") - baseline_hwm + writer_peak) / 1024,
         }
 
     return asyncio.run(run())
@@ -208,7 +212,7 @@ def capacity(jobs: int, restart_timeout: float, quiet: bool) -> dict[str, Any]:
 
 def capacity_tables(result: dict[str, Any]) -> str:
     s, r = result["schedule"], result["restart"]
-    rss_ok = "ok" if s["peak_rss_growth_mb"] < RSS_TARGET_MB else "MISSED"
+    rss_ok = "ok" if s["memory_mb"] < RSS_TARGET_MB else "MISSED"
     first = table(
         (
             "jobs",
@@ -219,7 +223,8 @@ def capacity_tables(result: dict[str, Any]) -> str:
             "DB MB (+wal)",
             "DB MB closed",
             "peak RSS growth MB",
-            f"< {RSS_TARGET_MB:.0f} MB",
+            "writer RSS MB",
+            f"sum < {RSS_TARGET_MB:.0f} MB",
         ),
         [
             (
@@ -231,6 +236,7 @@ def capacity_tables(result: dict[str, Any]) -> str:
                 f"{s['db_open_mb']:,.0f}",
                 f"{s['db_closed_mb']:,.0f}",
                 f"{s['peak_rss_growth_mb']:,.0f}",
+                f"{s['writer_peak_rss_mb']:,.0f}",
                 rss_ok,
             )
         ],

@@ -14,13 +14,18 @@ a newer convexpy is refused.
 Commits from concurrent mutations are written together in one SQLite
 transaction (a batch: every commit made while the previous batch was being
 written), and are on disk (``synchronous=FULL``) before any of them returns.
-A commit's rows are worked out when it is made, on the event loop, while the
-writer thread is busy with the previous batch; when a batch is on disk, one
-callback on the loop lands it in the cache, reports its commits and hands the
-next batch to the writer, so the writer waits for no task's turn. A batch
-writes each kind of row (documents, index entries added, removed) with as few
-statements as SQLite's parameter limit allows: each statement hands the GIL
-back to a busy event loop and must wait to take it again.
+Batches are written by a child process (:mod:`._sqlite_writer`), not a
+thread: beside a busy event loop, a thread waited for the GIL after every
+statement, and that wait sat on the path of every durable commit. The event
+loop only encodes each document's new version (when the commit is made,
+while the previous batch is being written) and pickles the batch; the child
+works out the index entries it moves, writes everything in one transaction
+and replies, and one callback on the loop then lands the batch in the cache,
+reports its commits and hands the next batch over, so the writer waits for
+no task's turn. The child holds the file's lock too (it inherits it), and
+exits when the store closes or its process dies. Index builds, index
+numbering and schema changes run on a writer thread with its own connection,
+never at the same time as a batch.
 
 Recently written or read documents are also kept decoded in memory, so that
 reading them back (the scheduler reads the jobs it just scheduled) costs no
@@ -339,10 +344,10 @@ class SqliteStore(LatestVersionStore):
 
     # -- writes ------------------------------------------------------------------
     #
-    # Writes run on one dedicated thread with a plain sqlite3 connection, so a
-    # whole group commit (or an index build) is a single call into that
-    # thread rather than one aiosqlite round trip per statement. The executor
-    # has one worker, which also serializes them.
+    # Write batches go to the writer process (see the module docstring). The
+    # rest (index numbers, builds and drops, the schema) runs on one
+    # dedicated thread with a plain sqlite3 connection: each is a single call
+    # into that thread rather than one aiosqlite round trip per statement.
 
     async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
