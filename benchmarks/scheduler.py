@@ -5,9 +5,10 @@ subprocess schedules ``--jobs`` no-op jobs due in 30 days, 1,000 per mutation
 (``jobs:schedule`` loops ``ctx.scheduler.run_after``), one mutation after another.
 Reported: jobs/s, the database's size (main file + ``-wal`` while open, and after a
 clean close) and the growth of the process's peak RSS (``VmHWM``) over its
-baseline after imports, plus the peak RSS of the store's writer process. Then another fresh subprocess restarts on that file and
-reports the time until ``Runtime.__aenter__`` returns and until a newly
-scheduled ``run_after(0)`` job has run (its job event), both from process spawn
+baseline after imports, plus the peak RSS of the store's writer process.
+Then another fresh subprocess restarts on that file and reports the time
+until ``Runtime.__aenter__`` returns and until a newly scheduled
+``run_after(0)`` job has run (its job event), both from process spawn
 (interpreter start and imports included) and from just before ``__aenter__``.
 Targets: peak RSS growth + writer RSS < 300 MB, restart to first job < 3 s.
 
