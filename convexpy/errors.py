@@ -142,7 +142,8 @@ class CommitFailedError(ConvexpyError, RuntimeError):
 
 
 class StoreClosedError(ConvexpyError, RuntimeError):
-    """The store was used after it was closed."""
+    """The store was used after it was closed, or can no longer write (the
+    SQLite store's writer process is gone)."""
 
 
 class StoreLockedError(ConvexpyError, RuntimeError):

@@ -160,6 +160,14 @@ async def test_commits_that_read_a_failed_commit_fail_with_it_and_others_land(
                 for snapshot in (spec, spec_late, plain):
                     store.release(snapshot)
         assert await asyncio.to_thread(file_ids, path) == {plain_doc["_id"]}
+        # Once no snapshot from before the failure is live, it is forgotten.
+        after = store.snapshot()
+        try:
+            fresh = doc_of(store)
+            await store.commit(after, ReadSet(), [Write(fresh["_id"], TASKS, None, fresh)])
+        finally:
+            store.release(after)
+        assert store._failed == {}
 
 
 async def test_a_read_only_speculative_transaction_returns_once_what_it_saw_is_durable(
@@ -272,3 +280,24 @@ async def test_due_mutations_run_before_their_scheduling_commit_is_durable_and_l
             await all_finished.wait()
         assert finished == ["success"] * 3
         assert await rt.query("jobs:done", {}) == [0, 1, 2]
+
+
+async def test_a_failing_on_accepted_callback_does_not_fail_the_commit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken() -> None:
+        raise RuntimeError("listener bug")
+
+    async with opened(tmp_path / "db.sqlite3") as store:
+        doc = doc_of(store)
+        snapshot = store.snapshot()
+        try:
+            await store.commit(snapshot, ReadSet(), [Write(doc["_id"], TASKS, None, doc)], broken)
+        finally:
+            store.release(snapshot)
+        assert "on_accepted callback failed" in caplog.text
+        after = store.snapshot()
+        try:
+            assert await store.get(after, doc["_id"]) == doc
+        finally:
+            store.release(after)

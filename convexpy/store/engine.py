@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import logging
 import math
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -46,6 +47,8 @@ __all__ = [
     "overlay_scan",
     "write_failure",
 ]
+
+logger = logging.getLogger("convexpy.store")
 
 Rows = list[tuple[bytes, Document]]
 
@@ -431,7 +434,10 @@ class LatestVersionStore(Store):
         self._next_ts += 1
         self._log.append(commit)
         if on_accepted is not None:
-            on_accepted()
+            try:
+                on_accepted()
+            except Exception:  # the commit is on its way: it must not look failed
+                logger.exception("a commit's on_accepted callback failed")
         if self._apply_inline:
             self._base_apply_now(commit)
             self._applied_ts = commit.ts
@@ -505,6 +511,10 @@ class LatestVersionStore(Store):
                 if commit.done is not None and not commit.done.done():
                     commit.done.set_result(None)
             self._log.trim(self._applied_ts)
+            if self._failed:
+                # A failed commit matters only to snapshots taken before it.
+                floor = self._log.oldest_pin(self._applied_ts)
+                self._failed = {ts: t for ts, t in self._failed.items() if ts > floor}
         waiters, self._batch_waiters = self._batch_waiters, []
         for waiter in waiters:
             if not waiter.done():

@@ -126,6 +126,10 @@ class CommitLog:
             return []
         return commits[bisect.bisect_right(commits, ts, key=_commit_ts) :]
 
+    def oldest_pin(self, default: int) -> int:
+        """The oldest timestamp a live snapshot pins (``default`` if none is live)."""
+        return min(self._snapshots, default=default)
+
     def trim(self, applied_ts: int) -> None:
         """Forget commits no live snapshot can see past, once applied to the store."""
         horizon = min(self._snapshots, default=applied_ts)

@@ -24,8 +24,9 @@ and replies, and one callback on the loop then lands the batch in the cache,
 reports its commits and hands the next batch over, so the writer waits for
 no task's turn. The child holds the file's lock too (it inherits it), and
 exits when the store closes or its process dies. Index builds, index
-numbering and schema changes run on a writer thread with its own connection,
-never at the same time as a batch.
+numbering and schema changes run on a writer thread with its own connection;
+it and the child take SQLite's write lock in turn (with a long busy timeout:
+no other process can hold it, the file being locked).
 
 Recently written or read documents are also kept decoded in memory, so that
 reading them back (the scheduler reads the jobs it just scheduled) costs no
@@ -64,7 +65,14 @@ import aiosqlite
 import msgspec
 
 from ..errors import StoreClosedError, StoreLockedError, StoreVersionError
-from ._sqlite_writer import TableIndexes, Writes, insert_rows, param_limit, transaction
+from ._sqlite_writer import (
+    BUSY_TIMEOUT_S,
+    TableIndexes,
+    Writes,
+    insert_rows,
+    param_limit,
+    transaction,
+)
 from .base import BY_CREATION_TIME, Document, IndexDef, KeyRange, Order, Write
 from .engine import LatestVersionStore, creation_index_key, index_key_of, write_failure
 from .occ import Commit
@@ -181,7 +189,10 @@ class SqliteStore(LatestVersionStore):
         ]
 
     def _connect_writer(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # It may wait for the writer process's batch (index numbers, builds).
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
+        )
         try:
             for pragma in self._pragmas():
                 conn.execute(pragma)
@@ -476,10 +487,10 @@ class SqliteStore(LatestVersionStore):
 
         def landed(exc: Exception | None) -> None:
             if exc is None:
+                self._sent.update(indexes)  # (after a failure, they are sent again)
                 self._landed(batch)  # on disk now
             done(exc)
 
-        self._sent.update(indexes)
         self._process.write((self._max_params, indexes, batch.writes, batch.tables), landed)
 
     def _landed(self, batch: _Batch) -> None:
@@ -578,9 +589,13 @@ class _WriterProcess:
                 pass_fds=(to_child[0], to_us[1], lock_fd),
                 stdin=subprocess.DEVNULL,
             )
-        except BaseException:
+        except BaseException as exc:
             for fd in (*to_child, *to_us):
                 os.close(fd)
+            if isinstance(exc, OSError):
+                raise StoreClosedError(
+                    f"could not start the SQLite writer process ({sys.executable!r}): {exc}"
+                ) from exc
             raise
         os.close(to_child[0])
         os.close(to_us[1])
@@ -631,8 +646,9 @@ class _WriterProcess:
         """The child is gone: fail the batch in flight and every later one."""
         if self._broken is None:
             self._broken = StoreClosedError(
-                f"the SQLite writer process exited (exit code {self._proc.poll()});"
-                " the commits not written are lost: restart to recover"
+                f"the SQLite writer process exited (exit code {self._proc.poll()}), so the"
+                " store can no longer write; the batch it was writing may or may not be on"
+                " disk: restart the process to recover"
             )
             if self._loop is not None:
                 self._loop.remove_reader(self._inbox.fileno())
