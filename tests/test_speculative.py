@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
@@ -301,3 +302,71 @@ async def test_a_failing_on_accepted_callback_does_not_fail_the_commit(
             assert await store.get(after, doc["_id"]) == doc
         finally:
             store.release(after)
+
+
+async def test_speculative_reads_match_a_model_while_batches_wait_and_after_they_land(
+    tmp_path: Path,
+) -> None:
+    """Random inserts, updates and deletes, some accepted while the disk is held:
+    every snapshot, speculative or not, reads exactly the state as of its
+    timestamp, before and after what it saw lands."""
+    rng = random.Random(11)
+    path = tmp_path / "db.sqlite3"
+    async with opened(path) as store:
+        states: dict[int, dict[str, Document]] = {0: {}}  # commit ts -> documents
+        live: dict[str, Document] = {}
+        pending: list[asyncio.Task[int]] = []
+        held: list[tuple[Snapshot, dict[str, Document]]] = []
+
+        async def check(snapshot: Snapshot, expected: dict[str, Document]) -> None:
+            ids = [*expected, new_id(TASKS)]
+            assert await store.get_many(snapshot, ids) == {i: expected.get(i) for i in ids}
+            some = rng.choice(ids)
+            assert await store.get(snapshot, some) == expected.get(some)
+            rows = await store.scan(snapshot, EVERYTHING, "asc", 1000)
+            assert [d for _, d in rows] == sorted(
+                expected.values(), key=lambda d: (d["_creationTime"], d["_id"])
+            )
+
+        for _round in range(6):
+            with write_lock_held(path):
+                for _ in range(rng.randrange(1, 6)):
+                    writes: list[Write] = []
+                    for _ in range(rng.randrange(1, 4)):
+                        action = rng.random()
+                        if action < 0.5 or not live:
+                            doc = doc_of(store, n=rng.randrange(100))
+                            writes.append(Write(doc["_id"], TASKS, None, doc))
+                            live[doc["_id"]] = doc
+                        else:
+                            doc_id = rng.choice(list(live))
+                            if any(w.id == doc_id for w in writes):
+                                continue
+                            old = live[doc_id]
+                            new = None if action < 0.7 else {**old, "n": rng.randrange(100)}
+                            writes.append(Write(doc_id, TASKS, old, new))
+                            if new is None:
+                                del live[doc_id]
+                            else:
+                                live[doc_id] = new
+                    snapshot = store.snapshot(speculative=True)
+                    pending.append(commit(store, snapshot, *writes))
+                    pending[-1].add_done_callback(lambda _, s=snapshot: store.release(s))
+                    await asyncio.sleep(0)  # accepted
+                    states[snapshot.ts + 1] = dict(live)
+                    spec = store.snapshot(speculative=True)
+                    assert spec.ts == snapshot.ts + 1
+                    held.append((spec, states[spec.ts]))
+                plain = store.snapshot()
+                held.append((plain, states[plain.ts]))
+                for snapshot, expected in held:  # while nothing of this round is on disk
+                    await check(snapshot, expected)
+            with anyio.fail_after(10):
+                await asyncio.gather(*pending)
+            for snapshot, expected in held:  # after it landed
+                await check(snapshot, expected)
+            for snapshot, _ in held[:-2]:
+                store.release(snapshot)
+            del held[:-2]
+        for snapshot, _ in held:
+            store.release(snapshot)
