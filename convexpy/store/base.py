@@ -165,7 +165,9 @@ class Store(ABC):
         are not durable yet. Only a transaction whose own commit is ordered
         after them may read one (the scheduler's mutation jobs): the store
         fails its commit if one of those it saw fails to be written, so
-        nothing it did outlives what it read.
+        nothing it did outlives what it read. A store whose commits are
+        durable as soon as they are accepted (the memory store; a database
+        server) just returns a plain snapshot.
         """
 
     @abstractmethod
@@ -204,7 +206,8 @@ class Store(ABC):
         """Validate ``reads`` against later commits, then apply ``writes`` atomically.
 
         ``on_accepted`` is called once the commit is validated and ordered,
-        before it is durable: from then on speculative snapshots see it.
+        before it is durable: from then on speculative snapshots see it (a
+        store that cannot tell the two calls it when the commit is durable).
 
         Returns the commit's timestamp. Raises :class:`ConflictError` (and
         writes nothing) on a conflict. ``old`` of each write must be the
