@@ -221,11 +221,17 @@ class DevServer:
                         pass
                     await anyio.sleep(0.05)
 
-    async def stop(self, sig: int = signal.SIGTERM, within: float = 20) -> int:
-        """Send ``sig`` and wait for the exit status (``subprocess.TimeoutExpired`` after
-        ``within`` seconds)."""
+    async def stop(
+        self, sig: int = signal.SIGTERM, within: float = 20, *, group: bool = False
+    ) -> int:
+        """Send ``sig`` (to the server's whole process group with ``group``, as
+        Ctrl-C in a terminal does) and wait for the exit status
+        (``subprocess.TimeoutExpired`` after ``within`` seconds)."""
         if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+            if group:
+                os.killpg(self.proc.pid, sig)
+            else:
+                self.proc.send_signal(sig)
         await anyio.to_thread.run_sync(partial(self.proc.wait, within))
         self._reader.join(5)
         return int(self.proc.returncode)
@@ -259,6 +265,7 @@ async def dev_server(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # its own process group, as in a terminal
     )
     proc: subprocess.Popen[str] = await anyio.to_thread.run_sync(start)
     state_dir = app_dir.parent / ".convexpy" if db is None else db.parent

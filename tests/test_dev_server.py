@@ -246,7 +246,29 @@ async def test_sigterm_is_graceful_and_restart_resumes_jobs(app_dir: Path, db: P
         client = ConvexHttpClient(restarted.url)
         await wait_until(lambda: client.query("tasks:texts") == ["resumed"], within=15)
         await restarted.wait_for_output("tasks:add_now")
-        assert await restarted.stop(signal.SIGINT) == 0
+        # Ctrl-C reaches the whole process group, the store's writer process too.
+        writers = writer_processes(db)
+        assert len(writers) == 1
+        assert await restarted.stop(signal.SIGINT, group=True) == 0
+        assert "Traceback" not in restarted.output
+        assert "Stopped." in restarted.output
+        assert writer_processes(db) == []  # it closed the database and exited
+
+
+def writer_processes(db: Path) -> list[int]:
+    """Pids of the SQLite writer processes of ``db`` (from ``/proc``)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as file:
+                args = file.read().split(b"\0")
+        except OSError:
+            continue
+        if any(arg.endswith(b"_sqlite_writer.py") for arg in args) and str(db).encode() in args:
+            pids.append(int(entry))
+    return pids
 
 
 @pytest.mark.slow

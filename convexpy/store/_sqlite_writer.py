@@ -39,6 +39,7 @@ import functools
 import importlib.util
 import itertools
 import pickle
+import signal
 import sqlite3
 import sys
 from collections.abc import Callable, Iterator
@@ -356,6 +357,11 @@ def _reply(outbox: Connection, message: object) -> None:
 
 
 def main(argv: list[str]) -> int:
+    # Ctrl-C in a terminal, or a service manager stopping the process group,
+    # signals this process too: it leaves when the store is done with it (end
+    # of input), so that the runtime's shutdown can still write its last batch.
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
     path, synchronous, inbox_fd, outbox_fd = argv[1], argv[2], int(argv[3]), int(argv[4])
     inbox = Connection(inbox_fd, writable=False)
     outbox = Connection(outbox_fd, readable=False)
