@@ -133,10 +133,11 @@ def file_mb(*paths: Path) -> float:
     return sum(p.stat().st_size for p in paths if p.exists()) / 1e6
 
 
-def proc_status_kb(field: str) -> int:
-    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``) in kB; 0 if unknown."""
+def proc_status_kb(field: str, pid: str = "self") -> int:
+    """A ``/proc/<pid>/status`` memory field (``VmRSS``, ``VmHWM``) in kB; 0 if
+    unknown (or the process just exited)."""
     try:
-        with open("/proc/self/status") as file:
+        with open(f"/proc/{pid}/status") as file:
             for line in file:
                 if line.startswith(field + ":"):
                     return int(line.split()[1])
@@ -159,16 +160,7 @@ def _children() -> list[str]:
 
 def children_status_kb(field: str) -> int:
     """A ``/proc/<pid>/status`` memory field summed over the live children, in kB."""
-    total = 0
-    for pid in _children():
-        try:
-            with open(f"/proc/{pid}/status") as file:
-                for line in file:
-                    if line.startswith(field + ":"):
-                        total += int(line.split()[1])
-        except OSError:  # it just exited
-            pass
-    return total
+    return sum(proc_status_kb(field, pid) for pid in _children())
 
 
 def children_cpu_s() -> float:

@@ -13,7 +13,7 @@ import os
 import random
 import signal
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,26 @@ def commit(
     return asyncio.create_task(store.commit(snapshot, reads or ReadSet(), list(writes)))
 
 
+async def commit_now(
+    store: SqliteStore, *writes: Write, on_accepted: Callable[[], None] | None = None
+) -> int:
+    """Commit from a plain snapshot and wait until it is durable."""
+    snapshot = store.snapshot()
+    try:
+        return await store.commit(snapshot, ReadSet(), list(writes), on_accepted)
+    finally:
+        store.release(snapshot)
+
+
+async def read(store: SqliteStore, doc_id: str) -> Document | None:
+    """``doc_id`` as a plain snapshot taken now sees it."""
+    snapshot = store.snapshot()
+    try:
+        return await store.get(snapshot, doc_id)
+    finally:
+        store.release(snapshot)
+
+
 async def accepted(store: SqliteStore, *writes: Write) -> asyncio.Task[int]:
     snapshot = store.snapshot()
     task = commit(store, snapshot, *writes)
@@ -116,11 +136,7 @@ async def test_speculative_snapshot_sees_accepted_commits_that_plain_ones_do_not
         with anyio.fail_after(10):
             await writing
             await moving
-        after = store.snapshot()
-        try:
-            assert await store.get(after, doc["_id"]) == newer
-        finally:
-            store.release(after)
+        assert await read(store, doc["_id"]) == newer
 
 
 async def test_commits_that_read_a_failed_commit_fail_with_it_and_others_land(
@@ -162,12 +178,8 @@ async def test_commits_that_read_a_failed_commit_fail_with_it_and_others_land(
                     store.release(snapshot)
         assert await asyncio.to_thread(file_ids, path) == {plain_doc["_id"]}
         # Once no snapshot from before the failure is live, it is forgotten.
-        after = store.snapshot()
-        try:
-            fresh = doc_of(store)
-            await store.commit(after, ReadSet(), [Write(fresh["_id"], TASKS, None, fresh)])
-        finally:
-            store.release(after)
+        fresh = doc_of(store)
+        await commit_now(store, Write(fresh["_id"], TASKS, None, fresh))
         assert store._failed == {}
 
 
@@ -208,20 +220,12 @@ async def test_a_dead_writer_process_fails_commits_with_a_clear_error(tmp_path: 
     async with opened(path) as store:
         assert store._process is not None
         kept = doc_of(store)
-        snapshot = store.snapshot()
-        try:
-            await store.commit(snapshot, ReadSet(), [Write(kept["_id"], TASKS, None, kept)])
-        finally:
-            store.release(snapshot)
+        await commit_now(store, Write(kept["_id"], TASKS, None, kept))
         os.kill(store._process._proc.pid, signal.SIGKILL)
         lost = doc_of(store)
         for _ in range(2):  # the batch in flight, then every later one
-            snapshot = store.snapshot()
-            try:
-                with anyio.fail_after(10), pytest.raises(StoreClosedError, match="writer process"):
-                    await store.commit(snapshot, ReadSet(), [Write(lost["_id"], TASKS, None, lost)])
-            finally:
-                store.release(snapshot)
+            with anyio.fail_after(10), pytest.raises(StoreClosedError, match="writer process"):
+                await commit_now(store, Write(lost["_id"], TASKS, None, lost))
     assert await asyncio.to_thread(file_ids, path) == {kept["_id"]}
 
 
@@ -291,17 +295,9 @@ async def test_a_failing_on_accepted_callback_does_not_fail_the_commit(
 
     async with opened(tmp_path / "db.sqlite3") as store:
         doc = doc_of(store)
-        snapshot = store.snapshot()
-        try:
-            await store.commit(snapshot, ReadSet(), [Write(doc["_id"], TASKS, None, doc)], broken)
-        finally:
-            store.release(snapshot)
+        await commit_now(store, Write(doc["_id"], TASKS, None, doc), on_accepted=broken)
         assert "on_accepted callback failed" in caplog.text
-        after = store.snapshot()
-        try:
-            assert await store.get(after, doc["_id"]) == doc
-        finally:
-            store.release(after)
+        assert await read(store, doc["_id"]) == doc
 
 
 async def test_speculative_reads_match_a_model_while_batches_wait_and_after_they_land(

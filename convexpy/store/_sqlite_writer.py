@@ -55,10 +55,12 @@ __all__ = [
     "Writes",
     "connect",
     "delete_keys",
+    "each_in",
     "insert_rows",
     "padded",
     "padded_most",
     "param_limit",
+    "pragmas",
     "transaction",
     "write_batch",
     "write_rows_in",
@@ -88,16 +90,24 @@ connections take it (the file is locked against other stores), and an index
 build on the store's writer thread holds it for as long as the build takes."""
 
 
-def connect(path: str, synchronous: str, timeout: float = 5.0) -> sqlite3.Connection:
-    """A connection with the store's settings (autocommit: transactions are explicit)."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=timeout)
+def pragmas(synchronous: str) -> list[str]:
+    """The settings every connection of the store runs first."""
+    return [
+        "PRAGMA journal_mode=WAL",
+        f"PRAGMA synchronous={synchronous.upper()}",
+        "PRAGMA cache_size=-65536",
+        "PRAGMA temp_store=MEMORY",
+    ]
+
+
+def connect(path: str | Path, synchronous: str) -> sqlite3.Connection:
+    """A writing connection with the store's settings (autocommit: transactions
+    are explicit); it waits up to :data:`BUSY_TIMEOUT_S` for the write lock."""
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
+    )
     try:
-        for pragma in (
-            "PRAGMA journal_mode=WAL",
-            f"PRAGMA synchronous={synchronous.upper()}",
-            "PRAGMA cache_size=-65536",
-            "PRAGMA temp_store=MEMORY",
-        ):
+        for pragma in pragmas(synchronous):
             conn.execute(pragma)
     except BaseException:
         conn.close()
@@ -199,6 +209,22 @@ def insert_rows(
         conn.execute(_values_sql(head, width, size), params)
 
 
+def each_in(
+    conn: sqlite3.Connection,
+    head: str,
+    params: tuple[Any, ...],
+    keys: list[Any],
+    max_params: int,
+) -> Iterator[sqlite3.Cursor]:
+    """Run ``head (?, ...)`` (``params``, then an IN list) over ``keys``, in
+    padded runs (a repeated key changes nothing); each run's cursor."""
+    most = padded_most(max_params - len(params))
+    for start, length in _runs(len(keys), most):
+        size = padded(length)
+        run = keys[start : start + length]
+        yield conn.execute(_in_sql(head, size), [*params, *run, *[run[-1]] * (size - length)])
+
+
 def delete_keys(
     conn: sqlite3.Connection,
     head: str,
@@ -206,12 +232,9 @@ def delete_keys(
     keys: list[Any],
     max_params: int,
 ) -> None:
-    """Run ``head (?, ...)`` (``params``, then an IN list) over ``keys``."""
-    most = padded_most(max_params - len(params))
-    for start, length in _runs(len(keys), most):
-        size = padded(length)
-        run = keys[start : start + length]
-        conn.execute(_in_sql(head, size), [*params, *run, *[run[-1]] * (size - length)])
+    """Run the delete ``head (?, ...)`` (``params``, then an IN list) over ``keys``."""
+    for _ in each_in(conn, head, params, keys, max_params):
+        pass
 
 
 # -- the child process ------------------------------------------------------------------
@@ -276,18 +299,13 @@ class Indexer:
         """The rows of a batch (inside its transaction), and the keys to cache once committed."""
         cache, decode = self._cache, self._decode
         stored: dict[str, _Keys] = {}
-        missing = [
-            (doc_id, table) for doc_id, table, _, known in writes if known and doc_id not in cache
-        ]
-        most = padded_most(max_params)
-        for start in range(0, len(missing), most):
-            run = dict(missing[start : start + most])
-            ids = list(run)
-            size = padded(len(ids))
-            ids += ids[-1:] * (size - len(ids))
-            found = conn.execute(_in_sql("SELECT id, doc FROM documents WHERE id IN", size), ids)
+        missing = {
+            doc_id: table for doc_id, table, _, known in writes if known and doc_id not in cache
+        }
+        head = "SELECT id, doc FROM documents WHERE id IN"
+        for found in each_in(conn, head, (), list(missing), max_params):
             for doc_id, blob in found.fetchall():
-                stored[doc_id] = self._keys_of(run[doc_id], decode(blob), doc_id)
+                stored[doc_id] = self._keys_of(missing[doc_id], decode(blob), doc_id)
         upserts: list[tuple[str, str, bytes]] = []
         deletes: list[str] = []
         entry_deletes: dict[int, list[bytes]] = {}
@@ -369,7 +387,7 @@ def main(argv: list[str]) -> int:
         import msgspec
 
         indexer = Indexer(msgspec.msgpack.Decoder(dict[str, Any]).decode)
-        conn = connect(path, synchronous, BUSY_TIMEOUT_S)
+        conn = connect(path, synchronous)
     except Exception as exc:
         _reply(outbox, ("error", exc))
         return 1

@@ -120,6 +120,12 @@ class Snapshot:
     ts: int
     base: int | None = None
 
+    @property
+    def durable(self) -> int:
+        """The last durable commit when it was taken: what it pins, and where
+        the commits it may need overlaid start."""
+        return self.ts if self.base is None else self.base
+
 
 class ConflictError(ConvexpyError):
     """A commit found that data it read was changed by a concurrent commit.

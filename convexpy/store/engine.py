@@ -347,16 +347,15 @@ class LatestVersionStore(Store):
 
     def snapshot(self, *, speculative: bool = False) -> Snapshot:
         self._check_open()
-        durable = self._applied_ts
-        if speculative and self._next_ts - 1 > durable:
-            # Pinned at the durable point: every commit it may overlay stays in the log.
-            self._log.pin(durable)
-            return Snapshot(self._next_ts - 1, durable)
+        durable, latest = self._applied_ts, self._next_ts - 1
+        # Pinned at the durable point: every commit it may overlay stays in the log.
         self._log.pin(durable)
+        if speculative and latest > durable:
+            return Snapshot(latest, durable)
         return Snapshot(durable)
 
     def release(self, snapshot: Snapshot) -> None:
-        self._log.unpin(snapshot.ts if snapshot.base is None else snapshot.base)
+        self._log.unpin(snapshot.durable)
 
     async def get(self, snapshot: Snapshot, doc_id: str) -> Document | None:
         self._check_open()
@@ -374,7 +373,7 @@ class LatestVersionStore(Store):
         # before-image of the first commit after the snapshot that wrote it,
         # and for a speculative snapshot, the last version it sees).
         ts = snapshot.ts
-        later = self._log.after(ts if snapshot.base is None else snapshot.base)
+        later = self._log.after(snapshot.durable)
         if later:
             wanted = set(doc_ids)
             for commit in later:  # oldest first: the first hit is the snapshot's version

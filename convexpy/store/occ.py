@@ -184,7 +184,7 @@ class CommitLog:
         latest version is the right one."""
         ts = snapshot.ts
         found: tuple[bool, Document | None] = (False, None)
-        for commit in self.after(ts if snapshot.base is None else snapshot.base):
+        for commit in self.after(snapshot.durable):
             write = commit.by_id.get(doc_id)
             if write is not None:
                 if commit.ts > ts:
@@ -198,7 +198,7 @@ class CommitLog:
         ts = snapshot.ts
         versions: dict[str, Document | None] = {}
         settled: set[str] = set()
-        for commit in self.after(ts if snapshot.base is None else snapshot.base):
+        for commit in self.after(snapshot.durable):
             seen = commit.ts <= ts
             for write in commit.writes:
                 if write.table != table:

@@ -66,11 +66,12 @@ import msgspec
 
 from ..errors import StoreClosedError, StoreLockedError, StoreVersionError
 from ._sqlite_writer import (
-    BUSY_TIMEOUT_S,
     TableIndexes,
     Writes,
+    connect,
     insert_rows,
     param_limit,
+    pragmas,
     transaction,
 )
 from .base import BY_CREATION_TIME, Document, IndexDef, KeyRange, Order, Write
@@ -180,22 +181,10 @@ class SqliteStore(LatestVersionStore):
             raise
         self._opened = True
 
-    def _pragmas(self) -> list[str]:
-        return [
-            "PRAGMA journal_mode=WAL",
-            f"PRAGMA synchronous={self._synchronous.upper()}",
-            "PRAGMA cache_size=-65536",
-            "PRAGMA temp_store=MEMORY",
-        ]
-
     def _connect_writer(self) -> sqlite3.Connection:
         # It may wait for the writer process's batch (index numbers, builds).
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
-        )
+        conn = connect(self.path, self._synchronous)
         try:
-            for pragma in self._pragmas():
-                conn.execute(pragma)
             self._max_params = param_limit(conn)
             with transaction(conn):
                 _prepare_schema(conn, self.path)
@@ -208,7 +197,7 @@ class SqliteStore(LatestVersionStore):
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
-        for pragma in self._pragmas():
+        for pragma in pragmas(self._synchronous):
             await conn.execute(pragma)
         return conn
 
