@@ -8,6 +8,8 @@ months of schedules in zero wall time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -25,8 +27,10 @@ class Clock(ABC):
         """Milliseconds since the Unix epoch."""
 
     @abstractmethod
-    async def sleep_until(self, deadline_ms: float) -> None:
-        """Return once ``now() >= deadline_ms`` (or earlier if cancelled)."""
+    async def sleep_until(self, deadline_ms: float, wake: asyncio.Event | None = None) -> None:
+        """Return once ``now() >= deadline_ms``, or earlier once ``wake`` is set
+        (or if cancelled). The wait is the calling task's own: no helper task
+        stands between the moment and the caller's resumption."""
 
 
 class SystemClock(Clock):
@@ -35,10 +39,20 @@ class SystemClock(Clock):
     def now(self) -> float:
         return time.time() * 1000.0
 
-    async def sleep_until(self, deadline_ms: float) -> None:
+    async def sleep_until(self, deadline_ms: float, wake: asyncio.Event | None = None) -> None:
         delay = (deadline_ms - self.now()) / 1000.0
-        if delay > 0:
-            await anyio.sleep(delay)
+        if wake is None:
+            if delay > 0:
+                await anyio.sleep(delay)
+            return
+        if wake.is_set() or delay <= 0:
+            return
+        if math.isinf(delay):
+            await wake.wait()
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await wake.wait()
 
 
 class VirtualClock(Clock):
@@ -51,8 +65,7 @@ class VirtualClock(Clock):
 
     def __init__(self, start_ms: float = 1_700_000_000_000.0) -> None:
         self._now = float(start_ms)
-        self._changed = asyncio.Event()
-        self._deadlines: dict[int, float] = {}
+        self._sleepers: dict[int, tuple[float, asyncio.Event]] = {}
         self._tokens = 0
 
     def now(self) -> float:
@@ -63,8 +76,9 @@ class VirtualClock(Clock):
         if now_ms < self._now:
             raise ValueError(f"VirtualClock cannot go backwards ({now_ms} < {self._now})")
         self._now = float(now_ms)
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        for deadline, event in self._sleepers.values():
+            if deadline <= self._now:
+                event.set()
 
     def advance(self, ms: float) -> None:
         """Move forward by ``ms`` milliseconds."""
@@ -75,22 +89,25 @@ class VirtualClock(Clock):
     @property
     def sleepers(self) -> int:
         """How many tasks are waiting in :meth:`sleep_until` for a future time."""
-        return sum(1 for deadline in self._deadlines.values() if deadline > self._now)
+        return sum(1 for deadline, _ in self._sleepers.values() if deadline > self._now)
 
     def next_deadline(self) -> float | None:
         """The earliest future deadline anyone sleeps until, or None."""
-        future = [d for d in self._deadlines.values() if d > self._now]
+        future = [deadline for deadline, _ in self._sleepers.values() if deadline > self._now]
         return min(future, default=None)
 
-    async def sleep_until(self, deadline_ms: float) -> None:
+    async def sleep_until(self, deadline_ms: float, wake: asyncio.Event | None = None) -> None:
+        if self._now >= deadline_ms or (wake is not None and wake.is_set()):
+            return
+        # One event serves both: set() sets it when the deadline is reached.
+        event = wake if wake is not None else asyncio.Event()
         self._tokens += 1
         token = self._tokens
-        self._deadlines[token] = deadline_ms
+        self._sleepers[token] = (deadline_ms, event)
         try:
-            while self._now < deadline_ms:
-                await self._changed.wait()
+            await event.wait()
         finally:
-            del self._deadlines[token]
+            del self._sleepers[token]
 
 
 async def sleep_until_or_woken(
@@ -101,16 +118,12 @@ async def sleep_until_or_woken(
 ) -> None:
     """Wait until ``deadline_ms`` on ``clock``, or less if ``wake`` is set first.
 
-    ``on_wake`` runs the moment the wait ends, before the clean-up yields to
-    the event loop: callers clear their "asleep" flag there, so that nobody
-    (the test harness) mistakes a task that is waking up for one at rest.
+    ``on_wake`` runs the moment the wait ends: callers clear their "asleep"
+    flag there, so that nobody (the test harness) mistakes a task that is
+    waking up for one at rest. A :class:`VirtualClock` reaching the deadline
+    sets ``wake`` itself.
     """
-    sleeper = asyncio.ensure_future(clock.sleep_until(deadline_ms))
-    waker = asyncio.ensure_future(wake.wait())
     try:
-        await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
+        await clock.sleep_until(deadline_ms, wake)
     finally:
         on_wake()
-        for task in (sleeper, waker):
-            task.cancel()
-        await asyncio.gather(sleeper, waker, return_exceptions=True)

@@ -134,14 +134,19 @@ class Transaction:
         ``on_accepted`` is called when the store has accepted them (see
         :meth:`~convexpy.store.base.Store.commit`)."""
         writes = [w for w in self.writes.values() if w.old is not None or w.new is not None]
+        health = self.store.health
         try:
-            return await self.store.commit(self.snapshot, self.reads, writes, on_accepted)
+            ts = await self.store.commit(self.snapshot, self.reads, writes, on_accepted)
         except ConflictError:
             raise
         except Exception as exc:
+            health.write_failed(exc)
             raise CommitFailedError(f"the store failed to commit: {exc}") from exc
         finally:
             self.release()
+        if writes and health.error is not None:
+            health.write_succeeded()
+        return ts
 
     # -- reads ---------------------------------------------------------------
 

@@ -28,6 +28,7 @@ __all__ = [
     "SchemaValidationError",
     "StoreClosedError",
     "StoreLockedError",
+    "StoreUnavailableError",
     "StoreVersionError",
 ]
 
@@ -135,10 +136,16 @@ class CronSpecError(ConvexpyError, ValueError):
         super().__init__(message)
 
 
-class CommitFailedError(ConvexpyError, RuntimeError):
-    """The store could not commit, for a reason other than a conflict (an I/O
-    error, a full disk); the driver's error is on ``__cause__``. Scheduled
-    mutations retry with backoff; client calls see this error."""
+class StoreUnavailableError(ConvexpyError, RuntimeError):
+    """The store could not read or write, for a reason other than a conflict:
+    a full disk, an I/O error, a damaged file, a writer that died or hangs.
+    The driver's error is on ``__cause__``. Calls made by clients see this
+    error; scheduled jobs and cron runs retry until the store works again."""
+
+
+class CommitFailedError(StoreUnavailableError):
+    """The store could not commit a transaction (see :class:`StoreUnavailableError`);
+    nothing of it was written."""
 
 
 class StoreClosedError(ConvexpyError, RuntimeError):

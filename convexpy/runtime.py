@@ -12,7 +12,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, nullcontext
 from pathlib import Path
 from types import TracebackType
@@ -27,6 +27,7 @@ from .errors import (
     FunctionNotFoundError,
     InvalidValueError,
     OptimisticConcurrencyError,
+    StoreUnavailableError,
 )
 from .functions import ConvexFunction, FunctionKind
 from .loader import LoadedApp, load_app, unload_app
@@ -36,6 +37,7 @@ from .scheduler.executor import Dispatcher, error_text
 from .scheduler.jobs import SCHEDULED_FUNCTIONS, SYSTEM_INDEXES
 from .store import Store, store_from_url
 from .store.base import ConflictError
+from .store.health import failure_delay_ms
 from .values import check_value, copy_value
 
 __all__ = ["Runtime"]
@@ -409,9 +411,20 @@ class Runtime:
             self.clock.now,
         )
 
-    async def system_mutation(self, body: Callable[[Transaction], Any]) -> Any:
-        """Run ``body(txn)`` in a transaction, retrying conflicts until it commits."""
-        attempt = 0
+    async def system_mutation(
+        self,
+        body: Callable[[Transaction], Awaitable[Any]],
+        *,
+        wait: Callable[[float], Awaitable[None]] | None = None,
+    ) -> Any:
+        """Run ``body(txn)`` in a transaction, retrying conflicts until it commits.
+
+        Background work passes ``wait``: then failures of the store (a full
+        disk, a dead writer) are retried too, forever, calling ``wait(ms)``
+        between tries (see :func:`~convexpy.store.health.failure_delay_ms`).
+        Without it they raise :class:`~convexpy.errors.StoreUnavailableError`.
+        """
+        conflicts = failures = 0
         while True:
             txn = self.transaction(writable=True)
             try:
@@ -419,10 +432,21 @@ class Runtime:
                 await txn.commit()
                 return result
             except ConflictError:
-                attempt += 1
-                await asyncio.sleep(_conflict_backoff(min(attempt, 10)))
+                conflicts += 1
+                await asyncio.sleep(_conflict_backoff(min(conflicts, 10)))
+            except StoreUnavailableError:
+                if wait is None:
+                    raise
+                failures += 1
+                await wait(failure_delay_ms(failures))
             finally:
                 txn.release()
+
+    async def wait_for_store(self, delay_ms: float) -> None:
+        """Wait ``delay_ms`` on the runtime's clock, or less if the store's
+        failing writes work again meanwhile (background work's retry pause)."""
+        with self.store.health.wake_on_recovery(asyncio.Event()) as recovered:
+            await self.clock.sleep_until(self.clock.now() + delay_ms, recovered)
 
 
 def _conflict_backoff(attempt: int) -> float:

@@ -31,6 +31,7 @@ from ..functions import FunctionKind
 from ..scheduler.api import ScheduledWrites, add_job
 from ..scheduler.jobs import SCHEDULED_FUNCTIONS, JobState
 from ..store.base import IndexDef, KeyRange
+from ..store.health import run_forever
 from ..values import check_value
 from .compile import Schedule, compile_schedule
 from .jobs import CronJobs
@@ -75,6 +76,7 @@ class CronRunner:
         self._wake = asyncio.Event()
         self._finished: set[str] = set()
         self.sleeping = False
+        self._backing_off = False
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -90,7 +92,9 @@ class CronRunner:
 
     @property
     def quiet(self) -> bool:
-        return self._task is None or (self.sleeping and not self._wake.is_set())
+        return (
+            self._task is None or self._backing_off or (self.sleeping and not self._wake.is_set())
+        )
 
     def current_runs(self) -> set[str]:
         """Ids of the jobs that are cron runs in flight."""
@@ -195,23 +199,35 @@ class CronRunner:
     # -- the loop ------------------------------------------------------------------
 
     async def _loop(self) -> None:
-        clock = self._runtime.clock
-        while True:
-            self._wake.clear()
-            for job_id in list(self._finished):
-                self._finished.discard(job_id)
-                await self._settle_run(job_id)
-            now = clock.now()
-            for planned in list(self._planned.values()):
-                if planned.running is None and planned.next_run <= now:
-                    await self._start_run(planned)
-            deadline = min(
-                (p.next_run for p in self._planned.values() if p.running is None),
-                default=float("inf"),
-            )
-            if self._finished:
-                continue
+        """Run crons until stopped; store work that fails is retried (see
+        :meth:`_store_wait`), and so is a round that fails for another reason."""
+        await run_forever(self._round, self._store_wait, "the cron runner")
+
+    async def _round(self) -> None:
+        """Record finished runs, start due ones, then sleep until the next is due."""
+        self._wake.clear()
+        for job_id in list(self._finished):
+            await self._settle_run(job_id)
+            self._finished.discard(job_id)
+        now = self._runtime.clock.now()
+        for planned in list(self._planned.values()):
+            if planned.running is None and planned.next_run <= now:
+                await self._start_run(planned)
+        deadline = min(
+            (p.next_run for p in self._planned.values() if p.running is None),
+            default=float("inf"),
+        )
+        if not self._finished:
             await self._sleep(deadline)
+
+    async def _store_wait(self, delay_ms: float) -> None:
+        """Pause before retrying failed store work: ``delay_ms`` on the clock,
+        or until the store's writes work again (the harness sees it at rest)."""
+        self._backing_off = True
+        try:
+            await self._runtime.wait_for_store(delay_ms)
+        finally:
+            self._backing_off = False
 
     async def _sleep(self, deadline: float) -> None:
         if self._runtime.clock.now() >= deadline or self._wake.is_set():
@@ -240,7 +256,7 @@ class CronRunner:
             txn.put(CRON_JOBS, doc, updated)
             return updated
 
-        doc = await runtime.system_mutation(body)
+        doc = await runtime.system_mutation(body, wait=self._store_wait)
         if doc is None:
             self._planned.pop(planned.name, None)
             return
@@ -295,7 +311,7 @@ class CronRunner:
             txn.put(CRON_JOBS, doc, updated)
             return job, updated
 
-        job, updated = await runtime.system_mutation(body)
+        job, updated = await runtime.system_mutation(body, wait=self._store_wait)
         if job is None:
             # Not finished after all (e.g. reported at start-up): wait for it.
             return

@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING, Any
 from ..clock import sleep_until_or_woken
 from ..context import NO_AUTH, MutationCtx
 from ..db import DatabaseWriter, Transaction
-from ..errors import CommitFailedError, ConvexError, FunctionNotFoundError
+from ..errors import ConvexError, FunctionNotFoundError, StoreUnavailableError
 from ..functions import ConvexFunction, FunctionKind
 from ..store.base import ConflictError, KeyRange
+from ..store.health import failure_delay_ms, run_forever
 from .api import MutationScheduler, ScheduledWrites, Scheduler
 from .jobs import (
     BY_COMPLETED,
@@ -281,35 +282,41 @@ class Dispatcher:
     # -- the loop ------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        """Wake for due jobs until stopped. A round that fails (the store
+        cannot be read) is retried after a pause: the loop never ends on its own."""
+        clock = self._runtime.clock
+
+        async def pause(delay_ms: float) -> None:
+            await self._sleep(clock.now() + delay_ms)
+
+        await run_forever(self._wake_and_start, pause, "the scheduler's loop")
+
+    async def _wake_and_start(self) -> None:
+        """One round of the loop: start what is due, then sleep until the next deadline."""
         clock = self._runtime.clock
         wheel = self._wheel
         assert wheel is not None
-        while True:
+        now = clock.now()
+        if self._needs_load(now):
+            await self._load(now + self.window_ms)
             now = clock.now()
-            if self._needs_load(now):
-                await self._load(now + self.window_ms)
-                now = clock.now()
-            running = self._running
-            self._ready.add_run(
-                [
-                    (deadline, job_id)
-                    for deadline, job_id in wheel.advance(now)
-                    if job_id not in running
-                ]
-            )
-            self._start_ready()
-            if now >= self._next_retention and (
-                self._retention_task is None or self._retention_task.done()
-            ):
-                # Re-planned by the retention task, from the oldest finished job.
-                self._next_retention = float("inf")
-                self._retention_task = asyncio.create_task(self._retention(now))
-            deadline = min(
-                wheel.next_deadline() or float("inf"),
-                float("inf") if self._capped else self._next_refresh,
-                self._next_retention,
-            )
-            await self._sleep(deadline)
+        running = self._running
+        self._ready.add_run(
+            [(deadline, job_id) for deadline, job_id in wheel.advance(now) if job_id not in running]
+        )
+        self._start_ready()
+        if now >= self._next_retention and (
+            self._retention_task is None or self._retention_task.done()
+        ):
+            # Re-planned by the retention task, from the oldest finished job.
+            self._next_retention = float("inf")
+            self._retention_task = asyncio.create_task(self._retention(now))
+        deadline = min(
+            wheel.next_deadline() or float("inf"),
+            float("inf") if self._capped else self._next_refresh,
+            self._next_retention,
+        )
+        await self._sleep(deadline)
 
     async def _sleep(self, deadline: float) -> None:
         if self._runtime.clock.now() >= deadline:
@@ -455,11 +462,17 @@ class Dispatcher:
         """A job whose kind was not known up front, or an action."""
         runtime = self._runtime
         try:
-            txn = runtime.transaction(writable=False)
-            try:
-                doc = await txn.get(job_id)
-            finally:
-                txn.release()
+            failures = 0
+            while True:
+                txn = runtime.transaction(writable=False)
+                try:
+                    doc = await txn.get(job_id)
+                    break
+                except StoreUnavailableError:
+                    failures += 1
+                    await self._store_backoff(failures)
+                finally:
+                    txn.release()
             if doc is None or doc["state"]["kind"] != JobState.PENDING:
                 return
             try:
@@ -488,28 +501,28 @@ class Dispatcher:
         """
         conflicts = 0
         errors = 0
-        try:
-            while True:
-                try:
-                    outcomes = await self._batch_attempt(job_ids)
-                except ConflictError:
-                    if len(job_ids) > 1:
-                        self._requeue_solo(job_ids)
-                        return
-                    conflicts += 1
-                    await self._backoff(full_jitter(conflicts, 100, 60_000), len(job_ids))
-                    continue
-                except CommitFailedError:
-                    errors += 1
-                    logger.warning("scheduled mutations: commit failed, retrying", exc_info=True)
-                    await self._backoff(full_jitter(errors, 500, 2 * 3600 * 1000), len(job_ids))
-                    continue
-                break
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the dispatcher must survive anything a job does
-            logger.exception("scheduled mutations %s crashed the executor", job_ids)
-            return
+        while True:
+            try:
+                outcomes = await self._batch_attempt(job_ids)
+            except ConflictError:
+                if len(job_ids) > 1:
+                    self._requeue_solo(job_ids)
+                    return
+                conflicts += 1
+                await self._backoff(full_jitter(conflicts, 100, 60_000), len(job_ids))
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Store failures are logged once per streak by the store's
+                # health; anything else (a bug of ours) once per batch. The
+                # jobs are never abandoned: they stay pending and retry.
+                errors += 1
+                if errors == 1 and not isinstance(exc, StoreUnavailableError):
+                    logger.exception("scheduled mutations %s failed to run; retrying", job_ids)
+                await self._store_backoff(errors, len(job_ids))
+                continue
+            break
         runtime = self._runtime
         if runtime.listeners:
             ended = runtime.clock.now()  # they committed together
@@ -626,7 +639,7 @@ class Dispatcher:
             txn.put(SCHEDULED_FUNCTIONS, doc, updated)
             return True
 
-        result: bool = await runtime.system_mutation(body)
+        result: bool = await runtime.system_mutation(body, wait=self._store_wait)
         return result
 
     async def _backoff(self, delay_ms: float, jobs: int = 1) -> None:
@@ -636,6 +649,18 @@ class Dispatcher:
             await clock.sleep_until(clock.now() + delay_ms)
         finally:
             self._backing_off -= jobs
+
+    async def _store_wait(self, delay_ms: float, jobs: int = 1) -> None:
+        """A job's pause before it retries failed store work: ``delay_ms``, or
+        until the store's writes work again."""
+        self._backing_off += jobs
+        try:
+            await self._runtime.wait_for_store(delay_ms)
+        finally:
+            self._backing_off -= jobs
+
+    async def _store_backoff(self, failures: int, jobs: int = 1) -> None:
+        await self._store_wait(failure_delay_ms(failures), jobs)
 
     # -- start-up and retention ----------------------------------------------------------
 
@@ -670,11 +695,14 @@ class Dispatcher:
                     txn.put(SCHEDULED_FUNCTIONS, doc, None)
                 return len(rows)
 
-            deleted = await runtime.system_mutation(body)
+            deleted = await runtime.system_mutation(body, wait=runtime.wait_for_store)
             if deleted < RETENTION_BATCH:
                 break
             await asyncio.sleep(0)  # let dispatch run between batches
-        await self._plan_retention(now)
+        try:
+            await self._plan_retention(now)
+        except StoreUnavailableError:
+            self._next_retention = now + self.window_ms  # look again later
         self._wake.set()
 
     async def _plan_retention(self, now: float) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import ConvexpyError
+from .health import StoreHealth
 
 __all__ = [
     "BY_CREATION_TIME",
@@ -140,7 +141,15 @@ class ConflictError(ConvexpyError):
 
 
 class Store(ABC):
-    """A transactional document store. See the module docstring for the contract."""
+    """A transactional document store. See the module docstring for the contract.
+
+    ``health`` tracks whether writes are failing (see :mod:`.health`):
+    transactions report each commit's outcome to it, and a store reports
+    faults it knows of itself, such as a writer it cannot restart.
+    """
+
+    def __init__(self) -> None:
+        self.health = StoreHealth()
 
     @abstractmethod
     async def open(self) -> None:

@@ -233,6 +233,7 @@ class LatestVersionStore(Store):
     _apply_inline = False
 
     def __init__(self) -> None:
+        super().__init__()
         self._log = CommitLog()
         self._applied_ts = 0
         self._next_ts = 1
