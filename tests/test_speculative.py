@@ -9,9 +9,7 @@ write lock, so the writer process waits on it.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import signal
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -22,7 +20,6 @@ import anyio
 import pytest
 
 import convexpy
-from convexpy.errors import StoreClosedError
 from convexpy.ids import new_id
 from convexpy.store import IndexDef, KeyRange, ReadSet, SqliteStore, Write
 from convexpy.store.base import ConflictError, Document, Snapshot
@@ -213,20 +210,6 @@ async def test_the_writer_process_exits_with_the_store_and_holds_the_lock_while_
         assert child.poll() is None
     assert child.poll() is not None  # gone once the store closed
     assert await asyncio.to_thread(file_ids, path) == set()
-
-
-async def test_a_dead_writer_process_fails_commits_with_a_clear_error(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite3"
-    async with opened(path) as store:
-        assert store._process is not None
-        kept = doc_of(store)
-        await commit_now(store, Write(kept["_id"], TASKS, None, kept))
-        os.kill(store._process._proc.pid, signal.SIGKILL)
-        lost = doc_of(store)
-        for _ in range(2):  # the batch in flight, then every later one
-            with anyio.fail_after(10), pytest.raises(StoreClosedError, match="writer process"):
-                await commit_now(store, Write(lost["_id"], TASKS, None, lost))
-    assert await asyncio.to_thread(file_ids, path) == {kept["_id"]}
 
 
 JOBS_APP = """

@@ -20,6 +20,11 @@ wrote recently, reads the stored version of any other document the batch
 writes, and encodes keys with :mod:`convexpy.store.keys` (loaded by path: it
 imports nothing but the standard library).
 
+The child is started with the database path, the ``synchronous`` setting,
+the descriptors of its two pipes and the pid of the runtime that started it;
+it asks Linux to kill it when that runtime dies (``PR_SET_PDEATHSIG``), so it
+never outlives a runtime killed with SIGKILL by more than a moment.
+
 Protocol, over two pipes (``multiprocessing.connection`` framing, pickled
 messages): the child sends ``("ready", None)`` once connected, or
 ``("error", exc)`` and exits; then, for every batch
@@ -38,6 +43,7 @@ import contextlib
 import functools
 import importlib.util
 import itertools
+import os
 import pickle
 import signal
 import sqlite3
@@ -374,6 +380,20 @@ def _reply(outbox: Connection, message: object) -> None:
     outbox.send_bytes(data)
 
 
+def _die_with(parent_pid: int) -> None:
+    """Be killed when the runtime that started us dies (Linux), so that no
+    orphan keeps the database locked after a SIGKILL of the runtime. Killing
+    this process mid-batch is safe: SQLite rolls the transaction back, and
+    the runtime never acknowledged it."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # it died before we asked
+        os._exit(1)
+
+
 def main(argv: list[str]) -> int:
     # Ctrl-C in a terminal, or a service manager stopping the process group,
     # signals this process too: it leaves when the store is done with it (end
@@ -381,6 +401,7 @@ def main(argv: list[str]) -> int:
     for name in ("SIGINT", "SIGTERM", "SIGHUP"):
         signal.signal(getattr(signal, name), signal.SIG_IGN)
     path, synchronous, inbox_fd, outbox_fd = argv[1], argv[2], int(argv[3]), int(argv[4])
+    _die_with(int(argv[5]))
     inbox = Connection(inbox_fd, writable=False)
     outbox = Connection(outbox_fd, readable=False)
     try:

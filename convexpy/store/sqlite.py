@@ -40,16 +40,28 @@ those passes are pauses. It never runs ahead of the file: a write batch
 enters it only once committed to disk, and a read only if no batch entered it
 while the read was in flight.
 
-Only one process may open a database file at a time; a second one gets
-:class:`~convexpy.errors.StoreLockedError`.
+Only one process may open a database file at a time (the lock is on the
+file itself, whatever link names it: see :mod:`._sqlite_lock`); a second one
+gets :class:`~convexpy.errors.StoreLockedError` naming the process that has it.
+
+The writer process is watched. If it dies, or does not answer a batch within
+``write_timeout`` seconds (it was stopped, or the disk hangs; index builds
+excepted), it is killed and a new one started, and the batch it was writing
+is settled from the file: it landed (it is then made durable and reported
+written), or it did not (it is written again; after a timeout it fails with
+a clear error instead, so that a commit never waits without bound). A writer
+lost :attr:`SqliteStore.max_restarts` times in a row, or one that cannot be
+started again, makes the store unrecoverable (``health.fatal``): every write
+then fails with :class:`~convexpy.errors.StoreUnavailableError` saying why.
+Reads that hit a damaged file raise the same error, naming the damage.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
+import logging
 import os
 import pickle
 import sqlite3
@@ -59,16 +71,18 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import IO, Any, Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import aiosqlite
 import msgspec
 
-from ..errors import StoreClosedError, StoreLockedError, StoreVersionError
+from ..errors import StoreClosedError, StoreUnavailableError, StoreVersionError
+from ._sqlite_lock import lock_database
 from ._sqlite_writer import (
     TableIndexes,
     Writes,
     connect,
+    each_in,
     insert_rows,
     param_limit,
     pragmas,
@@ -79,6 +93,8 @@ from .engine import LatestVersionStore, creation_index_key, index_key_of, write_
 from .occ import Commit
 
 __all__ = ["SqliteStore"]
+
+logger = logging.getLogger("convexpy.store")
 
 SCHEMA_VERSION = 1
 """The layout this module writes (``PRAGMA user_version``)."""
@@ -127,17 +143,41 @@ class SqliteStore(LatestVersionStore):
     cache_bytes = 4 << 20
     """Most msgpack bytes (summed over its documents) the cache holds."""
 
-    def __init__(self, path: str | os.PathLike[str], *, synchronous: Synchronous = "full") -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Synchronous = "full",
+        write_timeout: float = 30.0,
+    ) -> None:
         super().__init__()
         if synchronous not in ("full", "normal", "off"):
             raise ValueError(f"synchronous must be 'full', 'normal' or 'off', got {synchronous!r}")
-        self.path = Path(path)
+        if not isinstance(write_timeout, int | float) or not write_timeout > 0:
+            raise ValueError(
+                f"write_timeout must be a positive number of seconds, got {write_timeout!r}"
+            )
+        # Symlinks resolved: SQLite names the -wal file after the path it opens.
+        self.path = Path(path).resolve()
         self._synchronous = synchronous
+        self.write_timeout = float(write_timeout)
+        """Seconds a write batch may take before the writer process is deemed
+        hung: it is killed and restarted, and the batch's commits fail."""
         self._writer: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._writer_busy = 0
+        """Calls running on the writer thread (an index build holds SQLite's
+        write lock for as long as it takes: batches wait, and are not hung)."""
         self._process: _WriterProcess | None = None
-        self._lock_file: IO[bytes] | None = None
+        self._lock_fd: int | None = None
+        self._recovery: asyncio.Task[None] | None = None
+        self._restarts = 0
+        """Writer processes lost since a batch last landed."""
+        self._broken: StoreUnavailableError | None = None
+        """Set when the writer process cannot be restarted: every write fails with it."""
+        self._held: tuple[_Message, _Done] | None = None
+        """A batch submitted while a lost writer process is being replaced."""
         self._max_params = 999
         """Most parameters a statement of the writer may have (read when it connects)."""
         self._index_nums: dict[str, int] = {}
@@ -167,19 +207,21 @@ class SqliteStore(LatestVersionStore):
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._acquire_lock()
+        self._lock_fd = await lock_database(self.path)
         try:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="convexpy-sqlite-writer")
             self._writer = await self._in_writer(self._connect_writer)
-            assert self._lock_file is not None
-            self._process = await _WriterProcess.start(
-                self.path, self._synchronous, self._lock_file.fileno()
-            )
+            self._process = await self._start_process()
             self._reader = await self._connect()
         except BaseException:
             await self.close()
             raise
         self._opened = True
+
+    async def _start_process(self) -> _WriterProcess:
+        assert self._lock_fd is not None
+        watch = _Watch(self._writer_lost, self.write_timeout, lambda: self._writer_busy > 0)
+        return await _WriterProcess.start(self.path, self._synchronous, self._lock_fd, watch)
 
     def _connect_writer(self) -> sqlite3.Connection:
         # It may wait for the writer process's batch (index numbers, builds).
@@ -201,24 +243,14 @@ class SqliteStore(LatestVersionStore):
             await conn.execute(pragma)
         return conn
 
-    def _acquire_lock(self) -> None:
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        lock_file = open(lock_path, "ab")  # noqa: SIM115 - held until close()
-        try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            lock_file.close()
-            raise StoreLockedError(
-                f"the database {str(self.path)!r} is already open in another process; "
-                "stop that process or use another --db file"
-            ) from exc
-        self._lock_file = lock_file
-
     async def close(self) -> None:
         if self._closed:
             return
         await self._drain()
         self._closed = True
+        if self._recovery is not None:
+            self._recovery.cancel()
+            await asyncio.gather(self._recovery, return_exceptions=True)
         if self._process is not None:
             with contextlib.suppress(Exception):
                 await self._process.close()
@@ -233,9 +265,9 @@ class SqliteStore(LatestVersionStore):
             self._executor.shutdown(wait=True)
         self._reader = self._writer = None
         self._executor = None
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
         self._cache.clear()
         self._cache_sizes.clear()
         self._cache_size = 0
@@ -247,8 +279,16 @@ class SqliteStore(LatestVersionStore):
         assert self._reader is not None
         return self._reader
 
+    async def _read(self, sql: str, params: Iterable[Any] = ()) -> Iterable[sqlite3.Row]:
+        """Rows of one read statement; a failure of the file (a damaged page,
+        an I/O error) raises :class:`StoreUnavailableError` saying so."""
+        try:
+            return await self._read_conn.execute_fetchall(sql, params)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailableError(_file_failure(self.path, exc)) from exc
+
     async def tables(self) -> list[str]:
-        rows = await self._read_conn.execute_fetchall("SELECT name FROM tables ORDER BY name")
+        rows = await self._read("SELECT name FROM tables ORDER BY name")
         return [row[0] for row in rows]
 
     async def _base_get(self, doc_id: str) -> Document | None:
@@ -256,11 +296,7 @@ class SqliteStore(LatestVersionStore):
         if cached is not _MISSING:
             return cached
         landed = self._batches_landed
-        rows = list(
-            await self._read_conn.execute_fetchall(
-                "SELECT doc FROM documents WHERE id = ?", (doc_id,)
-            )
-        )
+        rows = list(await self._read("SELECT doc FROM documents WHERE id = ?", (doc_id,)))
         doc = _decode(rows[0][0]) if rows else None
         if landed == self._batches_landed:
             self._cache_put({doc_id: (doc, len(rows[0][0]) if rows else 0)})
@@ -280,9 +316,7 @@ class SqliteStore(LatestVersionStore):
             chunk = missing[start : start + 500]
             marks = ",".join("?" * len(chunk))
             landed = self._batches_landed
-            rows = await self._read_conn.execute_fetchall(
-                f"SELECT id, doc FROM documents WHERE id IN ({marks})", chunk
-            )
+            rows = await self._read(f"SELECT id, doc FROM documents WHERE id IN ({marks})", chunk)
             read: dict[str, tuple[Document | None, int]] = dict.fromkeys(chunk, (None, 0))
             for doc_id, blob in rows:
                 doc = found[doc_id] = _decode(blob)
@@ -339,7 +373,7 @@ class SqliteStore(LatestVersionStore):
         sql += " ORDER BY e.key DESC" if order == "desc" else " ORDER BY e.key"
         sql += " LIMIT ?"
         params.append(limit)
-        rows = await self._read_conn.execute_fetchall(sql, params)
+        rows = await self._read(sql, params)
         return [(bytes(key), _decode(doc)) for key, doc in rows]
 
     # -- writes ------------------------------------------------------------------
@@ -351,7 +385,13 @@ class SqliteStore(LatestVersionStore):
 
     async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        self._writer_busy += 1
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise StoreUnavailableError(_file_failure(self.path, exc)) from exc
+        finally:
+            self._writer_busy -= 1
 
     async def _index_number(self, key: str) -> int:
         """The number of index ``key`` in ``index_entries``, given (durably) on first use."""
@@ -367,7 +407,7 @@ class SqliteStore(LatestVersionStore):
         with transaction(conn):
             return _index_number_in(conn, key)
 
-    def _base_start(self, commits: list[Commit], done: Callable[[Exception | None], None]) -> None:
+    def _base_start(self, commits: list[Commit], done: _Done) -> None:
         # The documents are encoded here, on the event loop, and handed to
         # the writer process, which works out the index entries and writes;
         # when it is done, one callback lands the batch in the cache, reports
@@ -468,7 +508,7 @@ class SqliteStore(LatestVersionStore):
         self,
         batch: _Batch,
         indexes: dict[str, TableIndexes],
-        done: Callable[[Exception | None], None],
+        done: _Done,
     ) -> None:
         """Write ``batch`` in the writer process; then, on the loop, land it in
         the cache and call ``done`` (whatever happens to the caller meanwhile)."""
@@ -477,10 +517,19 @@ class SqliteStore(LatestVersionStore):
         def landed(exc: Exception | None) -> None:
             if exc is None:
                 self._sent.update(indexes)  # (after a failure, they are sent again)
+                if self._restarts:
+                    self._restarts = 0
+                    self.health.write_succeeded()
                 self._landed(batch)  # on disk now
             done(exc)
 
-        self._process.write((self._max_params, indexes, batch.writes, batch.tables), landed)
+        message = (self._max_params, indexes, batch.writes, batch.tables)
+        if self._broken is not None:
+            asyncio.get_running_loop().call_soon(landed, self._broken)
+        elif self._recovery is not None and not self._recovery.done():
+            self._held = (message, landed)  # sent once a new writer process is up
+        else:
+            self._process.write(message, landed)
 
     def _landed(self, batch: _Batch) -> None:
         """Bring the cache up to ``batch``, which is committed to the file."""
@@ -492,6 +541,122 @@ class SqliteStore(LatestVersionStore):
             }
         )
         self._batches_landed += 1
+
+    # -- a lost writer process ----------------------------------------------------
+
+    max_restarts = 3
+    """Writer processes lost in a row (no batch landing in between) before the
+    store gives up and reports itself unrecoverable."""
+
+    def _writer_lost(
+        self,
+        message: _Message | None,
+        done: _Done | None,
+        reason: str,
+        timed_out: bool,
+    ) -> None:
+        """The writer process died or hung, with ``message`` in flight (or none)."""
+        self._recovery = asyncio.create_task(
+            self._recover(message, done, reason, timed_out), name="convexpy-sqlite-recovery"
+        )
+
+    def _resend(self, message: _Message, done: _Done) -> None:
+        """Send a batch that was meant for a writer process now lost to its
+        successor (or fail it, if there is none), with the index configuration
+        of its tables (the successor was told nothing yet)."""
+        if self._broken is not None:
+            done(self._broken)
+            return
+        assert self._process is not None
+        max_params, _, writes, tables = message
+        batch_tables = {table for _, table, _, _ in writes}
+        indexes = {t: self._configs[t] for t in batch_tables if t in self._configs}
+        self._process.write((max_params, indexes, writes, tables), done)
+
+    async def _recover(
+        self,
+        message: _Message | None,
+        done: _Done | None,
+        reason: str,
+        timed_out: bool,
+    ) -> None:
+        """Replace a lost writer process, then settle the batch it was writing:
+        it landed (then it is made durable and reported written), or it did
+        not (then it is written again, or, if the writer hung, failed). A
+        batch submitted meanwhile waits, then goes to the new process."""
+        try:
+            await self._replace_process(message, done, reason, timed_out)
+        finally:
+            held, self._held = self._held, None
+            if held is not None:
+                self._resend(*held)
+
+    async def _replace_process(
+        self,
+        message: _Message | None,
+        done: _Done | None,
+        reason: str,
+        timed_out: bool,
+    ) -> None:
+        lost = self._process
+        assert lost is not None
+        await lost.kill()
+        if not timed_out:
+            reason = f"{reason} ({lost.exit_text()})"
+        self._restarts += 1
+        self.health.write_failed(StoreUnavailableError(f"the SQLite writer process {reason}"))
+        logger.warning("The SQLite writer process of %s %s; restarting it.", self.path, reason)
+        try:
+            if self._restarts > self.max_restarts:
+                raise StoreUnavailableError(f"it was lost {self._restarts} times in a row")
+            self._process = await self._start_process()
+        except Exception as exc:
+            self._broken = StoreUnavailableError(
+                f"the SQLite writer process of {str(self.path)!r} {reason}, and could not be "
+                f"restarted ({exc}): nothing can be written until convexpy is restarted"
+            )
+            self.health.set_fatal(str(self._broken))
+            if done is not None:
+                done(self._broken)
+            return
+        self._sent = {}
+        if message is None or done is None:
+            return
+        if await self._in_writer(self._batch_landed, message[2]):
+            logger.warning("The write in flight had landed; nothing was lost.")
+            done(None)
+        elif timed_out:
+            done(
+                StoreUnavailableError(
+                    f"the SQLite writer process did not finish a write within "
+                    f"{self.write_timeout:g} s (a stopped process or a hung disk); it was "
+                    "killed and restarted, and nothing of that write was kept"
+                )
+            )
+        else:
+            logger.warning("The write in flight had not landed; writing it again.")
+            self._resend(message, done)
+
+    def _batch_landed(self, writes: Writes) -> bool:
+        """Whether the file holds exactly what ``writes`` wrote (on the writer
+        thread, once no writer process is left). A batch is one transaction:
+        all of it landed or none. If it did, it is made durable here."""
+        conn = self._writer
+        assert conn is not None
+        stored: dict[str, bytes] = {}
+        head = "SELECT id, doc FROM documents WHERE id IN"
+        for found in each_in(conn, head, (), [w[0] for w in writes], self._max_params):
+            stored.update(found.fetchall())
+        landed = all(stored.get(doc_id) == blob for doc_id, _, blob, _ in writes)
+        if landed:  # the writer may have died between writing and syncing
+            for name in (self.path.name + "-wal", self.path.name):
+                with contextlib.suppress(FileNotFoundError):
+                    fd = os.open(self.path.with_name(name), os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+        return landed
 
     # -- index builds ------------------------------------------------------------
 
@@ -549,32 +714,64 @@ class SqliteStore(LatestVersionStore):
 _WRITER_SCRIPT = str(Path(__file__).with_name("_sqlite_writer.py"))
 
 
+_Message = tuple[int, dict[str, TableIndexes], Writes, list[tuple[str]]]
+"""A write batch as sent to the writer process (see :mod:`._sqlite_writer`)."""
+
+_Done = Callable[[Exception | None], None]
+"""Called with the outcome of a batch: None when it is on disk."""
+
+
+class _Watch(NamedTuple):
+    """How the store watches its writer process (see :class:`_WriterProcess`)."""
+
+    on_lost: Callable[[_Message | None, _Done | None, str, bool], None]
+    write_timeout: float
+    busy: Callable[[], bool]
+
+
 class _WriterProcess:
-    """The child process that writes batches (see :mod:`._sqlite_writer`), one at a time."""
+    """The child process that writes batches (see :mod:`._sqlite_writer`), one at a time.
+
+    When the child dies, or does not answer a batch within ``write_timeout``
+    seconds (while no index build holds SQLite's lock: ``busy()``), it is
+    *lost*: ``on_lost(message, done, reason, timed_out)`` is called with the
+    batch in flight, if any, and this object is done with.
+    """
 
     def __init__(
-        self, proc: subprocess.Popen[bytes], outbox: Connection, inbox: Connection
+        self, proc: subprocess.Popen[bytes], outbox: Connection, inbox: Connection, watch: _Watch
     ) -> None:
         self._proc = proc
         self._outbox = outbox
         """Batches to the child."""
         self._inbox = inbox
         """Replies from the child."""
-        self._waiting: Callable[[Exception | None], None] | None = None
-        """Called with the reply to the batch in flight."""
-        self._broken: Exception | None = None
+        self._watch = watch
+        self._in_flight: tuple[_Message, _Done] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._lost = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
-    async def start(cls, path: Path, synchronous: str, lock_fd: int) -> _WriterProcess:
+    async def start(
+        cls, path: Path, synchronous: str, lock_fd: int, watch: _Watch
+    ) -> _WriterProcess:
         """Start the child on ``path`` and wait until it is connected. It
         inherits ``lock_fd`` (the store's ``flock``), so the file stays locked
-        until the child is gone too, even if this process dies first."""
+        until the child is gone too; it dies with this process."""
         to_child, to_us = os.pipe(), os.pipe()
         fds = [str(to_child[0]), str(to_us[1])]
         try:
             proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; waited for below
-                [sys.executable, "-P", _WRITER_SCRIPT, str(path), synchronous, *fds],
+                [
+                    sys.executable,
+                    "-P",
+                    _WRITER_SCRIPT,
+                    str(path),
+                    synchronous,
+                    *fds,
+                    str(os.getpid()),
+                ],
                 pass_fds=(to_child[0], to_us[1], lock_fd),
                 stdin=subprocess.DEVNULL,
             )
@@ -589,7 +786,10 @@ class _WriterProcess:
         os.close(to_child[0])
         os.close(to_us[1])
         writer = cls(
-            proc, Connection(to_child[1], readable=False), Connection(to_us[0], writable=False)
+            proc,
+            Connection(to_child[1], readable=False),
+            Connection(to_us[0], writable=False),
+            watch,
         )
         try:
             try:
@@ -608,47 +808,82 @@ class _WriterProcess:
         writer._loop.add_reader(writer._inbox.fileno(), writer._on_reply)
         return writer
 
-    def write(self, batch: tuple[Any, ...], done: Callable[[Exception | None], None]) -> None:
-        """Send one batch message (see :mod:`._sqlite_writer`); ``done`` is
-        called on the loop with the outcome."""
-        assert self._waiting is None and self._loop is not None, "one batch at a time"
-        if self._broken is not None:
-            self._loop.call_soon(done, self._broken)
-            return
-        self._waiting = done
+    def write(self, message: _Message, done: _Done) -> None:
+        """Send one batch; ``done`` is called on the loop with the outcome
+        (unless the process is lost first: then ``on_lost`` gets it)."""
+        assert self._in_flight is None and self._loop is not None, "one batch at a time"
+        self._in_flight = (message, done)
+        self._timer = self._loop.call_later(self._watch.write_timeout, self._check_hung)
         try:
-            self._outbox.send_bytes(pickle.dumps(batch, pickle.HIGHEST_PROTOCOL))
+            self._outbox.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
         except OSError:
-            self._fail()
+            self._lose("exited unexpectedly")  # its end of the pipe is closed
+
+    def _check_hung(self) -> None:
+        assert self._loop is not None
+        self._timer = None
+        if self._in_flight is None or self._lost:
+            return
+        if self._watch.busy():  # an index build holds the lock: the batch waits for it
+            self._timer = self._loop.call_later(self._watch.write_timeout, self._check_hung)
+            return
+        self._lose(
+            f"did not finish a write within {self._watch.write_timeout:g} s (a stopped process or"
+            " a hung disk)",
+            timed_out=True,
+        )
 
     def _on_reply(self) -> None:
         try:
             reply = pickle.loads(self._inbox.recv_bytes())
         except (EOFError, OSError):
-            self._fail()
+            self._lose("exited unexpectedly")
             return
-        done, self._waiting = self._waiting, None
-        if done is not None:
-            done(None if reply is None else write_failure(reply))
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            in_flight[1](None if reply is None else write_failure(reply))
 
-    def _fail(self) -> None:
-        """The child is gone: fail the batch in flight and every later one."""
-        if self._broken is None:
-            self._broken = StoreClosedError(
-                f"the SQLite writer process exited (exit code {self._proc.poll()}), so the"
-                " store can no longer write; the batch it was writing may or may not be on"
-                " disk: restart the process to recover"
-            )
-            if self._loop is not None:
-                self._loop.remove_reader(self._inbox.fileno())
-        done, self._waiting = self._waiting, None
-        if done is not None:
-            done(self._broken)
+    def _lose(self, reason: str, *, timed_out: bool = False) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._loop is not None:
+            self._loop.remove_reader(self._inbox.fileno())
+        in_flight, self._in_flight = self._in_flight, None
+        message, done = in_flight if in_flight is not None else (None, None)
+        self._watch.on_lost(message, done, reason, timed_out)
+
+    def exit_text(self) -> str:
+        code = self._proc.returncode
+        if code is None:
+            return "still running"
+        if code < 0:
+            return f"killed by signal {-code}"
+        return f"exit code {code}"
+
+    async def kill(self) -> None:
+        """Make sure the child is gone (killed if need be) and reaped."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+        await asyncio.to_thread(self._proc.wait)
+        self._outbox.close()
+        self._inbox.close()
 
     async def close(self) -> None:
         """Let the child finish, close the database and exit."""
-        if self._loop is not None and self._broken is None:
+        if self._lost:
+            await self.kill()
+            return
+        if self._loop is not None:
             self._loop.remove_reader(self._inbox.fileno())
+        if self._timer is not None:
+            self._timer.cancel()
         self._outbox.close()  # end of input: the child exits
         try:
             await asyncio.to_thread(self._proc.wait, 60)
@@ -724,6 +959,18 @@ def _build_index(conn: sqlite3.Connection, index: IndexDef, num: int, creation: 
 
 
 # -- schema ------------------------------------------------------------------------------
+
+
+def _file_failure(path: Path, exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, sqlite3.DatabaseError) and (
+        "malformed" in text or "not a database" in text or "corrupt" in text
+    ):
+        return (
+            f"the database file {str(path)!r} is damaged ({text}): restore it from a backup; "
+            "`sqlite3 FILE .recover` may save what is left"
+        )
+    return f"the database file {str(path)!r} failed: {text}"
 
 
 def _prepare_schema(conn: sqlite3.Connection, path: Path) -> None:
