@@ -17,7 +17,7 @@ import pytest
 from test_speculative import EVERYTHING, TASKS, commit_now, doc_of, file_ids, opened
 
 from convexpy.errors import StoreLockedError, StoreUnavailableError
-from convexpy.store import ReadSet, SqliteStore, Write
+from convexpy.store import ReadSet, SqliteStore, Write, store_from_url
 from convexpy.store.base import ConflictError
 
 TESTS = Path(__file__).parent
@@ -230,3 +230,15 @@ async def test_a_damaged_file_is_reported_as_damaged(tmp_path: Path) -> None:
                 await store.scan(snapshot, EVERYTHING, "asc", 10_000)
             finally:
                 store.release(snapshot)
+
+
+def test_store_urls_take_a_write_timeout_and_refuse_bad_ones(tmp_path: Path) -> None:
+    store = store_from_url(f"sqlite:///{tmp_path}/a.db?write_timeout=2.5&synchronous=normal")
+    assert isinstance(store, SqliteStore)
+    assert store.write_timeout == 2.5
+    assert store_from_url(f"sqlite:///{tmp_path}/a.db").write_timeout == 30.0  # type: ignore[attr-defined]
+    for bad in ("0", "-1", "inf", "nan", "soon"):
+        with pytest.raises(ValueError, match="write_timeout must be a positive number"):
+            store_from_url(f"sqlite:///{tmp_path}/a.db?write_timeout={bad}")
+    with pytest.raises(ValueError, match="unknown SQLite store option"):
+        store_from_url(f"sqlite:///{tmp_path}/a.db?timeout=3")

@@ -24,7 +24,8 @@ __all__ = [
 
 def store_from_url(url: str | Store) -> Store:
     """Make a store from ``"memory"``, ``"sqlite:///relative.db"``,
-    ``"sqlite:////absolute.db"`` (optionally ``?synchronous=normal``), or pass a
+    ``"sqlite:////absolute.db"`` (options ``?synchronous=normal`` and
+    ``write_timeout=SECONDS``, joined by ``&``), or pass a
     :class:`Store` through."""
     if isinstance(url, Store):
         return url
@@ -42,11 +43,25 @@ def store_from_url(url: str | Store) -> Store:
             )
         options = dict(part.partition("=")[::2] for part in query.split("&") if part)
         synchronous = options.pop("synchronous", "full")
+        timeout_text = options.pop("write_timeout", "30")
         if options:
             raise ValueError(f"unknown SQLite store option(s) in {url!r}: {', '.join(options)}")
         if synchronous not in ("full", "normal", "off"):
             raise ValueError(f"synchronous must be full, normal or off in {url!r}")
-        return SqliteStore(Path(path[1:]), synchronous=synchronous)  # type: ignore[arg-type]
+        try:
+            write_timeout = float(timeout_text)
+        except ValueError:
+            write_timeout = float("nan")
+        if not 0 < write_timeout < float("inf"):
+            raise ValueError(
+                f"write_timeout must be a positive number of seconds in {url!r}, "
+                f"got {timeout_text!r}"
+            )
+        return SqliteStore(
+            Path(path[1:]),
+            synchronous=synchronous,  # type: ignore[arg-type]
+            write_timeout=write_timeout,
+        )
     raise ValueError(
         f"unknown store {url!r}: use 'memory', 'sqlite:///path.db' or a Store instance"
     )
