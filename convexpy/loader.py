@@ -9,10 +9,12 @@ because the directory is imported as a package.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.util
 import itertools
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -22,7 +24,7 @@ from .errors import ConvexpyError
 from .functions import ConvexFunction, FunctionRegistry
 from .schema import Schema
 
-__all__ = ["AppLoadError", "LoadedApp", "load_app", "unload_app"]
+__all__ = ["AppLoadError", "LoadedApp", "import_app", "load_app", "unload_app"]
 
 _counter = itertools.count(1)
 
@@ -88,6 +90,72 @@ def load_app(app_dir: str | Path) -> LoadedApp:
         unload_app(app)
         raise
     return app
+
+
+async def import_app(app_dir: str | Path, *, give_up_after: float) -> LoadedApp:
+    """:func:`load_app`, run on a thread of its own so that a module that
+    blocks at import (a sleep, a network call, an endless loop) never blocks
+    the event loop.
+
+    After ``give_up_after`` seconds, :class:`AppLoadError` names the module and
+    line still running. The thread cannot be stopped: it is a daemon (it
+    never holds up the interpreter's exit), and if it ever finishes, what it
+    loaded is unloaded.
+    """
+    loop = asyncio.get_running_loop()
+    delivered: asyncio.Future[LoadedApp] = loop.create_future()
+
+    def deliver(app: LoadedApp | None, error: BaseException | None) -> None:
+        if delivered.done():  # given up on: nobody will use it
+            if app is not None:
+                unload_app(app)
+        elif error is not None:
+            delivered.set_exception(error)
+        else:
+            assert app is not None
+            delivered.set_result(app)
+
+    def run() -> None:
+        app: LoadedApp | None = None
+        error: BaseException | None = None
+        try:
+            app = load_app(app_dir)
+        except BaseException as exc:  # delivered to the loop, which raises it
+            error = exc
+        try:
+            loop.call_soon_threadsafe(deliver, app, error)
+        except RuntimeError:  # the loop is closed
+            if app is not None:
+                unload_app(app)
+
+    thread = threading.Thread(target=run, name="convexpy-import", daemon=True)
+    thread.start()
+    try:
+        async with asyncio.timeout(give_up_after):
+            return await delivered
+    except TimeoutError:
+        raise _stuck_error(Path(app_dir), thread, give_up_after) from None
+
+
+def _stuck_error(root: Path, thread: threading.Thread, timeout: float) -> AppLoadError:
+    """Where the import running on ``thread`` is stuck, as an error."""
+    root = root.resolve()
+    frame = sys._current_frames().get(thread.ident or -1)
+    file: str | None = None
+    line: int | None = None
+    while frame is not None:  # innermost first: the app's deepest frame
+        if frame.f_code.co_filename.startswith(str(root)):
+            file, line = frame.f_code.co_filename, frame.f_lineno
+            break
+        frame = frame.f_back
+    where = "the app" if file is None else f"{Path(file).name} (line {line})"
+    return AppLoadError(
+        f"importing {where} did not finish within {timeout:g} s: does a module block at "
+        "import (a sleep, a network call, an endless loop)? Do that work in a function "
+        "instead",
+        file=file,
+        line=line,
+    )
 
 
 def _collect(app: LoadedApp, path: str, module: ModuleType) -> None:

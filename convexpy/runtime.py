@@ -30,7 +30,7 @@ from .errors import (
     StoreUnavailableError,
 )
 from .functions import ConvexFunction, FunctionKind
-from .loader import LoadedApp, load_app, unload_app
+from .loader import LoadedApp, import_app, unload_app
 from .logcapture import capture
 from .scheduler.api import ActionScheduler, MutationScheduler, ScheduledWrites
 from .scheduler.executor import Dispatcher, error_text
@@ -66,7 +66,9 @@ class Runtime:
     ``capture_logs=True`` (the dev server) collects what handlers print or
     log into each call's event instead of letting it reach the terminal.
     On exit, running scheduled jobs get ``shutdown_grace`` seconds (real
-    time) to finish before they are cancelled.
+    time) to finish before they are cancelled. The app is imported on a
+    thread of its own (at start and on :meth:`reload`): a module still
+    importing after ``import_timeout`` seconds fails the load, naming it.
     """
 
     def __init__(
@@ -81,11 +83,14 @@ class Runtime:
         retention_ms: float = 7 * 24 * 3600 * 1000,
         capture_logs: bool = False,
         shutdown_grace: float = 5.0,
+        import_timeout: float = 30.0,
     ) -> None:
         if not isinstance(parallelism, int) or parallelism < 1:
             raise ValueError(f"parallelism must be a positive integer, got {parallelism!r}")
         if not isinstance(mutation_retries, int) or mutation_retries < 0:
             raise ValueError(f"mutation_retries must be >= 0, got {mutation_retries!r}")
+        if not isinstance(import_timeout, int | float) or not import_timeout > 0:
+            raise ValueError(f"import_timeout must be a positive number, got {import_timeout!r}")
         self.app_dir = Path(app_dir)
         self.store: Store = store_from_url(store)
         self.clock: Clock = clock or SystemClock()
@@ -95,6 +100,7 @@ class Runtime:
         self.retention_ms = retention_ms
         self.capture_logs = capture_logs
         self.shutdown_grace = shutdown_grace
+        self.import_timeout = float(import_timeout)
         self.tables = TableNames()
         self.app: LoadedApp | None = None
         self.dispatcher = Dispatcher(self)
@@ -109,7 +115,7 @@ class Runtime:
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
-            self.app = load_app(self.app_dir)
+            self.app = await import_app(self.app_dir, give_up_after=self.import_timeout)
             stack.callback(self._unload)
             await self.store.open()
             stack.push_async_callback(self.store.close)
@@ -145,7 +151,7 @@ class Runtime:
         and ``line``) and the previous version keeps serving.
         """
         old = self._loaded
-        new = load_app(self.app_dir)
+        new = await import_app(self.app_dir, give_up_after=self.import_timeout)
         try:
             self.app = new  # cron validation resolves functions in the new app
             self.crons.validate(new.crons)
