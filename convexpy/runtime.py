@@ -35,6 +35,7 @@ from .logcapture import capture
 from .scheduler.api import ActionScheduler, MutationScheduler, ScheduledWrites
 from .scheduler.executor import Dispatcher, error_text
 from .scheduler.jobs import SCHEDULED_FUNCTIONS, SYSTEM_INDEXES
+from .schema_check import SCHEMAS, check_documents, record_schema
 from .store import Store, store_from_url
 from .store.base import ConflictError
 from .store.health import failure_delay_ms
@@ -119,6 +120,7 @@ class Runtime:
             stack.callback(self._unload)
             await self.store.open()
             stack.push_async_callback(self.store.close)
+            await self._check_schema(self.app)
             await self._configure_store(self.app)
             await self.dispatcher.start()
             stack.push_async_callback(lambda: self.dispatcher.stop(self.shutdown_grace))
@@ -153,6 +155,7 @@ class Runtime:
         old = self._loaded
         new = await import_app(self.app_dir, give_up_after=self.import_timeout)
         try:
+            await self._check_schema(new)
             self.app = new  # cron validation resolves functions in the new app
             self.crons.validate(new.crons)
             await self._configure_store(new)
@@ -169,6 +172,10 @@ class Runtime:
         if self.app is not None:
             unload_app(self.app)
 
+    async def _check_schema(self, app: LoadedApp) -> None:
+        """Refuse a schema that stored documents violate (see :mod:`.schema_check`)."""
+        await check_documents(self, app.schema, str(app.root / "schema.py"))
+
     async def _configure_store(self, app: LoadedApp) -> None:
         indexes = [*SYSTEM_INDEXES, *CRON_INDEXES]
         if app.schema is not None:
@@ -176,8 +183,10 @@ class Runtime:
             for table in app.schema.tables:
                 self.tables.add(table)
         await self.store.configure_indexes(indexes)
+        await record_schema(self, app.schema)
         self.tables.add(SCHEDULED_FUNCTIONS)
         self.tables.add(CRON_JOBS)
+        self.tables.add(SCHEMAS)
         for table in await self.store.tables():
             self.tables.add(table)
 

@@ -8,6 +8,7 @@ up to date by the store. Without one, any table works and only the built-in
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from .errors import SchemaValidationError
 from .store.base import BY_CREATION_TIME, BY_ID, IndexDef
 from .validators import Validator, compile_object
+from .validators.nodes import VObject
 
 __all__ = ["Schema", "TableDefinition", "define_schema", "define_table"]
 
@@ -85,6 +87,11 @@ class Schema:
             for table, definition in self.tables.items()
             for name, fields in definition.indexes.items()
         ]
+
+    def fingerprint(self, table: str) -> str:
+        """The validator of ``table`` as canonical JSON (two equal validators,
+        and only they, give the same text)."""
+        return json.dumps(VObject(self.tables[table].fields).json(), sort_keys=True)
 
     def validate(self, table: str, fields: dict[str, Any]) -> dict[str, Any]:
         """The document's fields as stored (e.g. ints of ``v.number()`` fields as floats)."""

@@ -90,3 +90,82 @@ def test_import_timeout_must_be_positive(make_app: Any) -> None:
     for bad in (0, -1, "10"):
         with pytest.raises(ValueError, match="import_timeout must be a positive number"):
             Runtime(app, import_timeout=bad)  # type: ignore[arg-type]
+
+
+SCHEMA_V1 = """
+from convexpy import define_schema, define_table, v
+
+schema = define_schema({"messages": define_table({"body": v.string()})})
+"""
+
+SCHEMA_AUTHOR = """
+from convexpy import define_schema, define_table, v
+
+schema = define_schema({"messages": define_table({"body": v.string(), "author": v.string()})})
+"""
+
+SCHEMA_OPTIONAL_AUTHOR = """
+from convexpy import define_schema, define_table, v
+
+schema = define_schema(
+    {"messages": define_table({"body": v.string(), "author": v.optional(v.string())})}
+)
+"""
+
+MESSAGES = """
+from convexpy import mutation, query
+
+@mutation
+async def send(ctx, body: str):
+    return await ctx.db.insert("messages", {"body": body})
+
+@query
+async def count(ctx) -> int:
+    return len(await ctx.db.query("messages").collect())
+"""
+
+
+async def test_a_schema_that_documents_violate_is_refused_on_reload(make_app: Any) -> None:
+    app = make_app({"schema.py": SCHEMA_V1, "messages.py": MESSAGES})
+    async with Runtime(app) as rt:
+        first = await rt.mutation("messages:send", {"body": "hi"})
+        (app / "schema.py").write_text(SCHEMA_AUTHOR)
+        with pytest.raises(AppLoadError) as caught:
+            await rt.reload()
+        message = str(caught.value)
+        assert f"document {first!r} in table 'messages'" in message
+        assert "$.author" in message and "missing required field" in message
+        assert caught.value.file is not None and caught.value.file.endswith("schema.py")
+        # The previous schema is still in force: a message without an author is fine.
+        await rt.mutation("messages:send", {"body": "still works"})
+        (app / "schema.py").write_text(SCHEMA_OPTIONAL_AUTHOR)
+        await rt.reload()  # compatible with every document: accepted
+        assert await rt.query("messages:count") == 2
+
+
+async def test_a_schema_changed_while_stopped_is_checked_at_start_and_only_then(
+    make_app: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from convexpy import schema_check
+
+    checked: list[str] = []
+    check_table = schema_check._check_table
+
+    async def spy(txn: Any, schema: Any, table: str, schema_file: str) -> None:
+        checked.append(table)
+        await check_table(txn, schema, table, schema_file)
+
+    monkeypatch.setattr(schema_check, "_check_table", spy)
+    app = make_app({"schema.py": SCHEMA_V1, "messages.py": MESSAGES})
+    store = f"sqlite:///{tmp_path}/data.sqlite3"
+    async with Runtime(app, store=store) as rt:
+        await rt.mutation("messages:send", {"body": "hi"})
+    assert checked == ["messages"]  # first start: nothing recorded yet
+    async with Runtime(app, store=store):
+        pass
+    assert checked == ["messages"]  # unchanged: not read again
+    (app / "schema.py").write_text(SCHEMA_AUTHOR)
+    with pytest.raises(AppLoadError, match="does not match the new schema"):
+        async with Runtime(app, store=store):
+            pass
+    assert checked == ["messages", "messages"]

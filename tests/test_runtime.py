@@ -187,6 +187,7 @@ def test_public_names_are_exported():
         "runtime",
         "scheduler",
         "schema",
+        "schema_check",
         "store",
         "testing",
         "validators",
