@@ -107,6 +107,7 @@ class Runtime:
         self.dispatcher = Dispatcher(self)
         self.crons = CronRunner(self)
         self.dispatcher.on_job_done = self.crons.job_finished
+        self.dispatcher.cron_of = self.crons.cron_of
         self._stack: AsyncExitStack | None = None
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
 

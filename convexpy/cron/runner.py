@@ -100,6 +100,10 @@ class CronRunner:
         """Ids of the jobs that are cron runs in flight."""
         return set(self._by_job)
 
+    def cron_of(self, job_id: str) -> str | None:
+        """The name of the cron job that ``job_id`` is a run of, if it is one in flight."""
+        return self._by_job.get(job_id)
+
     # -- definitions -------------------------------------------------------------
 
     def _definitions(self, crons: CronJobs | None) -> dict[str, dict[str, Any]]:

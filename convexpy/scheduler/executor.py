@@ -20,6 +20,7 @@ that fall inside the window are added directly. Due jobs start in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import random
@@ -31,6 +32,7 @@ from ..context import NO_AUTH, MutationCtx
 from ..db import DatabaseWriter, Transaction
 from ..errors import ConvexError, FunctionNotFoundError, StoreUnavailableError
 from ..functions import ConvexFunction, FunctionKind
+from ..logcapture import capture
 from ..store.base import ConflictError, KeyRange
 from ..store.health import failure_delay_ms, run_forever
 from .api import MutationScheduler, ScheduledWrites, Scheduler
@@ -70,8 +72,10 @@ def full_jitter(attempt: int, base_ms: float, cap_ms: float) -> float:
     return random.uniform(0, min(cap_ms, base_ms * 2 ** min(attempt, 40)))
 
 
-_Outcome = tuple[str, str, str, "str | None", float]
-"""(job id, path, "success" | "failed", error, start time)."""
+_Outcome = tuple[str, str, str, "str | None", float, "list[str] | None"]
+"""(job id, path, "success" | "failed", error, start time, what the handler printed)."""
+
+_NO_CAPTURE: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 MAX_BATCH = 128
 """Most scheduled mutations run in one transaction."""
@@ -139,6 +143,8 @@ class Dispatcher:
         self._ready = ReadyQueue()
         self.on_job_done: Callable[[str], None] | None = None
         """Called with each job id whose task ends (the cron runner listens)."""
+        self.cron_of: Callable[[str], str | None] = lambda job_id: None
+        """The name of the cron job a job is a run of (None: not a cron run)."""
         self.started = 0
         """How many jobs were started (for the harness's runaway bound)."""
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -526,11 +532,37 @@ class Dispatcher:
         runtime = self._runtime
         if runtime.listeners:
             ended = runtime.clock.now()  # they committed together
-            for job_id, path, outcome, error, started in outcomes:
-                event = _event(job_id, path, "mutation", outcome, started, ended)
-                if error is not None:
-                    event["error"] = error
-                runtime.emit(event)
+            for job_id, path, outcome, error, started, logs in outcomes:
+                self._emit(job_id, path, "mutation", outcome, started, ended, error, logs)
+
+    def _emit(
+        self,
+        job_id: str,
+        path: str,
+        kind: str,
+        outcome: str,
+        started: float,
+        ended: float,
+        error: str | None,
+        logs: list[str] | None,
+    ) -> None:
+        """Tell the runtime's listeners (the dev server's log) how a job ended."""
+        event: dict[str, Any] = {
+            "type": "job",
+            "job": job_id,
+            "path": path,
+            "kind": kind,
+            "outcome": outcome,
+            "duration_ms": ended - started,
+        }
+        if error is not None:
+            event["error"] = error
+        if logs:
+            event["logs"] = logs
+        cron = self.cron_of(job_id)
+        if cron is not None:
+            event["cron"] = cron
+        self._runtime.emit(event)
 
     def _requeue_solo(self, job_ids: list[str]) -> None:
         for job_id in job_ids:
@@ -548,6 +580,7 @@ class Dispatcher:
         outcomes: list[_Outcome] = []
         db = DatabaseWriter(txn)  # stateless beyond the transaction: one serves every job
         pending = JobState.PENDING.value
+        capture_logs = runtime.capture_logs
         try:
             await txn.prefetch(job_ids)
             for job_id in job_ids:
@@ -558,6 +591,7 @@ class Dispatcher:
                 path = doc["name"]
                 found = self._function(path)
                 error: str | None = None
+                logs: list[str] | None = None
                 if found is None:
                     error = f"Function {path!r} no longer exists in the app, so this job cannot run"
                 else:
@@ -568,8 +602,12 @@ class Dispatcher:
                     mark = txn.savepoint()
                     ctx = _JobCtx(db, runtime, txn, job_id, started)
                     try:
-                        args = fn.args.validate(doc["args"][0] if doc["args"] else {}, path)
-                        result = await fn.handler(ctx, **args)
+                        with capture() if capture_logs else _NO_CAPTURE as lines:
+                            try:
+                                args = fn.args.validate(doc["args"][0] if doc["args"] else {}, path)
+                                result = await fn.handler(ctx, **args)
+                            finally:
+                                logs = None if lines is None else lines.finish()
                         runtime.check_result(path, fn, result)
                     except Exception as exc:
                         txn.rollback_to(mark)
@@ -580,10 +618,10 @@ class Dispatcher:
                         if writes is not None:
                             all_writes.jobs.extend(writes.jobs)
                             all_writes.canceled.extend(writes.canceled)
-                        outcomes.append((job_id, path, "success", None, started))
+                        outcomes.append((job_id, path, "success", None, started, logs))
                         continue
                 txn.put(SCHEDULED_FUNCTIONS, doc, finished(doc, JobState.FAILED, now(), error))
-                outcomes.append((job_id, path, "failed", error, started))
+                outcomes.append((job_id, path, "failed", error, started, logs))
             await txn.commit(functools.partial(self.notify_accepted, all_writes))
         finally:
             txn.release()
@@ -602,18 +640,17 @@ class Dispatcher:
         if not claimed:
             return
         error: str | None = None
-        try:
-            await runtime.run_action(path, fn, args, None, job_id=job_id)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            error = error_text(exc)
+        with capture() if runtime.capture_logs else _NO_CAPTURE as lines:
+            try:
+                await runtime.run_action(path, fn, args, None, job_id=job_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = error_text(exc)
         state = JobState.SUCCESS if error is None else JobState.FAILED
         await self._finish(job_id, (JobState.IN_PROGRESS,), state, error)
-        event = _event(job_id, path, "action", state.value, started, runtime.clock.now())
-        if error is not None:
-            event["error"] = error
-        runtime.emit(event)
+        logs = None if lines is None else lines.finish()
+        self._emit(job_id, path, "action", state.value, started, runtime.clock.now(), error, logs)
 
     async def _finish(
         self,
@@ -715,16 +752,3 @@ class Dispatcher:
             txn.release()
         since = oldest[0][1]["completedTime"] if oldest else now
         self._next_retention = since + runtime.retention_ms
-
-
-def _event(
-    job_id: str, path: str, kind: str, outcome: str, started: float, ended: float
-) -> dict[str, Any]:
-    return {
-        "type": "job",
-        "job": job_id,
-        "path": path,
-        "kind": kind,
-        "outcome": outcome,
-        "duration_ms": ended - started,
-    }
