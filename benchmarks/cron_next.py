@@ -30,6 +30,7 @@ CASES: list[tuple[str, str | None]] = [
     ("*/5 * * * *", None),
     ("0 17 * * 1-5", None),
     ("0 0 L * *", None),
+    ("0 0 L-3 * *", None),
     ("30 2 29 2 *", None),
     ("15 10 * * 5#3", None),
     ("0 0 13 * 5", None),

@@ -121,6 +121,21 @@ PINNED = [
         ["2024-06-01T00:00", "2024-11-01T00:00", "2025-01-01T00:00"],
     ),
     ("*/59 * * * *", "2024-01-01T00:00", ["2024-01-01T00:59", "2024-01-01T01:00"]),
+    # Where saffron reads these otherwise (README's table), the intended
+    # meaning: no :49 in 50-10; wrapping steps over day of week, month and
+    # day of month reach the cycle's first value (Sunday, January, the 1st).
+    ("50-10 * * * *", "2024-01-01T00:45", ["2024-01-01T00:50", "2024-01-01T00:51"]),
+    (
+        "0 0 * * 5-1/2",
+        "2024-01-01T00:00",
+        ["2024-01-05T00:00", "2024-01-07T00:00", "2024-01-12T00:00"],
+    ),
+    ("0 0 1 11-2/2 *", "2024-03-01T00:00", ["2024-11-01T00:00", "2025-01-01T00:00"]),
+    (
+        "0 0 25-5/7 * *",
+        "2024-01-01T00:00",
+        ["2024-01-25T00:00", "2024-02-01T00:00", "2024-02-25T00:00", "2024-03-01T00:00"],
+    ),
     # Names in any case, in lists and ranges.
     (
         "0 9 * jAn-MaR Mon,wed",
@@ -192,6 +207,90 @@ PINNED = [
     ("0 0 15W 6,9 *", "2024-01-01T00:00", ["2024-06-14T00:00", "2024-09-16T00:00"]),
     # 30W: no February; Saturday Mar 30 2024 -> Friday 29th.
     ("0 0 30W * *", "2024-01-30T00:00", ["2024-03-29T00:00", "2024-04-30T00:00"]),
+    # L-n: n days before the last day (Feb 2024 has 29 days, Apr 30).
+    (
+        "0 0 L-3 * *",
+        "2024-01-01T00:00",
+        ["2024-01-28T00:00", "2024-02-26T00:00", "2024-03-28T00:00", "2024-04-27T00:00"],
+    ),
+    (
+        "0 0 L-1 2 *",
+        "2023-01-01T00:00",
+        ["2023-02-27T00:00", "2024-02-28T00:00", "2025-02-27T00:00"],
+    ),
+    ("0 0 L-1 2 *", "2099-03-01T00:00", ["2100-02-27T00:00"]),  # 2100 is not a leap year
+    # A month of n days or fewer has no L-n day: L-30 is the 1st of 31-day
+    # months only, L-29 the 2nd of those and the 1st of 30-day months.
+    (
+        "0 0 L-30 * *",
+        "2024-01-01T00:00",
+        [
+            "2024-03-01T00:00",
+            "2024-05-01T00:00",
+            "2024-07-01T00:00",
+            "2024-08-01T00:00",
+            "2024-10-01T00:00",
+        ],
+    ),
+    (
+        "0 0 L-29 * *",
+        "2024-01-01T00:00",
+        [
+            "2024-01-02T00:00",
+            "2024-03-02T00:00",
+            "2024-04-01T00:00",
+            "2024-05-02T00:00",
+            "2024-06-01T00:00",
+        ],
+    ),
+    ("0 0 L-28 2 *", "2023-01-01T00:00", ["2024-02-01T00:00", "2028-02-01T00:00"]),
+    ("0 0 L-28 2 *", "2096-03-01T00:00", ["2104-02-01T00:00"]),
+    # L-nW: the weekday nearest to day L-n. Jan 28 2024 is a Sunday -> Monday
+    # 29th; Feb 26 a Monday; Mar 28 a Thursday; Apr 27 a Saturday -> Friday 26th.
+    (
+        "0 0 L-3W * *",
+        "2023-12-31T00:00",
+        [
+            "2024-01-29T00:00",
+            "2024-02-26T00:00",
+            "2024-03-28T00:00",
+            "2024-04-26T00:00",
+            "2024-05-28T00:00",
+        ],
+    ),
+    # Saturday Feb 12 2000 (day L-17) moves to Friday 11th: nothing fires on
+    # Monday 14th, even when the search starts that day (saffron's same-day check
+    # would fire then), and Tuesday Mar 14 comes next.
+    ("0 12 L-17W * *", "2000-02-14T06:00", ["2000-03-14T12:00"]),
+    # L-30W is the 1st of 31-day months, moved within the month: Saturday
+    # May 1 2021 -> Monday 3rd, Sunday Aug 1 -> Monday 2nd, Saturday Jan 1 2022 -> 3rd.
+    (
+        "0 0 L-30W * *",
+        "2021-04-01T00:00",
+        [
+            "2021-05-03T00:00",
+            "2021-07-01T00:00",
+            "2021-08-02T00:00",
+            "2021-10-01T00:00",
+            "2021-12-01T00:00",
+            "2022-01-03T00:00",
+        ],
+    ),
+    # L-1W on May 30: Saturday in 2020 -> Friday 29th; Sunday in 2021 ->
+    # Monday 31st (the last day, still in May); a Monday in 2022.
+    (
+        "0 0 L-1W 5 *",
+        "2020-01-01T00:00",
+        ["2020-05-29T00:00", "2021-05-31T00:00", "2022-05-30T00:00"],
+    ),
+    # L-28W in February: only leap years have a day 29-28 = 1 (Sunday in 2032 -> 2nd).
+    (
+        "0 0 L-28W 2 *",
+        "2023-01-01T00:00",
+        ["2024-02-01T00:00", "2028-02-01T00:00", "2032-02-02T00:00"],
+    ),
+    # L and W in either case, as elsewhere.
+    ("0 0 l-3w * *", "2024-01-02T00:00", ["2024-01-29T00:00", "2024-02-26T00:00"]),
     # nL: the last Friday / Sunday of the month.
     (
         "0 0 * * 5L",
@@ -199,6 +298,9 @@ PINNED = [
         ["2024-01-26T00:00", "2024-02-23T00:00", "2024-03-29T00:00", "2024-04-26T00:00"],
     ),
     ("0 0 * * 7L", "2024-01-01T00:00", ["2024-01-28T00:00", "2024-02-25T00:00"]),
+    # Day-of-week L alone is Saturday (saffron's reading).
+    ("0 0 * * L", "2024-01-01T00:00", ["2024-01-06T00:00", "2024-01-13T00:00"]),
+    ("0 0 * * l", "2024-01-01T00:00", ["2024-01-06T00:00", "2024-01-13T00:00"]),
     ("0 0 * * sunL", "2024-02-26T00:00", ["2024-03-31T00:00", "2024-04-28T00:00"]),
     # n#k, and #5 only in months that have a fifth.
     (
@@ -238,6 +340,33 @@ PINNED = [
         "0 0 L * 1",
         "2024-01-27T00:00",
         ["2024-01-29T00:00", "2024-01-31T00:00", "2024-02-05T00:00"],
+    ),
+    # ... with day-of-week L: Saturdays or day L-3 (Sunday Jan 28, Monday Feb 26 2024).
+    (
+        "0 0 L-3 * L",
+        "2024-01-20T00:00",
+        [
+            "2024-01-27T00:00",
+            "2024-01-28T00:00",
+            "2024-02-03T00:00",
+            "2024-02-10T00:00",
+            "2024-02-17T00:00",
+            "2024-02-24T00:00",
+            "2024-02-26T00:00",
+        ],
+    ),
+    # Saturday Jun 15 2024 matches both; Monday Jul 15 the day of month alone.
+    (
+        "0 0 15 * L",
+        "2024-06-10T00:00",
+        [
+            "2024-06-15T00:00",
+            "2024-06-22T00:00",
+            "2024-06-29T00:00",
+            "2024-07-06T00:00",
+            "2024-07-13T00:00",
+            "2024-07-15T00:00",
+        ],
     ),
     # */2 is restricted (not a bare *), so OR applies: odd days or Mondays.
     (
@@ -450,11 +579,23 @@ CRON_ERRORS = [
     ("0 0 * * 8#1", "day-of-week", "out of range 0-7"),
     ("0 0 * * 5#", "day-of-week", "n#k"),
     ("0 0 * * 1#2,3", "day-of-week", "n#k"),
-    ("0 0 * * L", "day-of-week", "'L' alone"),
-    ("0 0 * * 1,5L", "day-of-week", "whole day-of-week field"),
+    ("0 0 * * 1,5L", "day-of-week", "L and nL must be the whole day-of-week field"),
+    ("0 0 * * 1,L", "day-of-week", "L and nL must be the whole day-of-week field"),
+    ("0 0 * * L,1", "day-of-week", "L and nL must be the whole day-of-week field"),
+    ("0 0 * * L-5", "day-of-week", "L and nL must be the whole day-of-week field"),
     ("0 0 * * 8L", "day-of-week", "out of range 0-7"),
     ("0 0 L,15 * *", "day-of-month", "whole day-of-month field"),
-    ("0 0 L-3 * *", "day-of-month", "whole day-of-month field"),
+    ("0 0 15,L-3 * *", "day-of-month", "L, L-n, LW, L-nW and nW must be the whole"),
+    ("0 0 L- * *", "day-of-month", "expected L-n or L-nW (n from 1 to 30)"),
+    ("0 0 L-x * *", "day-of-month", "expected L-n or L-nW (n from 1 to 30)"),
+    ("0 0 L-W * *", "day-of-month", "expected L-n or L-nW"),
+    ("0 0 L-3,5 * *", "day-of-month", "expected L-n or L-nW"),
+    ("0 0 L-3-1 * *", "day-of-month", "expected L-n or L-nW"),
+    ("0 0 L-3/2 * *", "day-of-month", "expected L-n or L-nW"),
+    ("0 0 L-3WW * *", "day-of-month", "expected L-n or L-nW"),
+    ("0 0 L-0 * *", "day-of-month", "offset 0 in 'L-0' must be from 1 to 30"),
+    ("0 0 L-31 * *", "day-of-month", "offset 31 in 'L-31' must be from 1 to 30"),
+    ("0 0 L-99W * *", "day-of-month", "offset 99 in 'L-99W' must be from 1 to 30"),
     ("0 0 W * *", "day-of-month", "whole day-of-month field"),
     ("0 0 0W * *", "day-of-month", "out of range 1-31"),
     ("0 0 32W * *", "day-of-month", "out of range 1-31"),
@@ -467,6 +608,11 @@ CRON_ERRORS = [
     ("0 0 30,31 feb *", "cron", "will never match any time"),
     ("0 0 31 4,6,9,11 *", "cron", "will never match any time"),
     ("0 0 30W 2 *", "cron", "will never match any time"),
+    ("0 0 L-30 2 *", "cron", "will never match any time"),
+    ("0 0 L-29 2 *", "cron", "will never match any time"),  # leap Februaries too
+    ("0 0 L-30 4,6,9,11 *", "cron", "will never match any time"),
+    ("0 0 L-30W feb *", "cron", "will never match any time"),
+    ("0 0 L-29W 2 *", "cron", "will never match any time"),
 ]
 
 
@@ -500,6 +646,11 @@ def test_never_firing_message_is_convexs() -> None:
         "0 0 * 2 5#5",
         "0 0 * 2 6L",
         "0 0 30-1 2 *",  # wraps to the 1st
+        "0 0 L-28 2 *",  # leap years
+        "0 0 L-28W 2 *",
+        "0 0 L-29 4 *",
+        "0 0 L-30 2,3 *",
+        "0 0 L-30 2 L",  # OR: any Saturday in February
     ],
 )
 def test_specs_that_do_fire_are_accepted(expr: str) -> None:
@@ -656,6 +807,15 @@ def _ref_day(dom: str, dow: str, day: date) -> bool:
     def weekday(d: int) -> int:  # Monday=0 ... Sunday=6
         return date(day.year, day.month, d).weekday()
 
+    def nearest_weekday(n: int) -> int | None:
+        if not 1 <= n <= length:
+            return None
+        if weekday(n) == 5:
+            return n - 1 if n > 1 else n + 2
+        if weekday(n) == 6:
+            return n + 1 if n < length else n - 2
+        return n
+
     def dom_ok() -> bool:
         upper = dom.upper()
         if upper == "L":
@@ -665,20 +825,19 @@ def _ref_day(dom: str, dow: str, day: date) -> bool:
             while weekday(last) >= 5:
                 last -= 1
             return day.day == last
-        if upper.endswith("W"):
-            n = int(upper[:-1])
-            if n > length:
-                return False
-            target = n
-            if weekday(n) == 5:
-                target = n - 1 if n > 1 else n + 2
-            elif weekday(n) == 6:
-                target = n + 1 if n < length else n - 2
+        if upper.startswith("L-"):  # L-n, L-nW: day length - n, if the month has it
+            target = length - int(upper[2:].removesuffix("W"))
+            if upper.endswith("W"):
+                return day.day == nearest_weekday(target)
             return day.day == target
+        if upper.endswith("W"):
+            return day.day == nearest_weekday(int(upper[:-1]))
         return day.day in _ref_set(dom, "dom")
 
     def dow_ok() -> bool:
         sunday_zero = (day.weekday() + 1) % 7
+        if dow.upper() == "L":
+            return sunday_zero == 6
         if "#" in dow:
             wd, k = dow.split("#")
             return sunday_zero == _ref_number(wd, DAYS, 0) % 7 and (day.day - 1) // 7 + 1 == int(k)
@@ -750,9 +909,15 @@ FULL_DOM = st.one_of(
     _list_field(1, 31, 30),
     st.sampled_from(["L", "LW", "l", "lw"]),
     st.integers(1, 31).map(lambda n: f"{n}W"),
+    st.tuples(
+        st.sampled_from(["L-", "l-"]),
+        st.integers(1, 30).map(str),
+        st.sampled_from(["", "W", "w"]),
+    ).map("".join),
 )
 FULL_DOW = st.one_of(
     st.just("*"),
+    st.sampled_from(["L", "l"]),
     _list_field(0, 7, 6, DAYS),
     st.tuples(_value(0, 7, DAYS, 0), st.sampled_from(["L", "l"])).map("".join),
     st.tuples(_value(0, 7, DAYS, 0), st.integers(1, 5)).map(lambda t: f"{t[0]}#{t[1]}"),
@@ -905,6 +1070,106 @@ def test_special_days_agree_with_cronsim(
     for _ in range(3):
         ts = schedule.next_after(ts)
         assert next(by_cronsim) == datetime.fromtimestamp(ts / 1000, UTC), expr
+
+
+# L-n and L-nW in months of one length are the plain day length - n and its
+# nW, which croniter and cronsim know (cronsim has no nW; croniter's agrees
+# with ours for a day before the month's last, as here).
+MONTHS_OF_LENGTH = {31: [1, 3, 5, 7, 8, 10, 12], 30: [4, 6, 9, 11]}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from([31, 30]).flatmap(
+        lambda length: st.tuples(
+            st.just(length),
+            st.lists(st.sampled_from(MONTHS_OF_LENGTH[length]), min_size=1, unique=True),
+        )
+    ),
+    st.integers(1, 30),
+    st.booleans(),
+    st.integers(0, 59),
+    st.integers(0, 23),
+    starts,
+)
+def test_last_offset_agrees_with_croniter_and_cronsim(
+    months_of_one_length: tuple[int, list[int]],
+    offset: int,
+    nearest: bool,
+    minute: int,
+    hour: int,
+    start: int,
+) -> None:
+    length, month_list = months_of_one_length
+    months = ",".join(map(str, sorted(month_list)))
+    w = "W" if nearest else ""
+    expr = f"{minute} {hour} L-{offset}{w} {months} *"
+    day = length - offset
+    if day < 1:  # these months have no day L-n
+        with pytest.raises(CronSpecError, match="will never match"):
+            compile_schedule(expr)
+        return
+    plain = f"{minute} {hour} {day}{w} {months} *"
+    start_dt = datetime.fromtimestamp(start / 1000, UTC)
+    by_croniter = croniter(plain, start_dt)
+    by_cronsim = None if nearest else CronSim(plain, start_dt)
+    schedule = compile_schedule(expr)
+    ts = start
+    for _ in range(3):
+        ts = schedule.next_after(ts)
+        ours = datetime.fromtimestamp(ts / 1000, UTC)
+        assert by_croniter.get_next(datetime) == ours, (expr, plain)
+        if by_cronsim is not None:
+            assert next(by_cronsim) == ours, (expr, plain)
+
+
+# Convex refuses a spec that never fires by saffron's check: with day-of-week
+# "*", L-n and L-nW need a month of at least n + 1 days among those allowed.
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 30),
+    st.sampled_from(["", "W"]),
+    st.lists(st.integers(1, 12), min_size=1, max_size=4, unique=True),
+)
+def test_last_offset_never_fires_exactly_when_convex_says(
+    offset: int, w: str, month_list: list[int]
+) -> None:
+    longest = max(calendar.monthrange(2024, month)[1] for month in month_list)  # a leap year
+    fields = f"0 0 L-{offset}{w} {','.join(map(str, month_list))}"
+    start = ms("2001-01-01T00:00")
+    if offset + 1 <= longest:
+        assert compile_schedule(f"{fields} *").next_after(start) > start
+    else:
+        with pytest.raises(CronSpecError, match="will never match any time"):
+            compile_schedule(f"{fields} *")
+        # With day-of-week restricted too, either fires (OR): here Saturdays alone.
+        fire = compile_schedule(f"{fields} L").next_after(start)
+        assert datetime.fromtimestamp(fire / 1000, UTC).weekday() == 5
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    _field(_list_field(0, 59, 59)),
+    _field(_list_field(0, 23, 23)),
+    FULL_DOM,
+    _field(_list_field(1, 12, 11, MONTHS, 1)),
+    starts,
+)
+def test_day_of_week_l_is_saturday(
+    minute: str, hour: str, dom: str, month: str, start: int
+) -> None:
+    fields = f"{minute} {hour} {dom} {month}"
+    try:
+        saturday = compile_schedule(f"{fields} 6")
+    except CronSpecError:
+        with pytest.raises(CronSpecError, match="will never match"):
+            compile_schedule(f"{fields} L")
+        return
+    last = compile_schedule(f"{fields} L")
+    ts_l = ts_6 = start
+    for _ in range(3):
+        ts_l, ts_6 = last.next_after(ts_l), saturday.next_after(ts_6)
+        assert ts_l == ts_6, fields
 
 
 # --- (d) time zones and DST ---------------------------------------------------

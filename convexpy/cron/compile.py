@@ -11,21 +11,26 @@ values, ranges ``a-b`` (``a-a`` is the single value ``a``; ``a > b`` wraps
 round, so ``fri-mon`` and ``22-2`` work), steps ``*/n``, ``a/n`` (from ``a``
 to the field's maximum: Saturday for day-of-week, so ``7/n`` is Sunday alone)
 and ``a-b/n`` with ``1 <= n <=`` the field's span, comma lists, JAN-DEC and
-SUN-SAT in any case, day-of-week 0-7 with Sunday as 0 or 7 (as Convex's docs
-say; saffron, the parser Convex runs, numbers them 1-7 from Sunday, Quartz
-style). Day-of-month ``L``, ``LW`` and ``nW`` (the weekday nearest to day
-``n`` without leaving the month, as in Quartz: ``1W`` on a Saturday is
-Monday the 3rd, ``31W`` on a Sunday is Friday the 29th, and a month without
-day ``n`` has no ``nW`` day); day-of-week ``nL`` (the last weekday ``n`` of
-the month) and ``n#k`` (the ``k``-th, ``k`` = 1-5). These five forms fill
-their field alone, as in saffron; ``L`` and ``W`` are accepted in either
-case. When both day fields are restricted (neither is a bare ``*``; ``*/2``
-counts as restricted) a day matching either fires; otherwise both must
-match. A spec that can never fire is refused when compiled. The day rules
-depend only on the length of the month and the weekday of its first day, so
-the compiler tabulates the 28 possible months, and the "never fires" check
-is exact: every (month, length, first weekday) combination occurs in the
-400-year Gregorian cycle.
+SUN-SAT in any case, day-of-week 0-6 from Sunday and 7 for Sunday too (7 is
+an extension: saffron, the parser Convex runs, in the fork Convex pins,
+takes 0-6 only). Day-of-month ``L`` (the last day), ``L-n`` (``n`` = 1-30
+days before it: ``L-3`` is the 28th of a 31-day month, and a month of ``n``
+days or fewer has no ``L-n`` day), ``LW``, ``L-nW`` and ``nW`` (the weekday
+nearest to the last day, to day ``L-n`` or to day ``n``, without leaving the
+month, as in Quartz: ``1W`` on a Saturday is Monday the 3rd, ``31W`` on a
+Sunday is Friday the 29th, and a month without day ``n`` has no ``nW``
+day); day-of-week ``L`` (Saturday, as saffron reads it), ``nL`` (the last
+weekday ``n`` of the month) and ``n#k`` (the ``k``-th, ``k`` = 1-5). The
+forms with ``L``, ``W`` or ``#`` fill their field alone, as in saffron;
+``L`` and ``W`` are accepted in either case (saffron takes upper case only).
+When both day fields are restricted (neither is a bare ``*``; ``*/2`` counts
+as restricted) a day matching either fires; otherwise both must match. A
+spec that can never fire is refused when compiled. The day rules depend only
+on the length of the month and the weekday of its first day, so the compiler
+tabulates the 28 possible months, and the "never fires" check is exact:
+every (month, length, first weekday) combination occurs in the 400-year
+Gregorian cycle. Where saffron reads a string otherwise (a wrapping range
+``50-10`` there also fires at :49, for one), README.md lists it.
 
 Why not croniter (or cronsim)? Both differ from these rules in edge cases:
 croniter reads ``5-5`` as the whole cycle, accepts steps larger than the
@@ -397,8 +402,8 @@ def _local_instant_ms(y: int, mo: int, d: int, h: int, mi: int, zone: ZoneInfo) 
 # Day-field kinds.
 _STAR: Final = 0
 _SET: Final = 1
-_LAST: Final = 2  # dom L / dow nL
-_LAST_WEEKDAY: Final = 3  # dom LW
+_LAST: Final = 2  # dom L and L-n (arg n, 0 for L) / dow nL
+_LAST_WEEKDAY: Final = 3  # dom LW and L-nW (arg n, 0 for LW)
 _NEAREST_WEEKDAY: Final = 4  # dom nW
 _NTH: Final = 5  # dow n#k
 
@@ -516,28 +521,27 @@ def _day_table(dom_kind: int, dom: int, dow_kind: int, dow: int) -> tuple[int, .
 
 
 def _dom_mask(kind: int, arg: int, length: int, first: int) -> int:
-    last_weekday = (first + length - 1) % 7
     if kind == _SET:
         return arg
-    if kind == _LAST:
-        return 1 << length
+    if kind == _LAST:  # day length - n; none when that is before the 1st
+        return 1 << (length - arg) if arg < length else 0
     if kind == _LAST_WEEKDAY:
-        # Saturday -> the Friday before; Sunday -> the Friday two days before.
-        return 1 << (
-            length - 1 if last_weekday == 6 else length - 2 if last_weekday == 0 else length
-        )
+        return _nearest_weekday(length - arg, length, first)
     if kind == _NEAREST_WEEKDAY:
-        if arg > length:
-            return 0
-        weekday = (first + arg - 1) % 7
-        if weekday == 6:  # Saturday: the Friday before, or Monday 3rd for the 1st
-            day = arg - 1 if arg > 1 else arg + 2
-        elif weekday == 0:  # Sunday: the Monday after, or the Friday before the last day
-            day = arg + 1 if arg < length else arg - 2
-        else:
-            day = arg
-        return 1 << day
+        return _nearest_weekday(arg, length, first)
     return 0
+
+
+def _nearest_weekday(day: int, length: int, first: int) -> int:
+    """The bit of the weekday nearest to ``day`` within its month; 0 if no such day."""
+    if not 1 <= day <= length:
+        return 0
+    weekday = (first + day - 1) % 7
+    if weekday == 6:  # Saturday: the Friday before, or Monday 3rd for the 1st
+        day = day - 1 if day > 1 else day + 2
+    elif weekday == 0:  # Sunday: the Monday after, or the Friday before the last day
+        day = day + 1 if day < length else day - 2
+    return 1 << day
 
 
 def _dow_mask(kind: int, arg: int, length: int, first: int) -> int:
@@ -678,6 +682,17 @@ def _parse_day_of_month(text: str) -> tuple[int, int]:
         return _LAST, 0
     if upper == "LW":
         return _LAST_WEEKDAY, 0
+    if upper.startswith("L-"):
+        offset_text = upper[2:].removesuffix("W")
+        if not _DIGITS.fullmatch(offset_text):
+            raise _CronSyntaxError(
+                field,
+                f"expected L-n or L-nW (n from 1 to 30) as the whole field, got {text!r}",
+            )
+        offset = int(offset_text)
+        if not 1 <= offset <= 30:
+            raise _CronSyntaxError(field, f"offset {offset} in {text!r} must be from 1 to 30")
+        return (_LAST_WEEKDAY if upper.endswith("W") else _LAST), offset
     if upper.endswith("W") and _DIGITS.fullmatch(upper[:-1]):
         day = int(upper[:-1])
         if not 1 <= day <= 31:
@@ -685,7 +700,8 @@ def _parse_day_of_month(text: str) -> tuple[int, int]:
         return _NEAREST_WEEKDAY, day
     if "L" in upper or "W" in upper:
         raise _CronSyntaxError(
-            field, f"L, LW and nW must be the whole day-of-month field, got {text!r}"
+            field,
+            f"L, L-n, LW, L-nW and nW must be the whole day-of-month field, got {text!r}",
         )
     if "#" in text:
         raise _CronSyntaxError(field, f"'#' is only allowed in the day-of-week field ({text!r})")
@@ -706,15 +722,15 @@ def _parse_day_of_week(text: str) -> tuple[int, int]:
         if not 1 <= nth <= 5:
             raise _CronSyntaxError(field, f"occurrence {nth} in {text!r} must be from 1 to 5")
         return _NTH, nth << 3 | _value(weekday_text, field) % 7
-    if text[-1:] in ("L", "l"):
-        weekday_text = text[:-1]
-        if not weekday_text:
+    upper = text.upper()
+    if upper == "L":
+        return _SET, 1 << 6  # L alone is Saturday, the last day of the week
+    if "L" in upper:  # no day name has an L
+        if not upper.endswith("L") or any(c in text for c in ",-/"):
             raise _CronSyntaxError(
-                field, "'L' alone is not supported; use nL, e.g. 5L for the last Friday"
+                field, f"L and nL must be the whole day-of-week field, got {text!r}"
             )
-        if "," in text or "-" in text or "/" in text:
-            raise _CronSyntaxError(field, f"nL must be the whole day-of-week field, got {text!r}")
-        return _LAST, _value(weekday_text, field) % 7
+        return _LAST, _value(text[:-1], field) % 7
     return _SET, _parse_list(text, field)
 
 
