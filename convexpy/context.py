@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .db import DatabaseReader, DatabaseWriter
+from .unawaited import tracked
 
 if TYPE_CHECKING:
     from .scheduler.api import Scheduler
@@ -111,7 +112,7 @@ class MutationCtx(_Ctx):
         self.scheduler = scheduler
 
 
-Runner = Callable[[object, "dict[str, Any] | None"], Awaitable[Any]]
+Runner = Callable[[object, "dict[str, Any] | None"], Coroutine[Any, Any, Any]]
 
 
 class ActionCtx(_Ctx):
@@ -119,7 +120,8 @@ class ActionCtx(_Ctx):
     ``run_action`` call other functions (each in its own transaction) with the
     same identity, and ``scheduler`` commits each call on its own."""
 
-    __slots__ = ("_run_action", "_run_mutation", "_run_query", "auth", "scheduler")
+    __slots__ = ("_calls", "_run_action", "_run_mutation", "_run_query", "auth", "scheduler")
+    _label = "ctx"
 
     def __init__(
         self,
@@ -136,20 +138,30 @@ class ActionCtx(_Ctx):
         self._run_query = run_query
         self._run_mutation = run_mutation
         self._run_action = run_action
+        self._calls = scheduler._calls
+        """Shared with the scheduler: one record of this action's calls."""
 
-    async def run_query(self, function: object, args: dict[str, Any] | None = None) -> Any:
+    async def _query(self, function: object, args: dict[str, Any] | None = None) -> Any:
+        """Run a query in a transaction of its own, with this action's identity."""
         return await self._run_query(function, args)
 
-    async def run_mutation(self, function: object, args: dict[str, Any] | None = None) -> Any:
+    async def _mutation(self, function: object, args: dict[str, Any] | None = None) -> Any:
+        """Run a mutation in a transaction of its own (committed when this
+        returns), with this action's identity."""
         return await self._run_mutation(function, args)
 
-    async def run_action(self, function: object, args: dict[str, Any] | None = None) -> Any:
+    async def _action(self, function: object, args: dict[str, Any] | None = None) -> Any:
+        """Run an action, with this action's identity."""
         return await self._run_action(function, args)
 
+    run_query = tracked(_query, "run_query")
+    run_mutation = tracked(_mutation, "run_mutation")
+    run_action = tracked(_action, "run_action")
+
     # Convex spellings, for code ported from TypeScript.
-    runQuery = run_query
-    runMutation = run_mutation
-    runAction = run_action
+    runQuery = tracked(_query, "runQuery")
+    runMutation = tracked(_mutation, "runMutation")
+    runAction = tracked(_action, "runAction")
 
     @property
     def db(self) -> Any:

@@ -23,6 +23,7 @@ from .ids import decode_id, new_id, table_number
 from .queries import IndexRangeBuilder, Order, Query
 from .store.base import ConflictError, Document, IndexDef, KeyRange, ReadSet, Store, Write
 from .store.engine import overlay_scan
+from .unawaited import CallTracker, tracked
 from .values import check_document, copy_value
 
 if TYPE_CHECKING:
@@ -123,11 +124,16 @@ class Transaction:
         self._undo: list[tuple[str, Write | None]] = []
         """Previous write of each id written, for :meth:`rollback_to`."""
         self._prepared: set[str] = set()
+        self.calls = CallTracker()
+        """The ``ctx`` calls of the handler running in this transaction (one
+        at a time: the jobs of a batch are checked one by one)."""
 
     def release(self) -> None:
         if not self._released:
             self._released = True
             self.store.release(self.snapshot)
+            if self.calls:  # the handler raised: close what it never awaited
+                self.calls.close_unawaited()
 
     async def commit(self, on_accepted: Callable[[], None] | None = None) -> int:
         """Commit the writes (raises ``ConflictError`` if the reads went stale);
@@ -282,18 +288,29 @@ class DatabaseReader:
     """``ctx.db`` in a query: reads only.
 
     ``allow_system_reads`` (the test harness's ``t.run``) lets ``get`` and
-    ``query`` read system tables directly.
+    ``query`` read system tables directly. Calls are recorded in ``calls``
+    (default: the transaction's), to find those never awaited.
     """
 
-    def __init__(self, txn: Transaction, *, allow_system_reads: bool = False) -> None:
+    _label = "ctx.db"
+
+    def __init__(
+        self,
+        txn: Transaction,
+        *,
+        allow_system_reads: bool = False,
+        calls: CallTracker | None = None,
+    ) -> None:
         self._txn = txn
         self._system_reads = allow_system_reads
+        self._calls = txn.calls if calls is None else calls
 
     def _user_table(self, table: object) -> str:
         if self._system_reads and isinstance(table, str) and table.startswith("_"):
             return check_table_name(table, system=True)
         return check_table_name(table)
 
+    @tracked
     async def get(self, doc_id: str) -> Document | None:
         """The document with ``doc_id``, or None (a malformed id raises InvalidIdError)."""
         table = self._txn.table_names.of_id(doc_id)
@@ -307,7 +324,7 @@ class DatabaseReader:
         return None if doc is None else copy_value(doc)
 
     def query(self, table: str) -> Query:
-        return Query(self._txn, self._user_table(table))
+        return Query(self._txn, self._user_table(table), self._calls)
 
     def normalize_id(self, table: str, doc_id: str) -> str | None:
         """``doc_id`` if it is a well-formed id of ``table``, else None."""
@@ -319,17 +336,21 @@ class DatabaseReader:
 
     @property
     def system(self) -> SystemReader:
-        return SystemReader(self._txn)
+        return SystemReader(self._txn, self._calls)
 
+    @tracked
     async def insert(self, table: str, value: Document) -> str:
         raise ReadOnlyError(_read_only("insert"))
 
+    @tracked
     async def patch(self, doc_id: str, value: Document) -> None:
         raise ReadOnlyError(_read_only("patch"))
 
+    @tracked
     async def replace(self, doc_id: str, value: Document) -> None:
         raise ReadOnlyError(_read_only("replace"))
 
+    @tracked
     async def delete(self, doc_id: str) -> None:
         raise ReadOnlyError(_read_only("delete"))
 
@@ -345,9 +366,13 @@ def _read_only(verb: str) -> str:
 class SystemReader:
     """``ctx.db.system``: read-only access to ``_scheduled_functions`` and ``_cron_jobs``."""
 
-    def __init__(self, txn: Transaction) -> None:
-        self._txn = txn
+    _label = "ctx.db.system"
 
+    def __init__(self, txn: Transaction, calls: CallTracker | None = None) -> None:
+        self._txn = txn
+        self._calls = txn.calls if calls is None else calls
+
+    @tracked
     async def get(self, doc_id: str) -> Document | None:
         table = self._txn.table_names.of_id(doc_id)
         if table is None:
@@ -358,17 +383,19 @@ class SystemReader:
         return None if doc is None else copy_value(doc)
 
     def query(self, table: str) -> Query:
-        return Query(self._txn, check_table_name(table, system=True))
+        return Query(self._txn, check_table_name(table, system=True), self._calls)
 
 
 class DatabaseWriter(DatabaseReader):
     """``ctx.db`` in a mutation: reads and writes, committed together."""
 
+    @tracked
     async def insert(self, table: str, value: Document) -> str:
         table = check_table_name(table)
         fields = self._validate(table, _user_fields(value, "insert"))
         return await self._txn.insert(table, fields)
 
+    @tracked
     async def patch(self, doc_id: str, value: Document) -> None:
         """Shallow-merge ``value`` into the document (a ``None`` field becomes null)."""
         table, doc, changes = await self._user_change(doc_id, value, "patch")
@@ -378,6 +405,7 @@ class DatabaseWriter(DatabaseReader):
         merged = self._validate(table, merged)
         self._txn.put(table, doc, {**_system_fields(doc), **merged})
 
+    @tracked
     async def replace(self, doc_id: str, value: Document) -> None:
         table, doc, fields = await self._user_change(doc_id, value, "replace")
         fields = self._validate(table, _user_fields(fields, "replace"))
@@ -397,6 +425,7 @@ class DatabaseWriter(DatabaseReader):
                 raise InvalidValueError(f"{verb} cannot change the system field {system_field}")
         return table, doc, fields
 
+    @tracked
     async def delete(self, doc_id: str) -> None:
         table, doc = await self._user_doc(doc_id, "delete")
         self._txn.put(table, doc, None)

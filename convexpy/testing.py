@@ -32,6 +32,7 @@ from .scheduler.api import MutationScheduler, ScheduledWrites
 from .scheduler.jobs import BY_STATE, JobState, state_range
 from .store import Store
 from .store.base import KeyRange
+from .unawaited import IN_MUTATION
 
 __all__ = ["ConvexTest"]
 
@@ -132,6 +133,8 @@ class ConvexTest:
             result = body(ctx)
             if inspect.isawaitable(result):
                 result = await result
+            if txn.calls:
+                txn.calls.check("t.run", IN_MUTATION)
             return result
 
         result = await runtime.system_mutation(transaction)

@@ -32,6 +32,7 @@ from ..db import DatabaseWriter, Transaction
 from ..errors import CommitFailedError, ConvexError, FunctionNotFoundError
 from ..functions import ConvexFunction, FunctionKind
 from ..store.base import ConflictError, KeyRange
+from ..unawaited import IN_MUTATION
 from .api import MutationScheduler, ScheduledWrites, Scheduler
 from .jobs import (
     BY_COMPLETED,
@@ -534,6 +535,7 @@ class Dispatcher:
         all_writes = ScheduledWrites()
         outcomes: list[_Outcome] = []
         db = DatabaseWriter(txn)  # stateless beyond the transaction: one serves every job
+        calls = txn.calls  # the ctx calls of the job running, checked after each
         pending = JobState.PENDING.value
         try:
             await txn.prefetch(job_ids)
@@ -557,9 +559,13 @@ class Dispatcher:
                     try:
                         args = fn.args.validate(doc["args"][0] if doc["args"] else {}, path)
                         result = await fn.handler(ctx, **args)
+                        if calls:
+                            calls.check(path, IN_MUTATION)
                         runtime.check_result(path, fn, result)
                     except Exception as exc:
                         txn.rollback_to(mark)
+                        if calls:  # what it never awaited, before it raised
+                            calls.close_unawaited()
                         error = error_text(exc)
                     else:
                         txn.put(SCHEDULED_FUNCTIONS, doc, finished(doc, JobState.SUCCESS, now()))
