@@ -327,7 +327,7 @@ class Runtime:
         validated = fn.args.validate({} if args is None else args, path)
         txn = self.transaction(writable=False)
         try:
-            ctx = QueryCtx(DatabaseReader(txn), Auth(identity), fixed_time(self.clock.now()))
+            ctx = QueryCtx(DatabaseReader(txn), Auth(identity), fixed_time(self.clock.now()), self)
             result = await fn.handler(ctx, **validated)
             if txn.calls:
                 txn.calls.check(path, IN_QUERY)
@@ -375,7 +375,7 @@ class Runtime:
             scheduled = ScheduledWrites()
             scheduler = MutationScheduler(self, txn, scheduled)
             ctx = MutationCtx(
-                DatabaseWriter(txn), Auth(identity), scheduler, fixed_time(self.clock.now())
+                DatabaseWriter(txn), Auth(identity), scheduler, fixed_time(self.clock.now()), self
             )
             result = await fn.handler(ctx, **copy_value(validated))
             if txn.calls:

@@ -129,7 +129,8 @@ class ConvexTest:
             writes.clear()
             db = DatabaseWriter(txn, allow_system_reads=True)
             scheduler = MutationScheduler(runtime, txn, writes)
-            ctx = MutationCtx(db, Auth(None), scheduler, fixed_time(runtime.clock.now()))
+            now = fixed_time(runtime.clock.now())
+            ctx = MutationCtx(db, Auth(None), scheduler, now, runtime)
             result = body(ctx)
             if inspect.isawaitable(result):
                 result = await result

@@ -173,6 +173,10 @@ CASES = [
             ("ctx.scheduler.run_at(0, internal.forgot.noop)", "ctx.scheduler.run_at(...)"),
             ("ctx.scheduler.runAt(0, internal.forgot.noop)", "ctx.scheduler.runAt(...)"),
             ("ctx.scheduler.cancel(job_id)", "ctx.scheduler.cancel(...)"),
+            ("ctx.run_query(api.forgot.items)", "ctx.run_query(...)"),
+            ("ctx.runQuery(api.forgot.items)", "ctx.runQuery(...)"),
+            ('ctx.run_mutation(internal.forgot.add, {"n": 5})', "ctx.run_mutation(...)"),
+            ('ctx.runMutation(internal.forgot.add, {"n": 5})', "ctx.runMutation(...)"),
         ]
     ],
     *[
@@ -183,6 +187,7 @@ CASES = [
             ('ctx.db.query("items").first()', 'ctx.db.query("items").first(...)'),
             ("ctx.db.system.get(job_id)", "ctx.db.system.get(...)"),
             ('ctx.db.insert("items", {"n": 1})', "ctx.db.insert(...)"),  # refused if awaited
+            ("ctx.run_query(api.forgot.items)", "ctx.run_query(...)"),
         ]
     ],
     *[

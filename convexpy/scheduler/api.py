@@ -44,9 +44,17 @@ class ScheduledWrites:
 
     def clear(self) -> None:
         """Forget everything: a transaction is being retried from the start."""
-        self.jobs.clear()
-        self.canceled.clear()
-        self.args_bytes = 0
+        self.rollback_to((0, 0, 0))
+
+    def savepoint(self) -> tuple[int, int, int]:
+        """A mark to :meth:`rollback_to` (as ``Transaction.savepoint``)."""
+        return len(self.jobs), len(self.canceled), self.args_bytes
+
+    def rollback_to(self, mark: tuple[int, int, int]) -> None:
+        """Forget what was scheduled and cancelled after ``mark``."""
+        jobs, canceled, self.args_bytes = mark
+        del self.jobs[jobs:]
+        del self.canceled[canceled:]
 
 
 def _delay(delay_ms: object) -> float:
@@ -297,6 +305,13 @@ class MutationScheduler(Scheduler):
     def writes(self) -> ScheduledWrites:
         """What this transaction has scheduled and cancelled so far."""
         return self._writes
+
+    def nested(self, calls: CallTracker) -> MutationScheduler:
+        """The scheduler of a nested mutation (``ctx.run_mutation``): the same
+        transaction and writes, its own record of calls."""
+        return MutationScheduler(
+            self._runtime, self._txn, self._writes, current_job=self._current_job, calls=calls
+        )
 
     async def _cancel(self, job_id: str) -> None:
         job_id = self._check_job_id(job_id)

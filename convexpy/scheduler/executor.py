@@ -91,7 +91,8 @@ class _JobCtx(MutationCtx):
     """``ctx`` of a scheduled mutation run in a batch; its scheduler is made
     on first use (most jobs never schedule anything)."""
 
-    __slots__ = ("_job", "_runtime", "_scheduler", "_started", "_txn")
+    __slots__ = ("_job", "_scheduler", "_started", "_txn")
+    _runtime: Runtime  # always set: nested calls (ctx.run_query ...) use it
 
     def __init__(
         self, db: DatabaseWriter, runtime: Runtime, txn: Transaction, job_id: str, started: float
