@@ -18,6 +18,7 @@ short.
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
@@ -75,19 +76,28 @@ class CallTracker(list[tuple[Coroutine[Any, Any, Any], Owner, str]]):
     """Past this length, calls that have started are dropped (no ``__init__``:
     making a tracker costs what making a list does)."""
 
+    def _all_finished(self) -> bool:
+        # At C speed: a coroutine that ran to its end has no frame. The usual
+        # case (every call awaited) needs no look at each coroutine's state.
+        return not any(map(_FRAME, map(_CORO, self)))
+
     def prune(self) -> None:
         """Forget the calls that have started (awaited, or running in a task)."""
-        self[:] = [entry for entry in self if _never_started(entry[0])]
+        if self._all_finished():
+            self.clear()
+        else:
+            self[:] = [entry for entry in self if _never_started(entry[0])]
         self.limit = max(_PRUNE_AT, 2 * len(self))
 
     def close_unawaited(self) -> list[str]:
         """Close the coroutines never started, forget every call, and return
         how the handler spelled the closed ones (``ctx.db.insert(...)``)."""
         labels: list[str] = []
-        for coro, owner, method in self:
-            if _never_started(coro):
-                coro.close()
-                labels.append(f"{owner._label}.{method}(...)")
+        if not self._all_finished():
+            for coro, owner, method in self:
+                if _never_started(coro):
+                    coro.close()
+                    labels.append(f"{owner._label}.{method}(...)")
         self.clear()
         return labels
 
@@ -99,6 +109,10 @@ class CallTracker(list[tuple[Coroutine[Any, Any, Any], Owner, str]]):
         labels = self.close_unawaited()
         if labels:
             raise UnawaitedCallError(_message(function, labels, outcome), calls=labels)
+
+
+_CORO = operator.itemgetter(0)
+_FRAME = operator.attrgetter("cr_frame")
 
 
 def _never_started(coro: Coroutine[Any, Any, Any]) -> bool:
@@ -119,9 +133,9 @@ def _message(function: str, labels: list[str], outcome: str) -> str:
 def track(owner: Owner, method: str, coro: Coroutine[Any, Any, R]) -> Coroutine[Any, Any, R]:
     """Record ``coro``, made by ``owner.method(...)``, in ``owner``'s tracker; return it."""
     calls = owner._calls
+    if len(calls) >= calls.limit:
+        calls.prune()  # before adding ``coro``, which has not started yet
     calls.append((coro, owner, method))
-    if len(calls) > calls.limit:
-        calls.prune()
     return coro
 
 
