@@ -9,8 +9,8 @@ snapshot plus the transaction's own writes. :class:`DatabaseReader` and
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     CommitFailedError,
@@ -23,7 +23,7 @@ from .ids import decode_id, new_id, table_number
 from .queries import IndexRangeBuilder, Order, Query
 from .store.base import ConflictError, Document, IndexDef, KeyRange, ReadSet, Store, Write
 from .store.engine import overlay_scan
-from .unawaited import CallTracker, tracked
+from .unawaited import CallTracker, track
 from .values import check_document, copy_value
 
 if TYPE_CHECKING:
@@ -310,9 +310,28 @@ class DatabaseReader:
             return check_table_name(table, system=True)
         return check_table_name(table)
 
-    @tracked
-    async def get(self, doc_id: str) -> Document | None:
+    def get(self, doc_id: str) -> Coroutine[Any, Any, Document | None]:
         """The document with ``doc_id``, or None (a malformed id raises InvalidIdError)."""
+        return track(self, "get", self._get(doc_id))
+
+    def insert(self, table: str, value: Document) -> Coroutine[Any, Any, str]:
+        """Insert ``value`` as a new document of ``table``; returns its id (mutations only)."""
+        return track(self, "insert", self._insert(table, value))
+
+    def patch(self, doc_id: str, value: Document) -> Coroutine[Any, Any, None]:
+        """Shallow-merge ``value`` into the document (a ``None`` field becomes
+        null; mutations only)."""
+        return track(self, "patch", self._patch(doc_id, value))
+
+    def replace(self, doc_id: str, value: Document) -> Coroutine[Any, Any, None]:
+        """Replace the document's fields with ``value`` (mutations only)."""
+        return track(self, "replace", self._replace(doc_id, value))
+
+    def delete(self, doc_id: str) -> Coroutine[Any, Any, None]:
+        """Delete the document (mutations only)."""
+        return track(self, "delete", self._delete(doc_id))
+
+    async def _get(self, doc_id: str) -> Document | None:
         table = self._txn.table_names.of_id(doc_id)
         if table is not None and table.startswith("_") and not self._system_reads:
             raise InvalidIdError(
@@ -338,20 +357,16 @@ class DatabaseReader:
     def system(self) -> SystemReader:
         return SystemReader(self._txn, self._calls)
 
-    @tracked
-    async def insert(self, table: str, value: Document) -> str:
+    async def _insert(self, table: str, value: Document) -> str:
         raise ReadOnlyError(_read_only("insert"))
 
-    @tracked
-    async def patch(self, doc_id: str, value: Document) -> None:
+    async def _patch(self, doc_id: str, value: Document) -> None:
         raise ReadOnlyError(_read_only("patch"))
 
-    @tracked
-    async def replace(self, doc_id: str, value: Document) -> None:
+    async def _replace(self, doc_id: str, value: Document) -> None:
         raise ReadOnlyError(_read_only("replace"))
 
-    @tracked
-    async def delete(self, doc_id: str) -> None:
+    async def _delete(self, doc_id: str) -> None:
         raise ReadOnlyError(_read_only("delete"))
 
 
@@ -372,8 +387,11 @@ class SystemReader:
         self._txn = txn
         self._calls = txn.calls if calls is None else calls
 
-    @tracked
-    async def get(self, doc_id: str) -> Document | None:
+    def get(self, doc_id: str) -> Coroutine[Any, Any, Document | None]:
+        """The system document with ``doc_id``, or None."""
+        return track(self, "get", self._get(doc_id))
+
+    async def _get(self, doc_id: str) -> Document | None:
         table = self._txn.table_names.of_id(doc_id)
         if table is None:
             return None
@@ -389,15 +407,12 @@ class SystemReader:
 class DatabaseWriter(DatabaseReader):
     """``ctx.db`` in a mutation: reads and writes, committed together."""
 
-    @tracked
-    async def insert(self, table: str, value: Document) -> str:
+    async def _insert(self, table: str, value: Document) -> str:
         table = check_table_name(table)
         fields = self._validate(table, _user_fields(value, "insert"))
         return await self._txn.insert(table, fields)
 
-    @tracked
-    async def patch(self, doc_id: str, value: Document) -> None:
-        """Shallow-merge ``value`` into the document (a ``None`` field becomes null)."""
+    async def _patch(self, doc_id: str, value: Document) -> None:
         table, doc, changes = await self._user_change(doc_id, value, "patch")
         merged = {k: v for k, v in doc.items() if not k.startswith("_")}
         merged.update(copy_value(changes))
@@ -405,8 +420,7 @@ class DatabaseWriter(DatabaseReader):
         merged = self._validate(table, merged)
         self._txn.put(table, doc, {**_system_fields(doc), **merged})
 
-    @tracked
-    async def replace(self, doc_id: str, value: Document) -> None:
+    async def _replace(self, doc_id: str, value: Document) -> None:
         table, doc, fields = await self._user_change(doc_id, value, "replace")
         fields = self._validate(table, _user_fields(fields, "replace"))
         self._txn.put(table, doc, {**_system_fields(doc), **fields})
@@ -425,8 +439,7 @@ class DatabaseWriter(DatabaseReader):
                 raise InvalidValueError(f"{verb} cannot change the system field {system_field}")
         return table, doc, fields
 
-    @tracked
-    async def delete(self, doc_id: str) -> None:
+    async def _delete(self, doc_id: str) -> None:
         table, doc = await self._user_doc(doc_id, "delete")
         self._txn.put(table, doc, None)
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import InvalidValueError
 from .store.base import BY_ID, Document, IndexDef, KeyRange
 from .store.keys import encode_prefix, prefix_successor
-from .unawaited import CallTracker, tracked
+from .unawaited import CallTracker, track
 from .values import check_value, copy_value
 
 if TYPE_CHECKING:
@@ -211,8 +211,31 @@ class Query:
                 remaining = KeyRange(remaining.index, remaining.low, last)
             chunk = min(chunk * 4, 1024)
 
-    @tracked
-    async def collect(self) -> list[Document]:
+    def collect(self) -> Coroutine[Any, Any, list[Document]]:
+        """Every matching document, in order."""
+        return track(self, "collect", self._collect())
+
+    def take(self, n: int) -> Coroutine[Any, Any, list[Document]]:
+        """The first ``n`` matching documents."""
+        return track(self, "take", self._take(n))
+
+    def first(self) -> Coroutine[Any, Any, Document | None]:
+        """The first matching document, or None."""
+        return track(self, "first", self._first())
+
+    def unique(self) -> Coroutine[Any, Any, Document | None]:
+        """The only matching document, or None; more than one raises ``ValueError``."""
+        return track(self, "unique", self._unique())
+
+    def paginate(self, options: Mapping[str, Any]) -> Coroutine[Any, Any, dict[str, Any]]:
+        """One page: ``{"page", "isDone", "continueCursor"}``.
+
+        Cursors are stable: they encode the last key returned, so documents
+        inserted or deleted between pages neither repeat nor disappear.
+        """
+        return track(self, "paginate", self._paginate(options))
+
+    async def _collect(self) -> list[Document]:
         return [copy_value(doc) async for _, doc in self._rows(self._full_range(), None)]
 
     async def _take(self, n: int) -> list[Document]:
@@ -222,15 +245,11 @@ class Query:
             return []
         return [copy_value(doc) async for _, doc in self._rows(self._full_range(), n)]
 
-    take = tracked(_take, "take")
-
-    @tracked
-    async def first(self) -> Document | None:
+    async def _first(self) -> Document | None:
         docs = await self._take(1)
         return docs[0] if docs else None
 
-    @tracked
-    async def unique(self) -> Document | None:
+    async def _unique(self) -> Document | None:
         docs = await self._take(2)
         if len(docs) > 1:
             raise ValueError(
@@ -239,13 +258,7 @@ class Query:
             )
         return docs[0] if docs else None
 
-    @tracked
-    async def paginate(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        """One page: ``{"page", "isDone", "continueCursor"}``.
-
-        Cursors are stable: they encode the last key returned, so documents
-        inserted or deleted between pages neither repeat nor disappear.
-        """
+    async def _paginate(self, options: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(options, Mapping):
             raise TypeError("paginate() takes {'numItems': int, 'cursor': str | None}")
         num = options.get("numItems")

@@ -10,9 +10,8 @@ of the handler run it belongs to; when the handler returns, the runtime calls
 before anything commits. The coroutines found are closed, so no
 ``RuntimeWarning`` follows.
 
-A handler that makes no ``ctx`` calls pays for one emptiness test. Awaited
-calls are pruned as the tracker grows, so a loop of awaited calls keeps it
-short.
+A handler that makes no ``ctx`` calls pays for one emptiness test; one whose
+calls were each awaited before the next, for a few more.
 """
 
 from __future__ import annotations
@@ -70,6 +69,10 @@ class CallTracker(list[tuple[Coroutine[Any, Any, Any], Owner, str]]):
 
     One run is one query, mutation, action or scheduled job, or one nested
     ``ctx.run_query`` / ``ctx.run_mutation`` (which gets its own tracker).
+    Recording a call replaces the last one recorded when that one has
+    finished, so calls awaited one after another keep a single entry; calls
+    made before the previous ones finished (``asyncio.gather``) pile up, and
+    are pruned past ``limit``.
     """
 
     limit = _PRUNE_AT
@@ -77,8 +80,7 @@ class CallTracker(list[tuple[Coroutine[Any, Any, Any], Owner, str]]):
     making a tracker costs what making a list does)."""
 
     def _all_finished(self) -> bool:
-        # At C speed: a coroutine that ran to its end has no frame. The usual
-        # case (every call awaited) needs no look at each coroutine's state.
+        # At C speed: a coroutine that ran to its end has no frame.
         return not any(map(_FRAME, map(_CORO, self)))
 
     def prune(self) -> None:
@@ -106,6 +108,9 @@ class CallTracker(list[tuple[Coroutine[Any, Any, Any], Owner, str]]):
         :class:`~convexpy.errors.UnawaitedCallError` if it never awaited a
         call (``outcome`` says what that means for the caller, e.g. "nothing
         was committed"). Forgets every call either way."""
+        if len(self) == 1 and self[0][0].cr_frame is None:  # type: ignore[attr-defined]
+            self.clear()  # the usual case: the calls were awaited one by one
+            return
         labels = self.close_unawaited()
         if labels:
             raise UnawaitedCallError(_message(function, labels, outcome), calls=labels)
@@ -131,10 +136,19 @@ def _message(function: str, labels: list[str], outcome: str) -> str:
 
 
 def track(owner: Owner, method: str, coro: Coroutine[Any, Any, R]) -> Coroutine[Any, Any, R]:
-    """Record ``coro``, made by ``owner.method(...)``, in ``owner``'s tracker; return it."""
+    """Record ``coro``, made by ``owner.method(...)``, in ``owner``'s tracker; return it.
+
+    ``ctx`` methods on the hot path call this from a plain method with the
+    same parameters (``return track(self, "get", self._get(doc_id))``): a
+    generic ``*args`` wrapper (:func:`tracked`) costs about twice as much.
+    """
     calls = owner._calls
+    # The last call finished: forget it (cr_frame: tracked calls are native coroutines).
+    if calls and calls[-1][0].cr_frame is None:  # type: ignore[attr-defined]
+        calls[-1] = (coro, owner, method)
+        return coro
     if len(calls) >= calls.limit:
-        calls.prune()  # before adding ``coro``, which has not started yet
+        calls.prune()
     calls.append((coro, owner, method))
     return coro
 
@@ -143,7 +157,8 @@ def tracked(
     method: Callable[Concatenate[OwnerT, P], Coroutine[Any, Any, R]], name: str | None = None
 ) -> Callable[Concatenate[OwnerT, P], Coroutine[Any, Any, R]]:
     """Make an ``async def`` method record each call with :func:`track`
-    (``name``: the method's name in messages, for aliases)."""
+    (``name``: the method's name in messages, for aliases). For methods off
+    the hot path (see :func:`track`)."""
     label = name or method.__name__
 
     @functools.wraps(method)
