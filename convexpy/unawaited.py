@@ -143,12 +143,13 @@ def track(owner: Owner, method: str, coro: Coroutine[Any, Any, R]) -> Coroutine[
     generic ``*args`` wrapper (:func:`tracked`) costs about twice as much.
     """
     calls = owner._calls
-    # The last call finished: forget it (cr_frame: tracked calls are native coroutines).
-    if calls and calls[-1][0].cr_frame is None:  # type: ignore[attr-defined]
-        calls[-1] = (coro, owner, method)
-        return coro
-    if len(calls) >= calls.limit:
-        calls.prune()
+    if calls:
+        # The last call finished: forget it (cr_frame: tracked calls are native coroutines).
+        if calls[-1][0].cr_frame is None:  # type: ignore[attr-defined]
+            calls[-1] = (coro, owner, method)
+            return coro
+        if len(calls) >= calls.limit:
+            calls.prune()
     calls.append((coro, owner, method))
     return coro
 
