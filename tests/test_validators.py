@@ -660,6 +660,16 @@ def test_scalar_int_annotations_take_whole_floats() -> None:
         fast.validate({"n": 4.0, "label": 1, "ratio": 5.0}, "m:f")
 
 
+def test_int_annotations_on_extra_arguments() -> None:
+    async def counts(ctx: object, **rest: int) -> None:
+        return None
+
+    args = compile_args(None, counts)
+    assert same(args.validate({"a": 2.0, "b": 3}, "m:f"), {"a": 2, "b": 3})
+    with pytest.raises(ArgumentValidationError, match=r"at \$\.a: expected int64, got 2\.5"):
+        args.validate({"a": 2.5}, "m:f")
+
+
 def test_v_int64_stays_strict() -> None:
     args = compile_args({"n": v.int64(), "xs": v.array(v.int64())}, noop)
     with pytest.raises(ArgumentValidationError) as info:
