@@ -10,6 +10,7 @@ from .errors import (
     ConvexpyError,
     CronSpecError,
     OptimisticConcurrencyError,
+    UnawaitedCallError,
 )
 from .functions import (
     action,
@@ -40,6 +41,7 @@ __all__ = [
     "OptimisticConcurrencyError",
     "QueryCtx",
     "Runtime",
+    "UnawaitedCallError",
     "UserIdentity",
     "__version__",
     "action",

@@ -9,8 +9,8 @@ snapshot plus the transaction's own writes. :class:`DatabaseReader` and
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     CommitFailedError,
@@ -23,6 +23,7 @@ from .ids import decode_id, new_id, table_number
 from .queries import IndexRangeBuilder, Order, Query
 from .store.base import ConflictError, Document, IndexDef, KeyRange, ReadSet, Store, Write
 from .store.engine import overlay_scan
+from .unawaited import CallTracker, track
 from .values import check_document, copy_value
 
 if TYPE_CHECKING:
@@ -123,11 +124,16 @@ class Transaction:
         self._undo: list[tuple[str, Write | None]] = []
         """Previous write of each id written, for :meth:`rollback_to`."""
         self._prepared: set[str] = set()
+        self.calls = CallTracker()
+        """The ``ctx`` calls of the handler running in this transaction (one
+        at a time: the jobs of a batch are checked one by one)."""
 
     def release(self) -> None:
         if not self._released:
             self._released = True
             self.store.release(self.snapshot)
+            if self.calls:  # the handler raised: close what it never awaited
+                self.calls.close_unawaited()
 
     async def commit(self, on_accepted: Callable[[], None] | None = None) -> int:
         """Commit the writes (raises ``ConflictError`` if the reads went stale);
@@ -287,20 +293,50 @@ class DatabaseReader:
     """``ctx.db`` in a query: reads only.
 
     ``allow_system_reads`` (the test harness's ``t.run``) lets ``get`` and
-    ``query`` read system tables directly.
+    ``query`` read system tables directly. Calls are recorded in ``calls``
+    (default: the transaction's), to find those never awaited.
     """
 
-    def __init__(self, txn: Transaction, *, allow_system_reads: bool = False) -> None:
+    _label = "ctx.db"
+
+    def __init__(
+        self,
+        txn: Transaction,
+        *,
+        allow_system_reads: bool = False,
+        calls: CallTracker | None = None,
+    ) -> None:
         self._txn = txn
         self._system_reads = allow_system_reads
+        self._calls = txn.calls if calls is None else calls
 
     def _user_table(self, table: object) -> str:
         if self._system_reads and isinstance(table, str) and table.startswith("_"):
             return check_table_name(table, system=True)
         return check_table_name(table)
 
-    async def get(self, doc_id: str) -> Document | None:
+    def get(self, doc_id: str) -> Coroutine[Any, Any, Document | None]:
         """The document with ``doc_id``, or None (a malformed id raises InvalidIdError)."""
+        return track(self, "get", self._get(doc_id))
+
+    def insert(self, table: str, value: Document) -> Coroutine[Any, Any, str]:
+        """Insert ``value`` as a new document of ``table``; returns its id (mutations only)."""
+        return track(self, "insert", self._insert(table, value))
+
+    def patch(self, doc_id: str, value: Document) -> Coroutine[Any, Any, None]:
+        """Shallow-merge ``value`` into the document (a ``None`` field becomes
+        null; mutations only)."""
+        return track(self, "patch", self._patch(doc_id, value))
+
+    def replace(self, doc_id: str, value: Document) -> Coroutine[Any, Any, None]:
+        """Replace the document's fields with ``value`` (mutations only)."""
+        return track(self, "replace", self._replace(doc_id, value))
+
+    def delete(self, doc_id: str) -> Coroutine[Any, Any, None]:
+        """Delete the document (mutations only)."""
+        return track(self, "delete", self._delete(doc_id))
+
+    async def _get(self, doc_id: str) -> Document | None:
         table = self._txn.table_names.of_id(doc_id)
         if table is not None and table.startswith("_") and not self._system_reads:
             raise InvalidIdError(
@@ -312,7 +348,7 @@ class DatabaseReader:
         return None if doc is None else copy_value(doc)
 
     def query(self, table: str) -> Query:
-        return Query(self._txn, self._user_table(table))
+        return Query(self._txn, self._user_table(table), self._calls)
 
     def normalize_id(self, table: str, doc_id: str) -> str | None:
         """``doc_id`` if it is a well-formed id of ``table``, else None."""
@@ -324,18 +360,18 @@ class DatabaseReader:
 
     @property
     def system(self) -> SystemReader:
-        return SystemReader(self._txn)
+        return SystemReader(self._txn, self._calls)
 
-    async def insert(self, table: str, value: Document) -> str:
+    async def _insert(self, table: str, value: Document) -> str:
         raise ReadOnlyError(_read_only("insert"))
 
-    async def patch(self, doc_id: str, value: Document) -> None:
+    async def _patch(self, doc_id: str, value: Document) -> None:
         raise ReadOnlyError(_read_only("patch"))
 
-    async def replace(self, doc_id: str, value: Document) -> None:
+    async def _replace(self, doc_id: str, value: Document) -> None:
         raise ReadOnlyError(_read_only("replace"))
 
-    async def delete(self, doc_id: str) -> None:
+    async def _delete(self, doc_id: str) -> None:
         raise ReadOnlyError(_read_only("delete"))
 
 
@@ -350,10 +386,17 @@ def _read_only(verb: str) -> str:
 class SystemReader:
     """``ctx.db.system``: read-only access to ``_scheduled_functions`` and ``_cron_jobs``."""
 
-    def __init__(self, txn: Transaction) -> None:
-        self._txn = txn
+    _label = "ctx.db.system"
 
-    async def get(self, doc_id: str) -> Document | None:
+    def __init__(self, txn: Transaction, calls: CallTracker | None = None) -> None:
+        self._txn = txn
+        self._calls = txn.calls if calls is None else calls
+
+    def get(self, doc_id: str) -> Coroutine[Any, Any, Document | None]:
+        """The system document with ``doc_id``, or None."""
+        return track(self, "get", self._get(doc_id))
+
+    async def _get(self, doc_id: str) -> Document | None:
         table = self._txn.table_names.of_id(doc_id)
         if table is None:
             return None
@@ -363,19 +406,18 @@ class SystemReader:
         return None if doc is None else copy_value(doc)
 
     def query(self, table: str) -> Query:
-        return Query(self._txn, check_table_name(table, system=True))
+        return Query(self._txn, check_table_name(table, system=True), self._calls)
 
 
 class DatabaseWriter(DatabaseReader):
     """``ctx.db`` in a mutation: reads and writes, committed together."""
 
-    async def insert(self, table: str, value: Document) -> str:
+    async def _insert(self, table: str, value: Document) -> str:
         table = check_table_name(table)
         fields = self._validate(table, _user_fields(value, "insert"))
         return await self._txn.insert(table, fields)
 
-    async def patch(self, doc_id: str, value: Document) -> None:
-        """Shallow-merge ``value`` into the document (a ``None`` field becomes null)."""
+    async def _patch(self, doc_id: str, value: Document) -> None:
         table, doc, changes = await self._user_change(doc_id, value, "patch")
         merged = {k: v for k, v in doc.items() if not k.startswith("_")}
         merged.update(copy_value(changes))
@@ -383,7 +425,7 @@ class DatabaseWriter(DatabaseReader):
         merged = self._validate(table, merged)
         self._txn.put(table, doc, {**_system_fields(doc), **merged})
 
-    async def replace(self, doc_id: str, value: Document) -> None:
+    async def _replace(self, doc_id: str, value: Document) -> None:
         table, doc, fields = await self._user_change(doc_id, value, "replace")
         fields = self._validate(table, _user_fields(fields, "replace"))
         self._txn.put(table, doc, {**_system_fields(doc), **fields})
@@ -402,7 +444,7 @@ class DatabaseWriter(DatabaseReader):
                 raise InvalidValueError(f"{verb} cannot change the system field {system_field}")
         return table, doc, fields
 
-    async def delete(self, doc_id: str) -> None:
+    async def _delete(self, doc_id: str) -> None:
         table, doc = await self._user_doc(doc_id, "delete")
         self._txn.put(table, doc, None)
 

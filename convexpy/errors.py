@@ -30,6 +30,7 @@ __all__ = [
     "StoreLockedError",
     "StoreUnavailableError",
     "StoreVersionError",
+    "UnawaitedCallError",
 ]
 
 
@@ -159,3 +160,15 @@ class StoreLockedError(ConvexpyError, RuntimeError):
 
 class StoreVersionError(ConvexpyError, RuntimeError):
     """The SQLite file was written by a newer convexpy, in a layout this one cannot read."""
+
+
+class UnawaitedCallError(ConvexpyError, RuntimeError):
+    """A handler returned without awaiting a ``ctx`` call it made
+    (``ctx.db.insert(...)`` without ``await``): the call never ran, so the
+    function fails instead of succeeding without it. In a mutation nothing is
+    committed. ``calls`` spells each such call as the handler wrote it
+    (``"ctx.db.insert(...)"``)."""
+
+    def __init__(self, message: str, *, calls: list[str]) -> None:
+        self.calls = calls
+        super().__init__(message)

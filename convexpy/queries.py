@@ -10,12 +10,14 @@ set: an index range read this way conflicts with any later write inside it.
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Callable, Mapping
+import json
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import InvalidValueError
 from .store.base import BY_ID, Document, IndexDef, KeyRange
 from .store.keys import encode_prefix, prefix_successor
+from .unawaited import CallTracker, track
 from .values import check_value, copy_value
 
 if TYPE_CHECKING:
@@ -113,10 +115,15 @@ def _indexable(value: object) -> object:
 
 
 class Query:
-    """A lazy query over one table; nothing runs until a terminal method."""
+    """A lazy query over one table; nothing runs until a terminal method.
 
-    def __init__(self, txn: Transaction, table: str) -> None:
+    Terminal calls are recorded in ``calls`` (default: the transaction's), to
+    find those never awaited.
+    """
+
+    def __init__(self, txn: Transaction, table: str, calls: CallTracker | None = None) -> None:
         self._txn = txn
+        self._calls = txn.calls if calls is None else calls
         self._table = table
         self._index = IndexDef.by_creation_time(table)
         self._range: KeyRange | None = None
@@ -126,7 +133,7 @@ class Query:
         self._order_set = False
 
     def _copy(self) -> Query:
-        other = Query(self._txn, self._table)
+        other = Query(self._txn, self._table, self._calls)
         other.__dict__.update(self.__dict__)
         other._filters = list(self._filters)
         return other
@@ -172,6 +179,11 @@ class Query:
         query._order_set = True
         return query
 
+    @property
+    def _label(self) -> str:
+        reader = "ctx.db.system" if self._table.startswith("_") else "ctx.db"
+        return f"{reader}.query({json.dumps(self._table)})"
+
     def _full_range(self) -> KeyRange:
         return self._range or KeyRange(self._index.key, b"", None)
 
@@ -199,22 +211,46 @@ class Query:
                 remaining = KeyRange(remaining.index, remaining.low, last)
             chunk = min(chunk * 4, 1024)
 
-    async def collect(self) -> list[Document]:
+    def collect(self) -> Coroutine[Any, Any, list[Document]]:
+        """Every matching document, in order."""
+        return track(self, "collect", self._collect())
+
+    def take(self, n: int) -> Coroutine[Any, Any, list[Document]]:
+        """The first ``n`` matching documents."""
+        return track(self, "take", self._take(n))
+
+    def first(self) -> Coroutine[Any, Any, Document | None]:
+        """The first matching document, or None."""
+        return track(self, "first", self._first())
+
+    def unique(self) -> Coroutine[Any, Any, Document | None]:
+        """The only matching document, or None; more than one raises ``ValueError``."""
+        return track(self, "unique", self._unique())
+
+    def paginate(self, options: Mapping[str, Any]) -> Coroutine[Any, Any, dict[str, Any]]:
+        """One page: ``{"page", "isDone", "continueCursor"}``.
+
+        Cursors are stable: they encode the last key returned, so documents
+        inserted or deleted between pages neither repeat nor disappear.
+        """
+        return track(self, "paginate", self._paginate(options))
+
+    async def _collect(self) -> list[Document]:
         return [copy_value(doc) async for _, doc in self._rows(self._full_range(), None)]
 
-    async def take(self, n: int) -> list[Document]:
+    async def _take(self, n: int) -> list[Document]:
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise ValueError(f"take() needs a non-negative integer, got {n!r}")
         if n == 0:
             return []
         return [copy_value(doc) async for _, doc in self._rows(self._full_range(), n)]
 
-    async def first(self) -> Document | None:
-        docs = await self.take(1)
+    async def _first(self) -> Document | None:
+        docs = await self._take(1)
         return docs[0] if docs else None
 
-    async def unique(self) -> Document | None:
-        docs = await self.take(2)
+    async def _unique(self) -> Document | None:
+        docs = await self._take(2)
         if len(docs) > 1:
             raise ValueError(
                 f"unique() found more than one document in {self._table!r}: "
@@ -222,12 +258,7 @@ class Query:
             )
         return docs[0] if docs else None
 
-    async def paginate(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        """One page: ``{"page", "isDone", "continueCursor"}``.
-
-        Cursors are stable: they encode the last key returned, so documents
-        inserted or deleted between pages neither repeat nor disappear.
-        """
+    async def _paginate(self, options: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(options, Mapping):
             raise TypeError("paginate() takes {'numItems': int, 'cursor': str | None}")
         num = options.get("numItems")

@@ -39,6 +39,7 @@ from .schema_check import SCHEMAS, check_documents, record_schema
 from .store import Store, store_from_url
 from .store.base import ConflictError
 from .store.health import failure_delay_ms
+from .unawaited import IN_ACTION, IN_MUTATION, IN_QUERY, CallTracker, awaited
 from .values import check_value, copy_value
 
 __all__ = ["Runtime"]
@@ -344,8 +345,10 @@ class Runtime:
         validated = fn.args.validate({} if args is None else args, path)
         txn = self.transaction(writable=False)
         try:
-            ctx = QueryCtx(DatabaseReader(txn), Auth(identity), fixed_time(self.clock.now()))
+            ctx = QueryCtx(DatabaseReader(txn), Auth(identity), fixed_time(self.clock.now()), self)
             result = await fn.handler(ctx, **validated)
+            if txn.calls:
+                txn.calls.check(path, IN_QUERY)
             return self.check_result(path, fn, result)
         finally:
             txn.release()
@@ -390,9 +393,11 @@ class Runtime:
             scheduled = ScheduledWrites()
             scheduler = MutationScheduler(self, txn, scheduled)
             ctx = MutationCtx(
-                DatabaseWriter(txn), Auth(identity), scheduler, fixed_time(self.clock.now())
+                DatabaseWriter(txn), Auth(identity), scheduler, fixed_time(self.clock.now()), self
             )
             result = await fn.handler(ctx, **copy_value(validated))
+            if txn.calls:
+                txn.calls.check(path, IN_MUTATION)
             result = self.check_result(path, fn, result)
             await txn.commit(functools.partial(self.dispatcher.notify_accepted, scheduled))
         finally:
@@ -410,17 +415,20 @@ class Runtime:
         job_id: str | None = None,
     ) -> Any:
         validated = fn.args.validate({} if args is None else args, path)
-        ctx = self.action_ctx(identity, job_id)
-        result = await fn.handler(ctx, **validated)
+        calls = CallTracker()
+        ctx = self.action_ctx(identity, job_id, calls)
+        result = await awaited(calls, fn.handler(ctx, **validated), path, IN_ACTION)
         return self.check_result(path, fn, result)
 
-    def action_ctx(self, identity: UserIdentity | None, job_id: str | None) -> ActionCtx:
+    def action_ctx(
+        self, identity: UserIdentity | None, job_id: str | None, calls: CallTracker
+    ) -> ActionCtx:
         async def run(kind: FunctionKind, function: object, args: dict[str, Any] | None) -> Any:
             return await self.call(kind, function, args, identity=identity)
 
         return ActionCtx(
             Auth(identity),
-            ActionScheduler(self, parent_job=job_id),
+            ActionScheduler(self, calls, parent_job=job_id),
             lambda f, a: run(FunctionKind.QUERY, f, a),
             lambda f, a: run(FunctionKind.MUTATION, f, a),
             lambda f, a: run(FunctionKind.ACTION, f, a),

@@ -32,6 +32,7 @@ from .scheduler.api import MutationScheduler, ScheduledWrites
 from .scheduler.jobs import BY_STATE, JobState, state_range
 from .store import Store
 from .store.base import KeyRange
+from .unawaited import IN_MUTATION
 
 __all__ = ["ConvexTest"]
 
@@ -128,10 +129,13 @@ class ConvexTest:
             writes.clear()
             db = DatabaseWriter(txn, allow_system_reads=True)
             scheduler = MutationScheduler(runtime, txn, writes)
-            ctx = MutationCtx(db, Auth(None), scheduler, fixed_time(runtime.clock.now()))
+            now = fixed_time(runtime.clock.now())
+            ctx = MutationCtx(db, Auth(None), scheduler, now, runtime)
             result = body(ctx)
             if inspect.isawaitable(result):
                 result = await result
+            if txn.calls:
+                txn.calls.check("t.run", IN_MUTATION)
             return result
 
         result = await runtime.system_mutation(transaction)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -8,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from convexpy.store import IndexDef, SqliteStore
+from convexpy.testing import ConvexTest
 
 # No per-example deadline: a loaded CI machine must not turn a slow example
 # into a failure. On CI, examples are derived from the test itself, so a run
@@ -40,6 +42,20 @@ def make_app(tmp_path: Path):
         return root
 
     return make
+
+
+@pytest.fixture
+def module_app(make_app: Any, request: pytest.FixtureRequest) -> Path:
+    """The app of the test module's ``APP`` (``{"module.py": source}``)."""
+    path: Path = make_app(request.module.APP)
+    return path
+
+
+@pytest.fixture
+async def t(module_app: Path) -> AsyncIterator[ConvexTest]:
+    """A :class:`ConvexTest` on ``module_app`` (modules with their own ``t`` keep it)."""
+    async with ConvexTest(module_app) as harness:
+        yield harness
 
 
 @pytest.fixture

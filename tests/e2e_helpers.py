@@ -48,6 +48,16 @@ async def add(ctx, a: int, b: int) -> int:
     return a + b
 
 
+@query(args={"a": v.int64(), "b": v.int64()})
+async def add_int64(ctx, a, b):
+    return a + b
+
+
+@query
+async def total(ctx, xs: list[int], extra: dict[str, int] | None = None) -> int:
+    return sum(xs) + sum((extra or {}).values())
+
+
 @query
 async def nothing(ctx) -> None:
     return None

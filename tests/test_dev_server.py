@@ -131,6 +131,32 @@ async def test_official_client(app_dir: Path, db: Path) -> None:
 
 
 @pytest.mark.slow
+async def test_official_client_ints_reach_int_parameters(app_dir: Path, db: Path) -> None:
+    # The official client sends a Python int as a float64 (ConvexInt64 is the int64).
+    async with dev_server(app_dir, db) as server:
+        client = ConvexHttpClient(server.url)
+        assert await call(client.query, "values:add", {"a": 2, "b": 40}) == ConvexInt64(42)
+        args = {"xs": [1, 2, 3], "extra": {"k": 4}}
+        assert await call(client.query, "values:total", args) == ConvexInt64(10)
+
+        with pytest.raises(ConvexExecutionError) as caught:
+            await call(client.query, "values:add", {"a": 2.5, "b": 1})
+        message = str(caught.value)
+        assert "at $.a: expected int64, got 2.5 (float64)" in message
+        assert "an `int` parameter takes integers" in message and "ConvexInt64" in message
+        with pytest.raises(ConvexExecutionError, match=r"at \$\.xs\[1\]: expected int64"):
+            await call(client.query, "values:total", {"xs": [1, 1.5]})
+
+        # v.int64() stays strict: it takes ConvexInt64 only.
+        with pytest.raises(ConvexExecutionError, match=r"at \$\.a: expected int64, got 2\.0"):
+            await call(client.query, "values:add_int64", {"a": 2, "b": 40})
+        total = await call(
+            client.query, "values:add_int64", {"a": ConvexInt64(2), "b": ConvexInt64(40)}
+        )
+        assert total == ConvexInt64(42)
+
+
+@pytest.mark.slow
 async def test_log_lines_reach_client_and_terminal(app_dir: Path, db: Path, capsys: Any) -> None:
     async with dev_server(app_dir, db) as server:
         client = ConvexHttpClient(server.url)

@@ -180,12 +180,20 @@ async def test_ints_travel_as_integer_objects(api: Api) -> None:
 
 
 async def test_json_numbers_are_float64(api: Api) -> None:
-    # As in Convex, a plain JSON number is a float64, so an int64 argument refuses it.
-    response = await api.call("query", "values:add", {"a": 2, "b": 3})
+    # As in Convex, a plain JSON number is a float64, so v.int64() refuses it...
+    response = await api.call("query", "values:add_int64", {"a": 2, "b": 3})
     body = response.json()
     assert response.status_code == 200 and body["status"] == "error"
     assert "ArgumentValidationError" in body["errorMessage"]
     assert "errorData" not in body
+    # ... while an `int` parameter takes a whole one, as an int.
+    response = await api.call("query", "values:add", {"a": 2, "b": 3})
+    assert response.json()["value"] == {"$integer": "BQAAAAAAAAA="}
+    response = await api.call("query", "values:add", {"a": 2.5, "b": 3})
+    body = response.json()
+    assert body["status"] == "error"
+    assert "at $.a: expected int64, got 2.5 (float64)" in body["errorMessage"]
+    assert "`ConvexInt64` in the Python client" in body["errorMessage"]
 
 
 async def test_clean_json_format(api: Api) -> None:

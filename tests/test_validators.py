@@ -24,6 +24,7 @@ from convexpy.validators import (
     VFloat64,
     VId,
     VInt64,
+    VIntAnnotation,
     VLiteral,
     VNull,
     VObject,
@@ -340,33 +341,36 @@ class Partial(TypedDict, total=False):
     b: list[float]
 
 
+INT = VIntAnnotation()  # `int`: an int64 that also takes whole floats (v.int64() does not)
+
+
 @pytest.mark.parametrize(
     ("annotation", "expected"),
     [
         (str, v.string()),
-        (int, v.int64()),
+        (int, INT),
         (float, v.number()),
         (bool, v.boolean()),
         (None, v.null()),
         (bytes, v.bytes()),
         (Any, v.any()),
-        (list[int], v.array(v.int64())),
+        (list[int], v.array(INT)),
         (list, v.array(v.any())),
         (dict[str, float], v.record(v.string(), v.number())),
         (Literal["a"], v.literal("a")),
         (Literal["a", 2, True], v.union(v.literal("a"), v.literal(2), v.literal(True))),
         (str | None, v.union(v.string(), v.null())),
-        (Optional[int], v.nullable(v.int64())),  # noqa: UP045
-        (Union[int, str], v.union(v.int64(), v.string())),  # noqa: UP007
+        (Optional[int], v.nullable(INT)),  # noqa: UP045
+        (Union[int, str], v.union(INT, v.string())),  # noqa: UP007
         (Id["messages"], v.id("messages")),
         (Id, VId(None)),
         (Id[str], VId(None)),
-        (dict[Id["users"], int], v.record(v.id("users"), v.int64())),  # noqa: F821
+        (dict[Id["users"], int], v.record(v.id("users"), INT)),  # noqa: F821
         (Id[Literal["users"]], v.id("users")),
         (Address, v.object({"city": v.string(), "zip": v.optional(v.string())})),
         (
             Partial,
-            v.object({"a": v.optional(v.int64()), "b": v.optional(v.array(v.number()))}),
+            v.object({"a": v.optional(INT), "b": v.optional(v.array(v.number()))}),
         ),
         (
             list[Address | None],
@@ -409,7 +413,7 @@ def test_annotation_args_match_explicit_args() -> None:
     explicit = compile_args(
         {
             "name": v.string(),
-            "age": v.int64(),
+            "age": INT,
             "address": v.object({"city": v.string(), "zip": v.optional(v.string())}),
             "tags": v.optional(v.array(v.string())),
         },
@@ -455,7 +459,7 @@ def test_eager_annotations_work_too() -> None:
     namespace: dict[str, Any] = {"Id": Id}
     exec("async def handler(ctx, m: Id['messages'], n: 'int | None' = None): pass", namespace)
     validator = compile_args(None, namespace["handler"])
-    assert validator.fields == {"m": v.id("messages"), "n": v.optional(v.nullable(v.int64()))}
+    assert validator.fields == {"m": v.id("messages"), "n": v.optional(v.nullable(INT))}
 
 
 async def ctx_type_unresolvable(ctx: NotImported, n: int) -> Missing:  # type: ignore[name-defined]  # noqa: F821
@@ -480,7 +484,7 @@ async def unresolvable(ctx: object, x: NoSuchType) -> None:  # type: ignore[name
 
 def test_only_argument_annotations_need_to_resolve() -> None:
     # `ctx: MutationCtx` imported under TYPE_CHECKING is common.
-    assert compile_args(None, ctx_type_unresolvable).fields == {"n": v.int64()}
+    assert compile_args(None, ctx_type_unresolvable).fields == {"n": INT}
 
 
 def test_bad_handlers_fail_at_compile_time() -> None:
@@ -555,6 +559,145 @@ def test_args_validator_describes_itself() -> None:
 
 
 # --------------------------------------------------------------------------
+# `int` annotations take whole floats (clients that only have float64 send 3 as 3.0)
+
+
+class Point(TypedDict):
+    x: int
+    y: NotRequired[int]
+
+
+async def takes_ints(
+    ctx: object,
+    n: int,
+    xs: list[int] = [],  # noqa: B006
+    point: Point | None = None,
+    counts: dict[str, int] = {},  # noqa: B006
+    maybe: int | None = None,
+    either: int | float = 0,
+) -> None:
+    return None
+
+
+INTS = compile_args(None, takes_ints)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ({"n": 3.0}, {"n": 3}),
+        ({"n": -0.0}, {"n": 0}),
+        ({"n": 2.0**53}, {"n": 2**53}),
+        ({"n": -(2.0**53)}, {"n": -(2**53)}),
+        ({"n": 1, "xs": [1.0, 2, -3.0]}, {"n": 1, "xs": [1, 2, -3]}),
+        ({"n": 1, "point": {"x": 4.0, "y": 5.0}}, {"n": 1, "point": {"x": 4, "y": 5}}),
+        ({"n": 1, "point": {"x": 4.0}}, {"n": 1, "point": {"x": 4}}),
+        ({"n": 1, "counts": {"a": 7.0, "b": 8}}, {"n": 1, "counts": {"a": 7, "b": 8}}),
+        ({"n": 1, "maybe": 9.0}, {"n": 1, "maybe": 9}),
+        ({"n": 1, "maybe": None}, {"n": 1, "maybe": None}),
+    ],
+)
+def test_int_annotations_take_whole_floats_as_ints(args: dict, expected: dict) -> None:
+    result = INTS.validate(args, "m:f")
+    assert same(result, expected)  # same types too: the handler gets ints
+
+
+def test_int_annotations_keep_a_float_a_float_where_float_is_allowed() -> None:
+    assert same(INTS.validate({"n": 1, "either": 2.0}, "m:f"), {"n": 1, "either": 2.0})
+    assert same(INTS.validate({"n": 1, "either": 2}, "m:f"), {"n": 1, "either": 2})
+
+
+@pytest.mark.parametrize(
+    ("args", "path", "bad"),
+    [
+        ({"n": 3.5}, "$.n", 3.5),
+        ({"n": 2.0**60}, "$.n", 2.0**60),
+        ({"n": 2.0**53 + 2}, "$.n", 2.0**53 + 2),  # whole, but floats are inexact there
+        ({"n": float("inf")}, "$.n", float("inf")),
+        ({"n": float("-inf")}, "$.n", float("-inf")),
+        ({"n": 1, "xs": [1.0, 2.5]}, "$.xs[1]", 2.5),
+        ({"n": 1, "point": {"x": 0.5}}, "$.point.x", 0.5),
+        ({"n": 1, "counts": {"a": 1e300}}, "$.counts.a", 1e300),
+        ({"n": 1, "maybe": 1.5}, "$.maybe", 1.5),
+    ],
+)
+def test_int_annotations_refuse_other_floats(args: dict, path: str, bad: float) -> None:
+    with pytest.raises(ArgumentValidationError) as info:
+        INTS.validate(args, "m:f")
+    error = info.value
+    assert (error.function, error.path, error.value) == ("m:f", path, bad)
+    message = str(error)
+    assert f'Invalid argument for "m:f" at {path}: expected int64' in message
+    assert f"got {bad!r} (float64)" in message
+    assert "an `int` parameter takes integers" in message
+    assert "`ConvexInt64` in the Python client" in message
+    assert "`float` / `v.number()` to take any number" in message
+
+
+def test_int_annotations_refuse_nan() -> None:
+    with pytest.raises(ArgumentValidationError) as info:
+        INTS.validate({"n": float("nan")}, "m:f")
+    assert info.value.path == "$.n" and "got nan (float64)" in str(info.value)
+
+
+def test_scalar_int_annotations_take_whole_floats() -> None:
+    args = compile_args(None, create_user)  # not all scalars: msgspec's second try
+    assert same(
+        args.validate({"name": "a", "age": 30.0, "address": {"city": "x"}}, "m:f"),
+        {"name": "a", "age": 30, "address": {"city": "x"}},
+    )
+
+    async def scalars(ctx: object, n: int, label: str, ratio: float) -> None:
+        return None
+
+    fast = compile_args(None, scalars)  # all scalars: the fast path converts
+    assert fast._scalars is not None
+    result = fast.validate({"n": 4.0, "label": "x", "ratio": 5.0}, "m:f")
+    assert same(result, {"n": 4, "label": "x", "ratio": 5.0})
+    with pytest.raises(ArgumentValidationError, match=r"at \$\.n: expected int64, got 4\.5"):
+        fast.validate({"n": 4.5, "label": "x", "ratio": 5.0}, "m:f")
+    with pytest.raises(ArgumentValidationError, match=r"at \$\.label: expected string"):
+        fast.validate({"n": 4.0, "label": 1, "ratio": 5.0}, "m:f")
+
+
+def test_int_annotations_on_extra_arguments() -> None:
+    async def counts(ctx: object, **rest: int) -> None:
+        return None
+
+    args = compile_args(None, counts)
+    assert same(args.validate({"a": 2.0, "b": 3}, "m:f"), {"a": 2, "b": 3})
+    with pytest.raises(ArgumentValidationError, match=r"at \$\.a: expected int64, got 2\.5"):
+        args.validate({"a": 2.5}, "m:f")
+
+
+def test_v_int64_stays_strict() -> None:
+    args = compile_args({"n": v.int64(), "xs": v.array(v.int64())}, noop)
+    with pytest.raises(ArgumentValidationError) as info:
+        args.validate({"n": 3.0, "xs": []}, "m:f")
+    assert str(info.value) == 'Invalid argument for "m:f" at $.n: expected int64, got 3.0 (float64)'
+    with pytest.raises(ArgumentValidationError, match=r"at \$\.xs\[0\]"):
+        args.validate({"n": 3, "xs": [1.0]}, "m:f")
+    assert VIntAnnotation() != v.int64()
+    assert v.array(VIntAnnotation()) != v.array(v.int64())
+
+
+def test_int_annotations_in_returns_and_schemas() -> None:
+    returns = compile_returns(list[int])
+    assert returns is not None
+    assert same(returns.validate([1.0, 2], "f"), [1, 2])
+    with pytest.raises(ReturnsValidationError) as info:
+        returns.validate([1.5], "tasks:list")
+    assert str(info.value) == (
+        'Invalid return value of "tasks:list" at $[0]: expected int64, got 1.5 (float64): '
+        "`int` takes integers (a float only when it is whole and within ±2^53)"
+    )
+    table = compile_object({"count": int, "exact": v.int64()}, name="counters")
+    assert same(table.validate({"count": 2.0, "exact": 3}), {"count": 2, "exact": 3})
+    with pytest.raises(SchemaValidationError, match=r"at \$\.exact: expected int64"):
+        table.validate({"count": 2, "exact": 3.0})
+
+
+# --------------------------------------------------------------------------
 # Returns and schema
 
 
@@ -609,6 +752,7 @@ leaf_validators: st.SearchStrategy[Validator] = st.sampled_from(
         v.string(),
         v.number(),
         v.int64(),
+        VIntAnnotation(),
         v.boolean(),
         v.null(),
         v.bytes(),
@@ -666,6 +810,9 @@ def _values_for(validator: Validator, noise: bool) -> st.SearchStrategy[Any]:
         return st.text(max_size=5)
     if isinstance(validator, VFloat64):
         return st.floats() | st.integers(INT64_MIN, INT64_MAX)
+    if isinstance(validator, VIntAnnotation):
+        whole = st.integers(-(2**53), 2**53).map(float)
+        return st.integers(INT64_MIN, INT64_MAX) | whole | st.sampled_from([-0.0, 2.0**53])
     if isinstance(validator, VInt64):
         return st.integers(INT64_MIN, INT64_MAX)
     if isinstance(validator, VBoolean):
@@ -754,10 +901,12 @@ _SCALARS = {
     "b": v.boolean(),
     "n": v.null(),
     "o": v.optional(v.int64()),  # present: as int64; absent: the full path
+    "w": VIntAnnotation(),  # whole floats: converted, then the fast path again
 }
 _scalar_values = st.one_of(
     st.text(max_size=3),
     st.floats(allow_nan=False),
+    st.integers(-(2**54), 2**54).map(float),
     st.integers(INT64_MIN - 2, INT64_MAX + 2),
     st.booleans(),
     st.none(),
@@ -767,7 +916,7 @@ _scalar_values = st.one_of(
 @settings(max_examples=300)
 @given(
     st.lists(st.sampled_from(sorted(_SCALARS)), min_size=1, max_size=5, unique=True),
-    st.dictionaries(st.sampled_from(["s", "f", "i", "b", "n", "o", "x"]), _scalar_values),
+    st.dictionaries(st.sampled_from(["s", "f", "i", "b", "n", "o", "w", "x"]), _scalar_values),
 )
 def test_scalar_fast_path_agrees_with_the_full_validation(names: list[str], args: dict) -> None:
     from convexpy.validators.compiled import ArgsValidator

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Coroutine
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from ..db import Transaction
 from ..errors import FunctionNotFoundError, InvalidValueError, SchedulerError
 from ..functions import FunctionKind
 from ..ids import is_id_of
+from ..unawaited import CallTracker, track
 from ..values import copy_with_size, value_size
 from .jobs import SCHEDULED_FUNCTIONS, JobState, job_document
 
@@ -42,9 +44,17 @@ class ScheduledWrites:
 
     def clear(self) -> None:
         """Forget everything: a transaction is being retried from the start."""
-        self.jobs.clear()
-        self.canceled.clear()
-        self.args_bytes = 0
+        self.rollback_to((0, 0, 0))
+
+    def savepoint(self) -> tuple[int, int, int]:
+        """A mark to :meth:`rollback_to` (as ``Transaction.savepoint``)."""
+        return len(self.jobs), len(self.canceled), self.args_bytes
+
+    def rollback_to(self, mark: tuple[int, int, int]) -> None:
+        """Forget what was scheduled and cancelled after ``mark``."""
+        jobs, canceled, self.args_bytes = mark
+        del self.jobs[jobs:]
+        del self.canceled[canceled:]
 
 
 def _delay(delay_ms: object) -> float:
@@ -69,23 +79,58 @@ def _delay(delay_ms: object) -> float:
 
 
 class Scheduler(ABC):
-    """Shared argument checks of ``run_after`` / ``run_at`` / ``cancel``."""
+    """Shared argument checks of ``run_after`` / ``run_at`` / ``cancel``.
 
-    def __init__(self, runtime: Runtime) -> None:
+    Calls are recorded in ``calls``, to find those never awaited.
+    """
+
+    _label = "ctx.scheduler"
+
+    def __init__(self, runtime: Runtime, calls: CallTracker) -> None:
         self._runtime = runtime
+        self._calls = calls
 
-    async def run_after(
+    def run_after(
         self, delay_ms: float | timedelta, function: object, args: dict[str, Any] | None = None
+    ) -> Coroutine[Any, Any, str]:
+        """Schedule ``function(args)`` to run ``delay_ms`` milliseconds from now;
+        returns the job id (await it)."""
+        return track(self, "run_after", self._run_after(delay_ms, function, args))
+
+    def run_at(
+        self, timestamp: float | datetime, function: object, args: dict[str, Any] | None = None
+    ) -> Coroutine[Any, Any, str]:
+        """Schedule ``function(args)`` at ``timestamp`` (epoch ms or an aware
+        datetime); returns the job id (await it)."""
+        return track(self, "run_at", self._run_at(timestamp, function, args))
+
+    def runAfter(
+        self, delay_ms: float | timedelta, function: object, args: dict[str, Any] | None = None
+    ) -> Coroutine[Any, Any, str]:
+        """Convex's spelling of :meth:`run_after`."""
+        return track(self, "runAfter", self._run_after(delay_ms, function, args))
+
+    def runAt(
+        self, timestamp: float | datetime, function: object, args: dict[str, Any] | None = None
+    ) -> Coroutine[Any, Any, str]:
+        """Convex's spelling of :meth:`run_at`."""
+        return track(self, "runAt", self._run_at(timestamp, function, args))
+
+    def cancel(self, job_id: str) -> Coroutine[Any, Any, None]:
+        """Cancel a job: pending jobs never run; running actions end ``canceled``
+        (await it)."""
+        return track(self, "cancel", self._cancel(job_id))
+
+    async def _run_after(
+        self, delay_ms: float | timedelta, function: object, args: dict[str, Any] | None
     ) -> str:
-        """Schedule ``function(args)`` to run ``delay_ms`` milliseconds from now."""
         delay = _delay(delay_ms)
         now = self._runtime.clock.now()
         return await self._schedule(now + delay, function, args, "run_after", now)
 
-    async def run_at(
-        self, timestamp: float | datetime, function: object, args: dict[str, Any] | None = None
+    async def _run_at(
+        self, timestamp: float | datetime, function: object, args: dict[str, Any] | None
     ) -> str:
-        """Schedule ``function(args)`` at ``timestamp`` (epoch ms or an aware datetime)."""
         if isinstance(timestamp, datetime):
             if timestamp.tzinfo is None or timestamp.utcoffset() is None:
                 raise SchedulerError(
@@ -105,9 +150,6 @@ class Scheduler(ABC):
                 f"got {type(timestamp).__name__}"
             )
         return await self._schedule(when, function, args, "run_at", self._runtime.clock.now())
-
-    runAfter = run_after
-    runAt = run_at
 
     def _target(self, function: object, args: object, verb: str) -> tuple[str, dict[str, Any], int]:
         """The function's path, a private copy of the checked args, and their size."""
@@ -146,8 +188,8 @@ class Scheduler(ABC):
         """Create the job (checked arguments) and return its id; ``now`` is the clock's time."""
 
     @abstractmethod
-    async def cancel(self, job_id: str) -> None:
-        """Cancel a job: pending jobs never run; running actions end ``canceled``."""
+    async def _cancel(self, job_id: str) -> None:
+        """:meth:`cancel`."""
 
     def _check_job_id(self, job_id: object) -> str:
         if not is_id_of(job_id, SCHEDULED_FUNCTIONS):
@@ -216,7 +258,10 @@ async def cancel_in(txn: Transaction, writes: ScheduledWrites, job_id: str, *, n
 
 
 class MutationScheduler(Scheduler):
-    """``ctx.scheduler`` in a mutation: jobs are part of the mutation's transaction."""
+    """``ctx.scheduler`` in a mutation: jobs are part of the mutation's transaction.
+
+    Calls are recorded in ``calls`` (default: the transaction's).
+    """
 
     def __init__(
         self,
@@ -225,17 +270,17 @@ class MutationScheduler(Scheduler):
         writes: ScheduledWrites,
         *,
         current_job: str | None = None,
+        calls: CallTracker | None = None,
     ) -> None:
-        super().__init__(runtime)
+        super().__init__(runtime, txn.calls if calls is None else calls)
         self._txn = txn
         self._writes = writes
         self._current_job = current_job
         """The id of the scheduled job this mutation is running as, if it is one."""
 
-    async def run_after(
-        self, delay_ms: float | timedelta, function: object, args: dict[str, Any] | None = None
+    async def _run_after(
+        self, delay_ms: float | timedelta, function: object, args: dict[str, Any] | None
     ) -> str:
-        """Schedule ``function(args)`` to run ``delay_ms`` milliseconds from now."""
         delay = _delay(delay_ms)
         now = self._runtime.clock.now()
         if self._txn.prepared(SCHEDULED_FUNCTIONS):
@@ -261,7 +306,14 @@ class MutationScheduler(Scheduler):
         """What this transaction has scheduled and cancelled so far."""
         return self._writes
 
-    async def cancel(self, job_id: str) -> None:
+    def nested(self, calls: CallTracker) -> MutationScheduler:
+        """The scheduler of a nested mutation (``ctx.run_mutation``): the same
+        transaction and writes, its own record of calls."""
+        return MutationScheduler(
+            self._runtime, self._txn, self._writes, current_job=self._current_job, calls=calls
+        )
+
+    async def _cancel(self, job_id: str) -> None:
         job_id = self._check_job_id(job_id)
         if self._current_job == job_id:
             raise SchedulerError("A mutation cannot cancel itself")
@@ -275,8 +327,10 @@ class ActionScheduler(Scheduler):
     the jobs it schedules afterwards are created already ``canceled``.
     """
 
-    def __init__(self, runtime: Runtime, *, parent_job: str | None = None) -> None:
-        super().__init__(runtime)
+    def __init__(
+        self, runtime: Runtime, calls: CallTracker, *, parent_job: str | None = None
+    ) -> None:
+        super().__init__(runtime, calls)
         self._parent_job = parent_job
 
     async def _schedule(
@@ -309,7 +363,7 @@ class ActionScheduler(Scheduler):
         runtime.dispatcher.notify(writes)
         return job_id
 
-    async def cancel(self, job_id: str) -> None:
+    async def _cancel(self, job_id: str) -> None:
         job_id = self._check_job_id(job_id)
         runtime = self._runtime
         writes = ScheduledWrites()

@@ -35,6 +35,7 @@ from ..functions import ConvexFunction, FunctionKind
 from ..logcapture import capture
 from ..store.base import ConflictError, KeyRange
 from ..store.health import failure_delay_ms, run_forever
+from ..unawaited import IN_MUTATION
 from .api import MutationScheduler, ScheduledWrites, Scheduler
 from .jobs import (
     BY_COMPLETED,
@@ -95,7 +96,8 @@ class _JobCtx(MutationCtx):
     """``ctx`` of a scheduled mutation run in a batch; its scheduler is made
     on first use (most jobs never schedule anything)."""
 
-    __slots__ = ("_job", "_runtime", "_scheduler", "_started", "_txn")
+    __slots__ = ("_job", "_scheduler", "_started", "_txn")
+    _runtime: Runtime  # always set: nested calls (ctx.run_query ...) use it
 
     def __init__(
         self, db: DatabaseWriter, runtime: Runtime, txn: Transaction, job_id: str, started: float
@@ -579,6 +581,7 @@ class Dispatcher:
         all_writes = ScheduledWrites()
         outcomes: list[_Outcome] = []
         db = DatabaseWriter(txn)  # stateless beyond the transaction: one serves every job
+        calls = txn.calls  # the ctx calls of the job running, checked after each
         pending = JobState.PENDING.value
         capture_logs = runtime.capture_logs
         try:
@@ -608,9 +611,13 @@ class Dispatcher:
                                 result = await fn.handler(ctx, **args)
                             finally:
                                 logs = None if lines is None else lines.finish()
+                        if calls:
+                            calls.check(path, IN_MUTATION)
                         runtime.check_result(path, fn, result)
                     except Exception as exc:
                         txn.rollback_to(mark)
+                        if calls:  # what it never awaited, before it raised
+                            calls.close_unawaited()
                         error = error_text(exc)
                     else:
                         txn.put(SCHEDULED_FUNCTIONS, doc, finished(doc, JobState.SUCCESS, now()))

@@ -18,7 +18,11 @@ Conversions: ``v.number()`` turns ints into floats; arrays accept lists,
 tuples and sets and produce lists; bytes accept ``bytearray`` and
 ``memoryview`` and produce ``bytes``; ``str``/``int`` subclasses become
 plain ``str``/``int``. A union keeps an int an int when one of its members
-accepts int64 (or an int literal), and only then tries ``v.number()``.
+accepts int64 (or an int literal), and only then tries ``v.number()``. An
+``int`` annotation (:class:`VIntAnnotation`) also takes a whole float within
+±2^53 as an int (clients that only have float64 send ``3`` as ``3.0``):
+msgspec refuses it, and the Python path converts it; ``v.int64()`` refuses
+floats.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from .nodes import (
     VFloat64,
     VId,
     VInt64,
+    VIntAnnotation,
     VLiteral,
     VNull,
     VObject,
@@ -61,6 +66,7 @@ __all__ = [
     "VFloat64",
     "VId",
     "VInt64",
+    "VIntAnnotation",
     "VLiteral",
     "VNull",
     "VObject",

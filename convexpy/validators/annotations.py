@@ -19,7 +19,7 @@ from .nodes import (
     VBytes,
     VFloat64,
     VId,
-    VInt64,
+    VIntAnnotation,
     VLiteral,
     VNull,
     VObject,
@@ -40,7 +40,9 @@ _SUPPORTED = (
 def validator_from_annotation(annotation: object) -> Validator:
     """The validator matching a Python type annotation.
 
-    ``str`` → string, ``int`` → int64, ``float`` → number, ``bool``,
+    ``str`` → string, ``int`` → int64 that also takes whole floats within
+    ±2^53 as ints (:class:`~convexpy.validators.nodes.VIntAnnotation`;
+    ``v.int64()`` refuses floats), ``float`` → number, ``bool``,
     ``None``, ``bytes``, ``list[X]``, ``dict[str, X]`` (record), TypedDict
     (object; ``NotRequired`` fields optional), ``Literal[...]``,
     ``X | None`` / ``Optional[X]`` / ``Union[...]``, ``Any`` / ``object``
@@ -63,7 +65,7 @@ def _from_annotation(tp: Any, seen: tuple[type, ...]) -> Validator:
         simple: dict[type, Callable[[], Validator]] = {
             str: VString,
             bool: VBoolean,
-            int: VInt64,
+            int: VIntAnnotation,
             float: VFloat64,
             bytes: VBytes,
         }

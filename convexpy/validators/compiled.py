@@ -22,7 +22,19 @@ from ..errors import (
 from ..values import INT64_MAX, INT64_MIN, describe_value, format_path, is_valid_field_name
 from .annotations import _as_validator, _from_annotation
 from .core import _BUILTIN_TYPES, _dec_hook, _Mismatch, _to_plain
-from .nodes import Validator, VBoolean, VFloat64, VInt64, VNull, VObject, VRecord, VString
+from .nodes import (
+    Validator,
+    VBoolean,
+    VFloat64,
+    VInt64,
+    VIntAnnotation,
+    VNull,
+    VObject,
+    VRecord,
+    VString,
+    integral_float,
+    whole_floats_to_ints,
+)
 
 # --------------------------------------------------------------------------
 # Compiled validators
@@ -31,6 +43,7 @@ _SCALAR_TYPES: dict[type, type] = {
     VString: str,
     VFloat64: float,
     VInt64: int,
+    VIntAnnotation: int,  # whole floats go through the Python path
     VBoolean: bool,
     VNull: type(None),
 }
@@ -43,19 +56,67 @@ def _converted(root_struct: Any, value: object) -> Any:
     )
 
 
-def _mismatch_or_none(validator: Validator, value: object) -> _Mismatch | None:
-    try:
-        validator._check(value)
-    except _Mismatch as mismatch:
-        return mismatch
-    return None
+class _SecondTry:
+    """What a validator with ``int`` annotations tries when msgspec refused
+    the input: the msgspec type that also takes whole floats there (still at
+    C speed), then the conversion of those floats to ints.
+
+    Ints pass the first try, so only inputs with such floats pay for this.
+    ``wrapped``: the root is a one-field struct, as in :class:`ReturnsValidator`.
+    """
+
+    __slots__ = ("struct", "to_ints", "wrapped")
+
+    def __init__(self, struct: Any, to_ints: Callable[[Any], Any], *, wrapped: bool) -> None:
+        self.struct = struct
+        self.to_ints = to_ints
+        self.wrapped = wrapped
+
+    @classmethod
+    def of(cls, validator: Validator, *, wrapped: bool = False) -> _SecondTry | None:
+        """The second try of ``validator``; None when it has no ``int`` annotation."""
+        to_ints = whole_floats_to_ints(validator)
+        if to_ints is None:
+            return None
+        struct = validator._ms(whole=True)
+        if wrapped:
+            struct = msgspec.defstruct("Returns", [("v", struct)], gc=False)
+        return cls(struct, to_ints, wrapped=wrapped)
 
 
-def _divergence(error: msgspec.ValidationError) -> _Mismatch:
+def _retry(validator: Validator, second: _SecondTry | None, value: object, error: Exception) -> Any:
+    """After msgspec refused ``value``: its conversion by ``second``, or the
+    ``_Mismatch`` (raised) that explains the refusal, from the Python path."""
+    if second is not None:
+        try:
+            if second.wrapped:
+                return second.to_ints(_to_plain(_converted(second.struct, {"v": value}).v))
+            return second.to_ints(_to_plain(_converted(second.struct, value)))
+        except msgspec.ValidationError:
+            pass
+    validator._check(value)  # raises _Mismatch
     # The Python path accepted what msgspec refused; that is a bug in this
     # module. Still report something useful rather than accept the input.
-    text = str(error)
-    return _Mismatch(None, "", reason=f"invalid value ({text})")
+    raise _Mismatch(None, "", reason=f"invalid value ({error})")
+
+
+_INTEGRAL_ARGUMENT = (
+    "an `int` parameter takes integers (a float only when it is whole and within ±2^53); "
+    "clients should send an int64 (`ConvexInt64` in the Python client), or the function "
+    "can declare `float` / `v.number()` to take any number"
+)
+
+
+def _with_whole_ints(args: dict[Any, object], names: tuple[str, ...]) -> dict[Any, object] | None:
+    """A copy of ``args`` with the whole floats of ``names`` as ints (None: none to convert)."""
+    converted: dict[Any, object] | None = None
+    for name in names:
+        value = args.get(name)
+        if type(value) is float and (number := integral_float(value)) is not None:
+            if converted is None:
+                converted = dict(args)
+            converted[name] = number
+    return converted
 
 
 class ArgsValidator:
@@ -66,13 +127,14 @@ class ArgsValidator:
     they are refused.
     """
 
-    __slots__ = ("_object", "_scalars", "_struct", "extra", "fields")
+    __slots__ = ("_object", "_scalars", "_second", "_struct", "_wholes", "extra", "fields")
 
     def __init__(self, fields: dict[str, Validator], extra: Validator | None = None) -> None:
         self._object = VObject(fields)
         self.fields = self._object.fields
         self.extra = extra
         self._struct = self._object._ms()
+        self._second = _SecondTry.of(self._object)
         scalars = [(name, _SCALAR_TYPES.get(type(f))) for name, f in self.fields.items()]
         self._scalars: tuple[tuple[str, type], ...] | None = (
             tuple((name, kind) for name, kind in scalars if kind is not None)
@@ -80,6 +142,12 @@ class ArgsValidator:
             else None
         )
         """Every argument a scalar: (name, exact Python type) each; else None."""
+        self._wholes = tuple(
+            name
+            for name, field in self.fields.items()
+            if self._scalars is not None and type(field) is VIntAnnotation
+        )
+        """With ``_scalars``: the ``int`` annotations, which take whole floats."""
 
     def describe(self) -> str:
         """The arguments as an object type, e.g. ``{ body: string }``."""
@@ -115,16 +183,24 @@ class ArgsValidator:
                     break
             else:
                 return dict(args)
+            if self._wholes:
+                converted = _with_whole_ints(args, self._wholes)
+                if converted is not None:  # ints now: the fast path again
+                    return self.validate(converted, function)
         extras: dict[str, object] | None = None
         if self.extra is not None:
             known = self.fields
             if any(key not in known for key in args):
                 extras = {k: item for k, item in args.items() if k not in known}
                 args = {k: item for k, item in args.items() if k in known}
+        result: dict[str, object]
         try:
-            result: dict[str, object] = _to_plain(_converted(self._struct, args))
+            result = _to_plain(_converted(self._struct, args))
         except msgspec.ValidationError as error:
-            self._fail(args, function, error)
+            try:
+                result = _retry(self._object, self._second, args, error)
+            except _Mismatch as mismatch:
+                self._raise(mismatch, function)
         if extras:
             result.update(self._check_extras(extras, function))
         return result
@@ -137,10 +213,6 @@ class ArgsValidator:
         except _Mismatch as mismatch:
             self._raise(mismatch, function)
         return converted
-
-    def _fail(self, args: object, function: str, error: msgspec.ValidationError) -> NoReturn:
-        mismatch = _mismatch_or_none(self._object, args) or _divergence(error)
-        self._raise(mismatch, function)
 
     def _raise(self, mismatch: _Mismatch, function: str) -> NoReturn:
         parts = mismatch.path_parts()
@@ -156,6 +228,8 @@ class ArgsValidator:
                 f"(expected arguments: {self.describe()})"
             )
         else:
+            if mismatch.kind == "integral":
+                mismatch.detail = _INTEGRAL_ARGUMENT
             message = f'Invalid argument for "{function}" at {path}: {mismatch.describe()}'
         raise ArgumentValidationError(
             message,
@@ -169,10 +243,11 @@ class ArgsValidator:
 class ReturnsValidator:
     """Validates and converts the return value of one function."""
 
-    __slots__ = ("_struct", "validator")
+    __slots__ = ("_second", "_struct", "validator")
 
     def __init__(self, validator: Validator) -> None:
         self.validator = validator
+        self._second = _SecondTry.of(validator, wrapped=True)
         # A one-field struct as the root: msgspec caches the compiled type
         # info on struct classes, while a bare list[...] would be re-parsed
         # on every call.
@@ -186,7 +261,10 @@ class ReturnsValidator:
         try:
             return _to_plain(_converted(self._struct, {"v": value}).v)
         except msgspec.ValidationError as error:
-            mismatch = _mismatch_or_none(self.validator, value) or _divergence(error)
+            try:
+                return _retry(self.validator, self._second, value, error)
+            except _Mismatch as refused:
+                mismatch = refused
         path = format_path(mismatch.path_parts())
         raise ReturnsValidationError(
             f'Invalid return value of "{function}" at {path}: {mismatch.describe()}'
@@ -196,12 +274,13 @@ class ReturnsValidator:
 class ObjectValidator:
     """Validates documents of one table against its schema (system fields excluded)."""
 
-    __slots__ = ("_object", "_struct", "name")
+    __slots__ = ("_object", "_second", "_struct", "name")
 
     def __init__(self, fields: dict[str, Validator], name: str) -> None:
         self._object = VObject(fields)
         self.name = name
         self._struct = self._object._ms()
+        self._second = _SecondTry.of(self._object)
 
     @property
     def fields(self) -> dict[str, Validator]:
@@ -221,11 +300,16 @@ class ObjectValidator:
 
     def validate(self, doc: object) -> dict[str, object]:
         """Return the converted document or raise :class:`SchemaValidationError`."""
+        result: dict[str, object]
         try:
-            result: dict[str, object] = _to_plain(_converted(self._struct, doc))
+            result = _to_plain(_converted(self._struct, doc))
             return result
         except msgspec.ValidationError as error:
-            mismatch = _mismatch_or_none(self._object, doc) or _divergence(error)
+            try:
+                result = _retry(self._object, self._second, doc, error)
+                return result
+            except _Mismatch as refused:
+                mismatch = refused
         path = format_path(mismatch.path_parts())
         raise SchemaValidationError(
             f'Document does not match the schema of table "{self.name}" at {path}: '

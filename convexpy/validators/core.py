@@ -8,7 +8,7 @@ path for nodes it cannot express.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Union
 
 import msgspec
 
@@ -18,6 +18,11 @@ if TYPE_CHECKING:
     from .nodes import Validator
 
 _I64 = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]
+# What an `int` annotation takes on the second try (see VIntAnnotation): an
+# int64, or a whole float within ±2^53 (NaN and infinities fail the bounds).
+_I64_OR_WHOLE = Union[  # noqa: UP007
+    _I64, Annotated[float, msgspec.Meta(ge=-(2.0**53), le=2.0**53, multiple_of=1.0)]
+]
 # Record keys must be field names: printable ASCII not starting with "$".
 # msgspec applies patterns with re.search, hence the explicit anchors.
 _FIELD_NAME = Annotated[str, msgspec.Meta(pattern=r"\A[ -#%-~][ -~]*\Z", max_length=1024)]

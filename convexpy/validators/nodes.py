@@ -10,6 +10,7 @@ import json
 import math
 import types
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal, Union, cast
 
 import msgspec
@@ -29,6 +30,7 @@ from .core import (
     _FALLBACK,
     _FIELD_NAME,
     _I64,
+    _I64_OR_WHOLE,
     _NOT_BUILT,
     _Checked,
     _dec_hook,
@@ -49,11 +51,12 @@ class Validator(ABC):
     ``v.optional``). Validators are immutable and compare structurally.
     """
 
-    __slots__ = ("_ms_type", "is_optional")
+    __slots__ = ("_ms_type", "_ms_whole_type", "is_optional")
 
     def __init__(self) -> None:
         self.is_optional = False
         self._ms_type: Any = _NOT_BUILT
+        self._ms_whole_type: Any = _NOT_BUILT
 
     # -- public ------------------------------------------------------------
 
@@ -100,20 +103,35 @@ class Validator(ABC):
         # union as a whole. Scalars never: "expected string | null" is clearer.
         return False
 
-    def _build_ms(self) -> Any:
-        """The msgspec type for this node, or ``_FALLBACK`` for the Python path."""
+    def _build_ms(self, whole: bool) -> Any:
+        """The msgspec type for this node, or ``_FALLBACK`` for the Python path.
+
+        Children's types are ``child._ms(whole)``.
+        """
         return _FALLBACK
 
-    def _ms(self) -> Any:
+    def _ms(self, whole: bool = False) -> Any:
+        """The msgspec type of this node (built once).
+
+        With ``whole``, ``int`` annotations (:class:`VIntAnnotation`) also
+        take whole floats within ±2^53, which stay floats: see
+        :func:`whole_floats_to_ints`. Nodes without one have a single type.
+        """
+        if whole:
+            ms = self._ms_whole_type
+            if ms is _NOT_BUILT:
+                built = self._build_ms(True) if takes_integral_floats(self) else self._ms()
+                ms = self._ms_whole_type = self._marker(built)
+            return ms
         ms = self._ms_type
         if ms is _NOT_BUILT:
-            ms = self._build_ms()
-            if ms is _FALLBACK:
-                ms = type(
-                    f"Checked{type(self).__name__}", (_Checked,), {"__slots__": (), "node": self}
-                )
-            self._ms_type = ms
+            ms = self._ms_type = self._marker(self._build_ms(False))
         return ms
+
+    def _marker(self, ms: Any) -> Any:
+        if ms is not _FALLBACK:
+            return ms
+        return type(f"Checked{type(self).__name__}", (_Checked,), {"__slots__": (), "node": self})
 
 
 class _Scalar(Validator):
@@ -138,7 +156,7 @@ class _Scalar(Validator):
     def _kinds(self) -> frozenset[str]:
         return self._kind_set
 
-    def _build_ms(self) -> Any:
+    def _build_ms(self, whole: bool) -> Any:
         return self._ms_plain
 
 
@@ -191,6 +209,138 @@ class VInt64(_Scalar):
         ):
             return int(value)
         raise _Mismatch(value, "int64")
+
+
+MAX_EXACT_FLOAT_INT = 2**53
+"""Integral floats up to this magnitude are exact: every integer in
+``[-2**53, 2**53]`` has a float64 of the same value."""
+
+INTEGRAL_FLOATS = "`int` takes integers (a float only when it is whole and within ±2^53)"
+
+
+def integral_float(value: float) -> int | None:
+    """``value`` as an ``int`` when it is whole and within ±2^53, else None."""
+    if -MAX_EXACT_FLOAT_INT <= value <= MAX_EXACT_FLOAT_INT and value.is_integer():
+        return int(value)
+    return None  # fractional, too large to be exact, NaN or infinite
+
+
+class VIntAnnotation(VInt64):
+    """The ``int`` annotation: an int64, or a float that is a whole number
+    within ±2^53 (returned as an ``int``).
+
+    Clients that know only float64 (JSON numbers, the official Python client
+    for plain ``int`` values) send ``3`` as ``3.0``; an ``int`` parameter
+    takes it as ``3``. Other floats are refused (``_Mismatch.kind`` is
+    ``"integral"``). ``v.int64()`` stays strict. The msgspec type is
+    ``v.int64()``'s: ints are checked at C speed, and a float sends the whole
+    input down the Python path (see ``compiled.py``).
+    """
+
+    __slots__ = ()
+    # Both: in a union with a float member, the Python path decides (a float stays a float).
+    _kind_set = frozenset({"int", "float"})
+
+    def _repr(self) -> str:
+        return "int"
+
+    def json(self) -> dict[str, Any]:
+        # Convex's shape, marked: it takes more than v.int64() (and so is not equal to it).
+        return {"type": self._json_type, "wholeFloats": True}
+
+    def _build_ms(self, whole: bool) -> Any:
+        return _I64_OR_WHOLE if whole else _I64
+
+    def _check(self, value: Any) -> Any:
+        if type(value) is float:
+            converted = integral_float(value)
+            if converted is None:
+                raise _Mismatch(value, self._name, detail=INTEGRAL_FLOATS, kind="integral")
+            return converted
+        return super()._check(value)
+
+
+def takes_integral_floats(validator: Validator) -> bool:
+    """Whether an ``int`` annotation (:class:`VIntAnnotation`) is anywhere in ``validator``."""
+    if isinstance(validator, VIntAnnotation):
+        return True
+    if isinstance(validator, VArray):
+        return takes_integral_floats(validator.item)
+    if isinstance(validator, VObject):
+        return any(takes_integral_floats(field) for field in validator.fields.values())
+    if isinstance(validator, VRecord):
+        return takes_integral_floats(validator.values)
+    if isinstance(validator, VUnion):
+        return any(takes_integral_floats(member) for member in validator.members)
+    return False
+
+
+def whole_floats_to_ints(validator: Validator) -> Callable[[Any], Any] | None:
+    """What turns the whole floats that ``validator._ms(whole=True)`` took at
+    ``int`` annotations into ints, in a plain value it accepted (containers
+    are converted in place); None when there is nothing to turn.
+
+    Nodes left to the Python path (markers) are skipped: their values are
+    converted already.
+    """
+    if not takes_integral_floats(validator):
+        return None
+    ms = validator._ms(whole=True)
+    if isinstance(ms, type) and issubclass(ms, _Checked):
+        return None
+    if isinstance(validator, VIntAnnotation):
+        return _whole_to_int
+    if isinstance(validator, VArray):
+        item = whole_floats_to_ints(validator.item)
+        if item is None:  # the items are left to the Python path
+            return None
+        if item is _whole_to_int:  # list[int]: no call per item
+            return lambda items: [int(x) if type(x) is float else x for x in items]
+        return lambda items: [item(x) for x in items]
+    if isinstance(validator, VRecord):
+        values = whole_floats_to_ints(validator.values)
+        if values is None:
+            return None
+        if values is _whole_to_int:
+            return lambda record: {
+                key: int(x) if type(x) is float else x for key, x in record.items()
+            }
+        return lambda record: {key: values(x) for key, x in record.items()}
+    if isinstance(validator, VObject):
+        fields = {
+            name: convert
+            for name, field in validator.fields.items()
+            if (convert := whole_floats_to_ints(field)) is not None
+        }
+        if not fields:
+            return None
+
+        def convert_fields(obj: dict[str, Any]) -> dict[str, Any]:
+            for name, convert in fields.items():
+                if name in obj:
+                    obj[name] = convert(obj[name])
+            return obj
+
+        return convert_fields
+    assert isinstance(validator, VUnion)
+    # A compiled union's members take disjoint kinds of values.
+    by_kind = {
+        kind: convert
+        for member in _members(validator)
+        if (convert := whole_floats_to_ints(member)) is not None
+        for kind in member._kinds()
+    }
+    if not by_kind:
+        return None
+    return lambda value: by_kind.get(_value_kind(value), _unchanged)(value)
+
+
+def _whole_to_int(value: Any) -> Any:
+    return int(value) if type(value) is float else value
+
+
+def _unchanged(value: Any) -> Any:
+    return value
 
 
 class VBoolean(_Scalar):
@@ -345,7 +495,7 @@ class VLiteral(Validator):
     def _kinds(self) -> frozenset[str]:
         return frozenset({_value_kind(self.value)})
 
-    def _build_ms(self) -> Any:
+    def _build_ms(self, whole: bool) -> Any:
         # msgspec's Literal supports str and int values only.
         if isinstance(self.value, str) or (
             isinstance(self.value, int) and not isinstance(self.value, bool)
@@ -403,8 +553,8 @@ class VArray(Validator):
     def _shallow_match(self, value: object) -> bool:
         return isinstance(value, list | tuple | set | frozenset)
 
-    def _build_ms(self) -> Any:
-        return types.GenericAlias(list, (self.item._ms(),))
+    def _build_ms(self, whole: bool) -> Any:
+        return types.GenericAlias(list, (self.item._ms(whole),))
 
 
 class VObject(Validator):
@@ -498,7 +648,7 @@ class VObject(Validator):
                 return False
         return True
 
-    def _build_ms(self) -> Any:
+    def _build_ms(self, whole: bool) -> Any:
         # Struct attributes are f0, f1 ... renamed to the real field names, so
         # any field name works (keywords, "my-field", leading underscores).
         if any('"' in name or "\\" in name for name in self.fields):
@@ -509,9 +659,9 @@ class VObject(Validator):
             attr = f"f{index}"
             rename[attr] = name
             if field.is_optional:
-                spec.append((attr, Union[field._ms(), msgspec.UnsetType], msgspec.UNSET))  # noqa: UP007
+                spec.append((attr, Union[field._ms(whole), msgspec.UnsetType], msgspec.UNSET))  # noqa: UP007
             else:
-                spec.append((attr, field._ms()))
+                spec.append((attr, field._ms(whole)))
         # gc=False: these structs live for one conversion and cannot form cycles.
         return msgspec.defstruct(
             "Object", spec, kw_only=True, forbid_unknown_fields=True, rename=rename, gc=False
@@ -600,7 +750,7 @@ class VRecord(Validator):
     def _shallow_match(self, value: object) -> bool:
         return isinstance(value, dict)
 
-    def _build_ms(self) -> Any:
+    def _build_ms(self, whole: bool) -> Any:
         keys = self.keys
         key_type: Any
         if isinstance(keys, VString):
@@ -611,7 +761,14 @@ class VRecord(Validator):
             key_type = _literal_type([cast(VLiteral, m).value for m in _members(keys)])
         else:
             return _FALLBACK
-        return types.GenericAlias(dict, (key_type, self.values._ms()))
+        return types.GenericAlias(dict, (key_type, self.values._ms(whole)))
+
+
+def _last(members: tuple[Validator, ...], kind: type[Validator]) -> tuple[Validator, ...]:
+    """``members`` with those of type ``kind`` moved to the end, order kept otherwise."""
+    return tuple(m for m in members if not isinstance(m, kind)) + tuple(
+        m for m in members if isinstance(m, kind)
+    )
 
 
 def _members(validator: Validator) -> list[Validator]:
@@ -635,19 +792,19 @@ class VUnion(Validator):
 
     Members are tried in order, except that an int is offered to
     ``v.number()`` members last, so it stays an int when another member
-    accepts it.
+    accepts it, and a float is offered to ``int`` annotations last, so it
+    stays a float when another member accepts it.
     """
 
-    __slots__ = ("_int_order", "members")
+    __slots__ = ("_float_order", "_int_order", "members")
 
     def __init__(self, members: tuple[Validator, ...]) -> None:
         super().__init__()
         if not members:
             raise TypeError("v.union() needs at least one member")
         self.members = tuple(_no_optional(m, "as a union member") for m in members)
-        numbers: list[Validator] = [m for m in self.members if isinstance(m, VFloat64)]
-        others: list[Validator] = [m for m in self.members if not isinstance(m, VFloat64)]
-        self._int_order = tuple(others + numbers)
+        self._int_order = _last(self.members, VFloat64)
+        self._float_order = _last(self.members, VIntAnnotation)
 
     def describe(self) -> str:
         return " | ".join(member.describe() for member in self.members)
@@ -662,6 +819,8 @@ class VUnion(Validator):
         members = self.members
         if isinstance(value, int) and not isinstance(value, bool):
             members = self._int_order
+        elif type(value) is float:
+            members = self._float_order
         failures: list[tuple[Validator, _Mismatch]] = []
         for member in members:
             try:
@@ -671,6 +830,9 @@ class VUnion(Validator):
         shaped = [mismatch for member, mismatch in failures if member._shallow_match(value)]
         if len(shaped) == 1:
             raise shaped[0]
+        for _, failure in failures:
+            if failure.kind == "integral":  # say why an `int` member refused this float
+                raise _Mismatch(value, self.describe(), detail=failure.detail, kind="integral")
         raise _Mismatch(value, self.describe())
 
     def _kinds(self) -> frozenset[str]:
@@ -679,7 +841,7 @@ class VUnion(Validator):
     def _shallow_match(self, value: object) -> bool:
         return any(member._shallow_match(value) for member in self.members)
 
-    def _build_ms(self) -> Any:
+    def _build_ms(self, whole: bool) -> Any:
         # msgspec picks a union member by the input's type, the Python path
         # by trying members in order. They agree when no two members accept
         # the same kind of value, so only such unions are compiled. Literals
@@ -704,6 +866,6 @@ class VUnion(Validator):
             if kinds & seen:
                 return _FALLBACK
             seen |= kinds
-            parts.append(member._ms())
+            parts.append(member._ms(whole))
         tp = cast(Any, Union)[tuple(parts)]
         return tp if _msgspec_accepts(tp) else _FALLBACK
