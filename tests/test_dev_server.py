@@ -391,7 +391,7 @@ async def test_damaged_database(tmp_path: Path) -> None:
         body = response.json()
         assert body["code"] == "DatabaseDamaged"
         assert body["message"].startswith(damaged), body
-        assert "restore the file from a backup" in body["message"]
+        assert "restore it from a backup while the server is stopped" in body["message"]
         # A function that reads the damaged pages: a function error saying the same.
         response = await http.post("/api/query", json={"path": "bulk:count", "args": {}})
         assert response.status_code == 200
@@ -405,6 +405,18 @@ async def test_damaged_database(tmp_path: Path) -> None:
         await server.wait_for_output("database disk image is malformed")
         assert "Traceback (most recent call last)" in server.output
         assert (await http.get("/")).status_code == 200
+
+    # Damage where starting reads (the header): the server does not start, and says why.
+    with open(db, "r+b") as file:  # noqa: ASYNC230 - a few bytes, no server running
+        file.write(b"not a database!!" * 8)
+    args = [str(app_dir), "--port", "0", "--db", str(db)]
+    result = await call(_run_dev, args, tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.strip() == (
+        f"Could not start: The database file {str(db)!r} is damaged (DatabaseError: file is "
+        "not a database), so convexpy cannot read it: restore it from a backup while the "
+        "server is stopped (or, if its data does not matter, delete it to start empty)"
+    )
 
 
 HANG_APP = {

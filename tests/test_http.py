@@ -660,7 +660,7 @@ STORE_FAULTS = [
         sqlite3.DatabaseError("database disk image is malformed"),
         "DatabaseDamaged",
         "The database is damaged (DatabaseError: database disk image is malformed), so "
-        "convexpy cannot read it. Stop the server and restore the file from a backup",
+        "convexpy cannot read it: restore it from a backup while the server is stopped",
     ),
     (
         caused(CommitFailedError("the write failed"), OSError(errno.ENOSPC, "No space left")),

@@ -282,9 +282,9 @@ def store_fault(exc: BaseException, path: Path | None = None) -> StoreFault | No
         ):
             return StoreFault(
                 "DatabaseDamaged",
-                f"{subject} is damaged ({_summary(err)}), so convexpy cannot "
-                "read it. Stop the server and restore the file from a backup (or, if its data "
-                "does not matter, delete it to start empty)",
+                f"{subject} is damaged ({_summary(err)}), so convexpy cannot read it: "
+                "restore it from a backup while the server is stopped (or, if its data does "
+                "not matter, delete it to start empty)",
             )
     if isinstance(exc, StoreClosedError):
         return StoreFault("StoreClosed", f"The store is closed: {exc}")
