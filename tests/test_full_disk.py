@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
-from e2e_helpers import run_cli, write_app
+from e2e_helpers import dev_server, run_cli, write_app
 
 from convexpy import Runtime
 from convexpy.server.dev import load_or_create_admin_key
@@ -133,3 +134,32 @@ async def test_new_database_on_a_full_disk(tmp_path: Path, disk: Disk) -> None:
     assert_refused_plainly(result, db)
     assert disk.files() == ["filler"]
     assert temporary_files(tmp_path / ".convexpy") == []
+
+
+async def test_disk_fills_up_while_serving(tmp_path: Path, disk: Disk) -> None:
+    """A mutation whose commit finds no room: a function error that says so; reads go on."""
+    app_dir = write_app(tmp_path / "app" / "convex")
+    db = disk.path / "data.sqlite3"
+    serving = dev_server(app_dir, db, "--no-watch")
+    async with serving as server, httpx.AsyncClient(base_url=server.url) as http:
+        body = {"path": "tasks:add", "args": {"text": "before"}}
+        assert (await http.post("/api/mutation", json=body)).json()["status"] == "success"
+        await anyio.to_thread.run_sync(disk.fill)
+        body = {"path": "tasks:add", "args": {"text": "x" * 100_000}}
+        response = await http.post("/api/mutation", json=body)
+        assert response.status_code == 200
+        answer = response.json()
+        assert answer["status"] == "error"
+        assert answer["errorMessage"].startswith(
+            f"No space left on device for the database file {str(db)!r} ("
+        ), answer
+        await server.wait_for_output("CommitFailedError")  # logged, with its traceback
+        # Reads go on; nothing of the failed mutation is there.
+        response = await http.post("/api/query", json={"path": "tasks:texts", "args": {}})
+        assert response.json()["value"] == ["before"]
+        # Once there is room again, writes go on too.
+        await anyio.to_thread.run_sync((disk.path / "filler").unlink)
+        body = {"path": "tasks:add", "args": {"text": "after"}}
+        assert (await http.post("/api/mutation", json=body)).json()["status"] == "success"
+        response = await http.post("/api/query", json={"path": "tasks:texts", "args": {}})
+        assert response.json()["value"] == ["before", "after"]
