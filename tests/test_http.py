@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from starlette.routing import Route
 
 from convexpy import Runtime
-from convexpy.errors import CommitFailedError, StoreClosedError
+from convexpy.errors import CommitFailedError, FunctionNotFoundError, StoreClosedError
 from convexpy.server import create_app
 from convexpy.server.http import MAX_REQUEST_BYTES, identity_from_jwt, to_clean_json
 from convexpy.values import from_convex_json, to_convex_json
@@ -344,6 +344,16 @@ async def test_wrong_kind(api: Api) -> None:
     assert "as a query, but it is defined as an action: POST it to /api/action" in body["message"]
     body = assert_refused(await api.call("action", "values:echo", {}), 404, "FunctionNotFound")
     assert "as an action, but it is defined as a query" in body["message"]
+
+
+async def test_runtime_names_kinds_with_their_articles(runtime: Runtime) -> None:
+    with pytest.raises(FunctionNotFoundError) as caught:
+        await runtime.query("values:echo_action", {"value": 1.0})
+    assert str(caught.value) == (
+        "'values:echo_action' is an action, not a query: call it with action()"
+    )
+    with pytest.raises(FunctionNotFoundError, match="is a query, not an action"):
+        await runtime.action("values:echo", {"value": 1.0})
 
 
 async def test_dotted_path_gets_a_suggestion(api: Api) -> None:
