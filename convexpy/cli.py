@@ -13,10 +13,10 @@ directory or the nearest parent that has one, unless ``--url`` and
 from __future__ import annotations
 
 import argparse
-import asyncio
 import difflib
 import json
 import logging
+import math
 import sys
 import urllib.error
 import urllib.parse
@@ -53,31 +53,58 @@ class CliError(Exception):
 # Parser
 
 
+def _digits(text: str) -> int | None:
+    """``text`` as an integer if it is ASCII digits only (``int`` also takes ``"١٢"``,
+    ``" 12"``, ``"1_2"``)."""
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    port = _digits(text)
+    if port is None:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port must be from 0 to 65535, got {port}")
     return port
 
 
 def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}") from None
+    value = _digits(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text) if text.isascii() else math.nan
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return value
+
+
+def _a(kind: str) -> str:
+    """``"a query"``, ``"a mutation"``, ``"an action"``."""
+    return f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"
+
+
+def _count(n: int, word: str) -> str:
+    """``"1 document"``, ``"2 documents"``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(
         prog="python -m convexpy",
         description="convexpy: Convex's function runtime and scheduler for Python.",
     )
+    parser.add_argument("--version", action="version", version=f"convexpy {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     dev = commands.add_parser(
@@ -122,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dev.add_argument("--no-crons", action="store_true", help="load crons.py but do not run it")
     dev.add_argument("--no-watch", action="store_true", help="do not reload modules on change")
+    dev.add_argument(
+        "--body-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="answer 408 to a request whose body takes longer to arrive (default: 30)",
+    )
     loudness = dev.add_mutually_exclusive_group()
     loudness.add_argument(
         "-v", "--verbose", action="store_true", help="more detail: job ids, full tracebacks"
@@ -209,7 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from .server.dev import DevOptions, serve
+    from .server.dev import DevOptions, run
+    from .server.http import DEFAULT_BODY_TIMEOUT
     from .server.logs import LogPrinter
 
     verbosity = 1 if args.verbose else -1 if args.quiet else 0
@@ -223,8 +257,9 @@ def _dev(args: argparse.Namespace) -> int:
         memory=args.memory,
         crons=not args.no_crons,
         watch=not args.no_watch,
+        body_timeout=args.body_timeout or DEFAULT_BODY_TIMEOUT,
     )
-    return asyncio.run(serve(options, printer))
+    return run(options, printer)
 
 
 def _configure_logging(printer: LogPrinter) -> None:
@@ -365,6 +400,7 @@ def _parse_cli_args(text: str) -> dict[str, Any]:
 
 
 def _function_kind(url: str, key: str, path: str) -> str:
+    """The kind of the function at ``path``; a CliError saying so if there is none."""
     status, body = _request("GET", f"{url}/api/admin/functions", key)
     if status != 200:
         raise _refused(status, body)
@@ -380,6 +416,12 @@ def _function_kind(url: str, key: str, path: str) -> str:
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     if not kinds:
         hint = " The app has no functions."
+    reload_error = body.get("reloadError")
+    if isinstance(reload_error, str):
+        hint += (
+            f" The last reload failed ({reload_error}), so functions from the new code "
+            "are not loaded."
+        )
     raise CliError(f"there is no function {path!r}.{hint}")
 
 
@@ -393,6 +435,10 @@ def _run(args: argparse.Namespace) -> int:
     kind = args.kind or _function_kind(url, key, path)
     payload = {"path": path, "args": to_convex_json(fn_args), "format": "convex_encoded_json"}
     status, body = _request("POST", f"{url}/api/{kind}", key, payload, timeout=None)
+    if status == 404 and body.get("code") == "FunctionNotFound" and args.kind:
+        actual = _function_kind(url, key, path)  # says so if there is no such function
+        if actual != kind:
+            raise CliError(f"{path} is {_a(actual)}, not {_a(kind)}: run it with --kind {actual}")
     if status != 200:
         raise _refused(status, body)
     for line in body.get("logLines") or []:
@@ -444,5 +490,6 @@ def _data(args: argparse.Namespace) -> int:
     if not documents:
         print(f"(table {args.table} is empty)", file=sys.stderr)
     elif body.get("hasMore"):
-        print(f"(showing {len(documents)} documents; use --limit to see more)", file=sys.stderr)
+        shown = _count(len(documents), "document")
+        print(f"(showing {shown}; use --limit to see more)", file=sys.stderr)
     return EXIT_OK

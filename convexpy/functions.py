@@ -211,9 +211,13 @@ def normalize_path(path: str) -> str:
     """``"messages:send"`` from the accepted spellings (``messages.py:send`` …)."""
     module, sep, name = path.partition(":")
     if not sep or not module or not name:
+        dotted = path.split(".")
+        hint = ""
+        if not sep and len(dotted) > 1 and all(dotted) and dotted[-1] != "py":
+            hint = f"; did you mean {'/'.join(dotted[:-1])}:{dotted[-1]}?"
         raise FunctionNotFoundError(
             f"invalid function path {path!r}: write '<module>:<function>', "
-            "e.g. 'messages:send' or 'billing/invoices:send'",
+            f"e.g. 'messages:send' or 'billing/invoices:send'{hint}",
             path=path,
         )
     module = module.removesuffix(".py").replace("\\", "/")

@@ -250,7 +250,9 @@ class Runtime:
         path, fn = self._loaded.registry.resolve(function, trusted=trusted)
         if kind is not None and fn.kind is not kind:
             raise FunctionNotFoundError(
-                f"{path!r} is a {fn.kind}, not a {kind}: call it with {_KIND_METHOD[fn.kind]}()",
+                f"{path!r} is {'an' if fn.kind == 'action' else 'a'} {fn.kind}, "
+                f"not {'an' if kind == 'action' else 'a'} {kind}: "
+                f"call it with {_KIND_METHOD[fn.kind]}()",
                 path=path,
             )
         return path, fn

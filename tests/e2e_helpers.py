@@ -251,7 +251,9 @@ class DevServer:
             self.proc.kill()
             self.proc.wait(10)
         self._reader.join(5)
-        if self.proc.stdout is not None:
+        # (A child process that outlived the server may still hold the pipe: closing
+        # it under the reading thread would block.)
+        if self.proc.stdout is not None and not self._reader.is_alive():
             self.proc.stdout.close()
 
 

@@ -40,6 +40,20 @@ def test_help_everywhere(capsys: Any) -> None:
     assert "COMMAND" in capsys.readouterr().err
 
 
+def test_version(capsys: Any) -> None:
+    from convexpy import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"convexpy {__version__}\n"
+
+
+async def test_version_from_the_shell(tmp_path: Path) -> None:
+    from convexpy import __version__
+
+    result = await cli(["--version"], tmp_path)
+    assert (result.returncode, result.stdout) == (0, f"convexpy {__version__}\n")
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -48,9 +62,18 @@ def test_help_everywhere(capsys: Any) -> None:
         (["run", "messages:send", "[1, 2]"], "ARGS_JSON must be a JSON object"),
         (["run", "messages:send", '{"n": 99999999999999999999}'], "int64"),
         (["run", "nocolon"], "invalid function path"),
+        (["run", "reminders.create"], "did you mean reminders:create?"),
+        (["run", "billing.invoices.send"], "did you mean billing/invoices:send?"),
         (["run", "a:b", "--kind", "job"], "invalid choice"),
         (["data", "--limit", "0"], "must be at least 1"),
         (["dev", "--port", "99999"], "port must be from 0 to 65535"),
+        (["dev", "--port", "\u0663\u0662\u0661\u0660"], "not a port number: '\u0663\u0662"),
+        (["dev", "--port", "3_210"], "not a port number: '3_210'"),
+        (["data", "--limit", "\u00b2"], "not a positive integer: '\u00b2'"),
+        (["data", "--limit", " 5"], "not a positive integer: ' 5'"),
+        (["dev", "--body-timeout", "0"], "not a positive number of seconds: '0'"),
+        (["dev", "--body-timeout", "nan"], "not a positive number of seconds: 'nan'"),
+        (["dev", "--body-timeout", "\u0665"], "not a positive number of seconds"),
         (["dev", "--db", "x.db", "--memory"], "not allowed with argument"),
         (["bogus"], "invalid choice"),
     ],
@@ -124,7 +147,18 @@ async def test_run_and_data(tmp_path: Path) -> None:
         assert "there is no function 'tasks:txets'" in result.stderr
         assert "tasks:texts" in result.stderr
         result = await cli(["run", "tasks:texts", "--kind", "mutation"], project)
-        assert result.returncode == 1 and "FunctionNotFound" in result.stderr
+        assert result.returncode == 1
+        assert result.stderr == (
+            "error: tasks:texts is a query, not a mutation: run it with --kind query\n"
+        )
+        result = await cli(["run", "tasks:add", "--kind", "action"], project)
+        assert "tasks:add is a mutation, not an action: run it with --kind mutation" in (
+            result.stderr
+        )
+        result = await cli(["run", "tasks:slow", "--kind", "query"], project)
+        assert "tasks:slow is an action, not a query: run it with --kind action" in result.stderr
+        result = await cli(["run", "tasks:nope", "--kind", "query"], project)
+        assert result.returncode == 1 and "there is no function 'tasks:nope'" in result.stderr
         result = await cli(["run", "tasks:texts", "--admin-key", "wrong"], project)
         assert result.returncode == 1 and "BadAdminKey" in result.stderr
 
@@ -138,7 +172,12 @@ async def test_run_and_data(tmp_path: Path) -> None:
         assert docs[1]["_id"] == first_id
         result = await cli(["data", "tasks", "--order", "asc", "--limit", "1"], project)
         assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == ["first"]
-        assert "use --limit to see more" in result.stderr
+        assert result.stderr == "(showing 1 document; use --limit to see more)\n"
+        result = await cli(["data", "tasks", "--limit", "2"], project)
+        assert result.stderr == ""
+        await ok(["run", "tasks:add", '{"text": "third"}'], project)
+        result = await cli(["data", "tasks", "--limit", "2"], project)
+        assert result.stderr == "(showing 2 documents; use --limit to see more)\n"
         result = await cli(["data", "nope"], project)
         assert result.returncode == 1 and "There is no table named 'nope'" in result.stderr
 

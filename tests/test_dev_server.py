@@ -8,7 +8,9 @@ import json
 import math
 import os
 import signal
+import socket
 from collections.abc import Callable
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,11 +20,25 @@ import httpx
 import pytest
 from convex import ConvexError, ConvexInt64
 from convex.http_client import ConvexExecutionError, ConvexHttpClient
-from e2e_helpers import DevServer, dev_server, server_info, write_app
+from e2e_helpers import (
+    SERVER_APP,
+    DevServer,
+    dev_server,
+    run_cli,
+    server_info,
+    write_app,
+)
 
+from convexpy import Runtime
+from convexpy.server import create_app
 from convexpy.server.dev import (
+    DEFAULT_MAX_CONNECTIONS,
+    _Server,
+    event_loop_factory,
     load_or_create_admin_key,
+    reload_error_text,
     remove_server_info,
+    server_config,
     state_dir_for,
     write_server_info,
 )
@@ -233,6 +249,19 @@ async def test_hot_reload(app_dir: Path, db: Path) -> None:
         assert "extra.py:7" in line
         assert await call(client.query, "extra:ping") == "pong"
         assert await call(client.query, "tasks:texts") == ["kept"]
+        # A function of the new code is missing, and the answer says why.
+        failed = (
+            "the last reload failed (convex/extra.py:7: NameError: name 'this' is not defined), "
+            "so functions from the new code are not loaded"
+        )
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            response = await http.post("/api/query", json={"path": "extra:other", "args": {}})
+        assert response.status_code == 404
+        message = response.json()["message"]
+        assert message.endswith(failed)
+        result = await call(run_cli, ["run", "extra:other"], app_dir.parent)
+        assert result.returncode == 1
+        assert result.stderr == f"error: there is no function 'extra:other'. T{failed[1:]}.\n"
 
         # Fixing it brings the new version in.
         (app_dir / "extra.py").write_text(
@@ -240,6 +269,9 @@ async def test_hot_reload(app_dir: Path, db: Path) -> None:
             "    return 'fixed'\n"
         )
         assert await wait_until(lambda: ping() == "fixed", within=5)
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            response = await http.post("/api/query", json={"path": "extra:other", "args": {}})
+        assert "reload" not in response.json()["message"]
 
 
 @pytest.mark.slow
@@ -279,6 +311,201 @@ async def test_sigterm_is_graceful_and_restart_resumes_jobs(app_dir: Path, db: P
         assert "Traceback" not in restarted.output
         assert "Stopped." in restarted.output
         assert writer_processes(db) == []  # it closed the database and exited
+
+
+# --------------------------------------------------------------------------
+# Slow clients, a damaged database, a second signal
+
+
+async def slow_body(port: int, head: bytes = b"") -> tuple[int, dict[str, Any]]:
+    """Announce an 8 MiB body, send ``head`` of it and then nothing: the status and
+    JSON body the server answers with, once it has closed the connection."""
+    stream = await anyio.connect_tcp("127.0.0.1", port)
+    async with stream:
+        request = (
+            b"POST /api/query HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 8388608\r\n\r\n" + head
+        )
+        await stream.send(request)
+        received = b""
+        with anyio.fail_after(30):
+            while True:
+                try:
+                    received += await stream.receive()
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    break  # closed by the server
+    head_part, _, body = received.partition(b"\r\n\r\n")
+    status = int(head_part.split(b" ", 2)[1])
+    return status, json.loads(body)
+
+
+@pytest.mark.slow
+async def test_slow_bodies_time_out(app_dir: Path, db: Path) -> None:
+    async with dev_server(app_dir, db, "--body-timeout", "0.5", "-v") as server:
+        # uvicorn's "auto" choices, with uvicorn[standard] installed.
+        line = await server.wait_for_output("  server ")
+        assert line.endswith("on uvloop, httptools"), line
+        port = int(server.url.rsplit(":", 1)[1])
+        results: list[tuple[int, dict[str, Any]]] = []
+
+        async def one(head: bytes) -> None:
+            results.append(await slow_body(port, head))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(300):
+                tg.start_soon(one, b'{"path": "values:echo", "args"' if i % 2 else b"")
+            # Meanwhile the server serves everyone else.
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                body = {"path": "nested/deep:hello", "args": {}}
+                response = await http.post("/api/query", json=body)
+                assert response.json()["value"] == "hello world"
+        assert len(results) == 300
+        for status, body in results:
+            assert status == 408
+            assert body["code"] == "RequestTimeout"
+            assert body["message"].startswith("The request body did not arrive within 0.5 s (")
+        await server.wait_for_output("408 RequestTimeout")
+        assert "Traceback" not in server.output
+
+
+BULK_APP = {
+    **SERVER_APP,
+    "bulk.py": """
+from convexpy import mutation, query
+
+
+@mutation
+async def fill(ctx, n: int) -> None:
+    for i in range(n):
+        await ctx.db.insert("bulk", {"i": i, "pad": "x" * 400})
+
+
+@query
+async def count(ctx) -> int:
+    return len(await ctx.db.query("bulk").collect())
+""",
+}
+
+
+def corrupt(db: Path) -> None:
+    """Garbage over three stretches of pages in the middle of the file."""
+    size = db.stat().st_size
+    with open(db, "r+b") as file:
+        for fraction in (0.4, 0.5, 0.6):
+            file.seek(int(size * fraction) // 4096 * 4096)
+            file.write(bytes(range(256)) * 64)
+
+
+@pytest.mark.slow
+async def test_damaged_database(tmp_path: Path) -> None:
+    from convexpy.store.sqlite import SqliteStore
+
+    app_dir = write_app(tmp_path / "project" / "convex", BULK_APP)
+    db = tmp_path / "project" / ".convexpy" / "data.sqlite3"
+    async with Runtime(app_dir, store=SqliteStore(db)) as rt:
+        for _ in range(8):
+            await rt.mutation("bulk:fill", {"n": 250})
+        assert await rt.query("bulk:count") == 2000
+    assert not db.with_name(db.name + "-wal").exists()  # all of it is in the file
+    corrupt(db)
+
+    async with dev_server(app_dir, db) as server, httpx.AsyncClient(base_url=server.url) as http:
+        admin = {"Authorization": f"Convex {server.admin_key}"}
+        damaged = f"The database file {str(db)!r} is damaged ("
+        response = await http.get("/api/admin/tables/bulk?limit=10000", headers=admin)
+        assert response.status_code == 503, response.text
+        body = response.json()
+        assert body["code"] == "DatabaseDamaged"
+        assert body["message"].startswith(damaged), body
+        assert "restore it from a backup while the server is stopped" in body["message"]
+        # A function that reads the damaged pages: a function error saying the same.
+        response = await http.post("/api/query", json={"path": "bulk:count", "args": {}})
+        assert response.status_code == 200
+        assert response.json()["status"] == "error"
+        assert response.json()["errorMessage"].startswith(damaged)
+        # The CLI passes it on; the server logged the traceback and keeps serving.
+        result = await call(run_cli, ["data", "bulk", "--limit", "10000"], app_dir.parent)
+        assert result.returncode == 1
+        assert result.stderr.startswith(f"error: DatabaseDamaged: {damaged}")
+        await server.wait_for_output("503 DatabaseDamaged")
+        await server.wait_for_output("database disk image is malformed")
+        assert "Traceback (most recent call last)" in server.output
+        assert (await http.get("/")).status_code == 200
+
+    # Damage where starting reads (the header): the server does not start, and says why.
+    with open(db, "r+b") as file:  # noqa: ASYNC230 - a few bytes, no server running
+        file.write(b"not a database!!" * 8)
+    args = [str(app_dir), "--port", "0", "--db", str(db)]
+    result = await call(_run_dev, args, tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.strip() == (
+        f"Could not start: The database file {str(db)!r} is damaged (DatabaseError: file is "
+        "not a database), so convexpy cannot read it: restore it from a backup while the "
+        "server is stopped (or, if its data does not matter, delete it to start empty)"
+    )
+
+
+HANG_APP = {
+    **SERVER_APP,
+    "hang.py": """
+import time
+from pathlib import Path
+
+from convexpy import mutation
+
+
+@mutation
+async def block(ctx, marker: str) -> None:
+    Path(marker).write_text("blocking")
+    time.sleep(600)  # blocks the event loop
+
+
+@mutation
+async def add(ctx, marker: str) -> str:
+    Path(marker).write_text("committing")
+    return await ctx.db.insert("hung", {"at": marker})
+""",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hang", ["event loop", "store"])
+async def test_second_signal_exits_at_once(tmp_path: Path, hang: str) -> None:
+    app_dir = write_app(tmp_path / "project" / "convex", HANG_APP)
+    db = tmp_path / "project" / ".convexpy" / "data.sqlite3"
+    marker = tmp_path / "marker"
+    async with dev_server(app_dir, db) as server:
+        client = ConvexHttpClient(server.url)
+        assert await call(client.query, "tasks:texts") == []
+        stopped = []
+        if hang == "store":  # its writer process stops answering
+            stopped = writer_processes(db)
+            for pid in stopped:
+                os.kill(pid, signal.SIGSTOP)
+        name = "hang:block" if hang == "event loop" else "hang:add"
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def hung_call() -> None:
+                    with suppress(Exception):  # the server goes away
+                        await call(client.mutation, name, {"marker": str(marker)})
+
+                tg.start_soon(hung_call)
+                await wait_until(marker.exists, within=15)
+                server.proc.send_signal(signal.SIGTERM)
+                # Signals of one kind sent before the first is handled count as one.
+                await server.wait_for_output("SIGTERM: stopping")
+                assert await server.stop(signal.SIGTERM, within=15) == 128 + signal.SIGTERM
+        finally:
+            for pid in stopped:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+        line = await server.wait_for_output("SIGTERM again: exiting now")
+        assert "pending jobs resume on the next start" in line
+        assert "Traceback" not in server.output
+        assert server_info(db.parent) is None  # removed on the way out
+    # The writer process sees the end of its input and exits.
+    await wait_until(lambda: not writer_processes(db), within=15)
 
 
 def writer_processes(db: Path) -> list[int]:
@@ -473,3 +700,75 @@ def test_state_files(tmp_path: Path) -> None:
     assert server_info(state) == {"url": "http://127.0.0.1:1", "pid": 111}
     remove_server_info(state, 111)
     assert server_info(state) is None
+
+
+async def test_uvicorn_runs_on_uvloop_and_httptools(tmp_path: Path) -> None:
+    app_dir = write_app(tmp_path / "convex")
+    async with Runtime(app_dir, store="memory") as runtime:
+        config = server_config(create_app(runtime))
+    assert (config.loop, config.http) == ("auto", "auto")
+    assert config.limit_concurrency == DEFAULT_MAX_CONNECTIONS
+    config.load()
+    assert config.http_protocol_class.__name__ == "HttpToolsProtocol"
+    factory = event_loop_factory()
+    assert factory is not None
+    loop = factory()
+    try:
+        assert type(loop).__module__.startswith("uvloop")
+    finally:
+        loop.close()
+
+
+async def test_connections_past_the_limit_get_503(tmp_path: Path) -> None:
+    app_dir = write_app(tmp_path / "convex")
+    async with Runtime(app_dir, store="memory") as runtime:
+        config = server_config(create_app(runtime, body_timeout=60), max_connections=3)
+        server = _Server(config)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        stalled = b"POST /api/query HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(server.serve, sockets=[sock]))
+            await wait_until(lambda: server.started, within=15)
+            streams = [await anyio.connect_tcp("127.0.0.1", port) for _ in range(2)]
+            for stream in streams:
+                await stream.send(stalled)
+            await wait_until(lambda: len(server.server_state.connections) == 2, within=15)
+            # The third connection is one too many: answered at once, and closed.
+            async with await anyio.connect_tcp("127.0.0.1", port) as third:
+                await third.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                received = b""
+                with anyio.fail_after(15):
+                    with suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                        while True:
+                            received += await third.receive()
+            assert received.startswith(b"HTTP/1.1 503 ")
+            for stream in streams:
+                await stream.aclose()
+            server.should_exit = True
+        sock.close()
+
+
+def test_reload_error_text(tmp_path: Path) -> None:
+    from convexpy.loader import AppLoadError
+
+    app_dir = tmp_path / "convex"
+    runtime = Runtime(app_dir, store="memory")
+    error = AppLoadError("failed", file=str(app_dir / "tasks.py"), line=3)
+    error.__cause__ = SyntaxError("invalid syntax\n  here")
+    text = reload_error_text(runtime, error)
+    assert text == "convex/tasks.py:3: SyntaxError: invalid syntax here"
+    assert reload_error_text(runtime, ValueError("bad cron")) == "ValueError: bad cron"
+
+
+def test_printing_now_takes_no_lock(tmp_path: Path) -> None:
+    path = tmp_path / "out"
+    with open(path, "w") as stream:
+        log = LogPrinter(stream, color=False)
+        log.info("first")
+        log.now("straight to the file")
+    assert path.read_text() == "first\nstraight to the file\n"
+    log, stream = printer()
+    log.now("to a stream without a file descriptor")
+    assert stream.getvalue() == "to a stream without a file descriptor\n"

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import math
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from e2e_helpers import write_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from starlette.routing import Route
 
 from convexpy import Runtime
+from convexpy.errors import CommitFailedError, FunctionNotFoundError, StoreClosedError
 from convexpy.server import create_app
 from convexpy.server.http import MAX_REQUEST_BYTES, identity_from_jwt, to_clean_json
 from convexpy.values import from_convex_json, to_convex_json
@@ -31,7 +36,7 @@ class Recorder:
 
     refused: list[tuple[int, str]] = field(default_factory=list)
     exceptions: list[tuple[str, BaseException]] = field(default_factory=list)
-    internal: list[BaseException] = field(default_factory=list)
+    faults: list[tuple[int, str, BaseException]] = field(default_factory=list)
 
     def request_error(self, method: str, path: str, status: int, code: str, message: str) -> None:
         self.refused.append((status, code))
@@ -39,8 +44,10 @@ class Recorder:
     def function_exception(self, path: str, exc: BaseException) -> None:
         self.exceptions.append((path, exc))
 
-    def internal_error(self, method: str, path: str, exc: BaseException) -> None:
-        self.internal.append(exc)
+    def server_error(
+        self, method: str, path: str, status: int, code: str, message: str, exc: BaseException
+    ) -> None:
+        self.faults.append((status, code, exc))
 
 
 @dataclass
@@ -339,7 +346,56 @@ async def test_unknown_and_internal_functions(api: Api) -> None:
 
 async def test_wrong_kind(api: Api) -> None:
     body = assert_refused(await api.call("mutation", "values:echo", {}), 404, "FunctionNotFound")
-    assert "defined as a query" in body["message"]
+    assert "as a mutation, but it is defined as a query: POST it to /api/query" in body["message"]
+    response = await api.call("query", "values:echo_action", {})
+    body = assert_refused(response, 404, "FunctionNotFound")
+    assert "as a query, but it is defined as an action: POST it to /api/action" in body["message"]
+    body = assert_refused(await api.call("action", "values:echo", {}), 404, "FunctionNotFound")
+    assert "as an action, but it is defined as a query" in body["message"]
+
+
+async def test_runtime_names_kinds_with_their_articles(runtime: Runtime) -> None:
+    with pytest.raises(FunctionNotFoundError) as caught:
+        await runtime.query("values:echo_action", {"value": 1.0})
+    assert str(caught.value) == (
+        "'values:echo_action' is an action, not a query: call it with action()"
+    )
+    with pytest.raises(FunctionNotFoundError, match="is a query, not an action"):
+        await runtime.action("values:echo", {"value": 1.0})
+
+
+async def test_dotted_path_gets_a_suggestion(api: Api) -> None:
+    body = assert_refused(await api.call("query", "values.echo", {}), 404, "FunctionNotFound")
+    assert "did you mean values:echo?" in body["message"]
+    body = assert_refused(await api.call("query", "nested.deep.hello", {}), 404, "FunctionNotFound")
+    assert "did you mean nested/deep:hello?" in body["message"]
+
+
+async def test_missing_function_mentions_a_failed_reload(runtime: Runtime) -> None:
+    app = create_app(runtime, admin_key=ADMIN_KEY)
+    assert app.reload_error is None
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        admin = {"Authorization": f"Convex {ADMIN_KEY}"}
+        body = {"path": "tasks:new", "args": {}}
+        response = await http.post("/api/query", json=body)
+        assert "reload" not in assert_refused(response, 404, "FunctionNotFound")["message"]
+        assert (await http.get("/api/admin/functions", headers=admin)).json()["reloadError"] is None
+
+        app.reload_error = "convex/tasks.py:3: SyntaxError: invalid syntax (tasks.py, line 3)"
+        message = assert_refused(await http.post("/api/query", json=body), 404, "FunctionNotFound")[
+            "message"
+        ]
+        assert message == (
+            "Could not find public function for 'tasks:new'; the last reload failed "
+            "(convex/tasks.py:3: SyntaxError: invalid syntax (tasks.py, line 3)), so functions "
+            "from the new code are not loaded"
+        )
+        listed = (await http.get("/api/admin/functions", headers=admin)).json()
+        assert listed["reloadError"] == app.reload_error
+        # Functions that exist still answer.
+        response = await http.post("/api/query", json={"path": "tasks:texts", "args": {}})
+        assert response.json()["status"] == "success"
 
 
 async def test_authorization(api: Api) -> None:
@@ -408,6 +464,134 @@ async def test_body_limit(runtime: Runtime) -> None:
         assert response.json()["value"] == "small"
 
 
+async def raw_request(
+    app: Any,
+    method: str,
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    parts: list[bytes],
+    *,
+    then: anyio.Event | None = None,
+    rest: bytes = b"",
+    waiting: anyio.Event | None = None,
+) -> tuple[int, dict[bytes, bytes], Any]:
+    """One request straight through the ASGI interface: the body arrives in ``parts``;
+    then, if ``then`` is given, nothing more until it is set (then ``rest``, the end).
+    ``waiting`` is set when the app has read ``parts`` and waits for more."""
+    queue = [{"type": "http.request", "body": part, "more_body": True} for part in parts]
+
+    async def receive() -> dict[str, Any]:
+        if queue:
+            return queue.pop(0)
+        if waiting is not None:
+            waiting.set()
+        if then is not None:
+            await then.wait()
+        return {"type": "http.request", "body": rest, "more_body": False}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    path, _, query = path.partition("?")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("test", 80),
+    }
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], dict(start["headers"]), json.loads(body)
+
+
+@pytest.mark.parametrize("length", ["\u00b2", "\u0661\u0662", "1 2", "1_2", "-1", "0x10", ""])
+async def test_content_length_takes_ascii_digits_only(runtime: Runtime, length: str) -> None:
+    recorder = Recorder()
+    app = create_app(runtime, reporter=recorder)
+    headers = [(b"content-length", length.encode())]
+    status, response_headers, body = await raw_request(app, "POST", "/api/query", headers, [])
+    assert status == 400, body
+    assert body["code"] == "BadRequest"
+    assert body["message"] == (
+        "The Content-Length header must be a number of bytes, "
+        f"got {length.encode().decode('latin-1')!r}"  # headers are read as latin-1
+    )
+    assert response_headers[b"connection"] == b"close"
+    assert recorder.faults == []
+
+
+async def test_body_timeout(runtime: Runtime) -> None:
+    recorder = Recorder()
+    app = create_app(runtime, reporter=recorder, body_timeout=0.2)
+    headers = [(b"content-length", b"8388608")]
+    never = anyio.Event()
+    with anyio.fail_after(10):
+        status, response_headers, body = await raw_request(
+            app, "POST", "/api/query", headers, [b'{"path": "values:echo"'], then=never
+        )
+    assert status == 408
+    assert body == {
+        "code": "RequestTimeout",
+        "message": "The request body did not arrive within 0.2 s (22 of 8388608 bytes received)",
+    }
+    assert response_headers[b"connection"] == b"close"
+    assert recorder.refused == [(408, "RequestTimeout")]
+    for bad in (0, -1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="body_timeout must be a positive number"):
+            create_app(runtime, body_timeout=bad)
+    with pytest.raises(ValueError, match="max_pending_body_bytes must be a positive integer"):
+        create_app(runtime, max_pending_body_bytes=0)
+
+
+async def test_pending_bodies_have_a_budget(runtime: Runtime) -> None:
+    recorder = Recorder()
+    app = create_app(runtime, reporter=recorder, max_request_bytes=800, max_pending_body_bytes=1000)
+    head = b'{"path": "values:echo", "args": {"value": "'
+    value = "x" * 500
+    tail = b'"}}'
+    first_part = head + value.encode()
+    results: list[tuple[int, Any]] = []
+    release, waiting = anyio.Event(), anyio.Event()
+
+    async def slow_upload() -> None:
+        status, _, body = await raw_request(
+            app, "POST", "/api/query", [], [first_part], then=release, rest=tail, waiting=waiting
+        )
+        results.append((status, body))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(slow_upload)
+            await waiting.wait()
+            # The first upload holds 543 bytes; 546 more would pass the budget of 1000.
+            status, headers, body = await raw_request(
+                app, "POST", "/api/query", [], [first_part + tail]
+            )
+            assert status == 503, body
+            assert body["code"] == "Overloaded"
+            assert (
+                "already holding 543 bytes of request bodies (its limit is 1000)"
+                in (body["message"])
+            )
+            assert headers[b"connection"] == b"close"
+            release.set()
+    assert results == [(200, {"status": "success", "value": value, "logLines": []})]
+    # Answered requests give their bytes back.
+    status, _, body = await raw_request(app, "POST", "/api/query", [], [first_part + tail])
+    assert (status, body["value"]) == (200, value)
+
+
 async def test_routes_and_methods(api: Api) -> None:
     assert_refused(await api.http.get("/nowhere"), 404, "NotFound")
     response = await api.http.get("/api/query")
@@ -466,6 +650,135 @@ async def test_admin_functions_and_tables(api: Api) -> None:
     for query in ("limit=0", "limit=x", "limit=100000", "order=up"):
         response = await api.http.get(f"/api/admin/tables/tasks?{query}", headers=admin)
         assert_refused(response, 400, "BadQueryArgs")
+
+
+@pytest.mark.parametrize(
+    "limit", ["%C2%B2", "%D9%A1%D9%A2", "1_0", "%2B5", "%205", "-1", "1e3", "0", "10001"]
+)
+async def test_table_limit_takes_ascii_digits_only(api: Api, limit: str) -> None:
+    await api.value("mutation", "tasks:add", {"text": "a"})
+    admin = {"Authorization": f"Convex {ADMIN_KEY}"}
+    response = await api.http.get(f"/api/admin/tables/tasks?limit={limit}", headers=admin)
+    body = assert_refused(response, 400, "BadQueryArgs")
+    assert body["message"].startswith("limit must be an integer from 1 to 10000 in ASCII digits")
+    assert api.recorder.faults == []
+
+
+# --------------------------------------------------------------------------
+# Faults: a 503 naming the cause, never a 500
+
+
+def caused(exc: BaseException, cause: BaseException) -> BaseException:
+    exc.__cause__ = cause
+    return exc
+
+
+STORE_FAULTS = [
+    (
+        sqlite3.DatabaseError("database disk image is malformed"),
+        "DatabaseDamaged",
+        "The database is damaged (DatabaseError: database disk image is malformed), so "
+        "convexpy cannot read it: restore it from a backup while the server is stopped",
+    ),
+    (
+        caused(CommitFailedError("the write failed"), OSError(errno.ENOSPC, "No space left")),
+        "NoSpaceLeft",
+        "No space left on device for the database (OSError: [Errno 28] No space left)",
+    ),
+    (
+        caused(
+            CommitFailedError("the write failed"),
+            sqlite3.OperationalError("database or disk is full"),
+        ),
+        "NoSpaceLeft",
+        "No space left on device for the database (OperationalError: database or disk is full)",
+    ),
+    (
+        caused(CommitFailedError("x"), sqlite3.OperationalError("database is locked")),
+        "CommitFailed",
+        "The database could not commit: OperationalError: database is locked",
+    ),
+    (
+        StoreClosedError("the SQLite writer process exited"),
+        "StoreClosed",
+        "The store is closed: the SQLite writer process exited",
+    ),
+    (
+        sqlite3.OperationalError("no such table: documents"),
+        "DatabaseError",
+        "The database failed: OperationalError: no such table: documents",
+    ),
+]
+
+
+@pytest.mark.parametrize(("exc", "code", "message"), STORE_FAULTS)
+async def test_store_faults_are_503_naming_the_cause(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, exc: Exception, code: str, message: str
+) -> None:
+    async def failing(*args: Any, **kwargs: Any) -> Any:
+        raise exc
+
+    recorder = Recorder()
+    monkeypatch.setattr(runtime.store, "tables", failing)
+    monkeypatch.setattr(runtime.store, "scan", failing)
+    async with client_for(runtime, recorder) as http:
+        admin = {"Authorization": f"Convex {ADMIN_KEY}"}
+        response = await http.get("/api/admin/tables", headers=admin)
+        body = assert_refused(response, 503, code)
+        assert body["message"].startswith(message), body
+        assert recorder.faults == [(503, code, exc)]
+        # A function that hits it: a function error with the same explanation.
+        response = await http.post("/api/query", json={"path": "tasks:texts", "args": {}})
+        assert response.status_code == 200
+        assert response.json()["status"] == "error"
+        assert response.json()["errorMessage"].startswith(message)
+
+
+async def test_unexpected_errors_are_503_and_logged(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    bug = RuntimeError("a bug")
+
+    async def failing(*args: Any, **kwargs: Any) -> Any:
+        raise bug
+
+    monkeypatch.setattr(runtime.store, "tables", failing)
+    recorder = Recorder()
+    admin = {"Authorization": f"Convex {ADMIN_KEY}"}
+    async with client_for(runtime, recorder) as http:
+        body = assert_refused(
+            await http.get("/api/admin/tables", headers=admin), 503, "InternalServerError"
+        )
+    assert body["message"] == (
+        "The server failed while handling GET /api/admin/tables (RuntimeError); "
+        "the details are in the server log"
+    )
+    assert recorder.faults == [(503, "InternalServerError", bug)]
+
+    # Without a reporter, the traceback goes to the convexpy.server logger.
+    app = create_app(runtime, admin_key=ADMIN_KEY)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        response = await http.get("/api/admin/tables", headers=admin)
+    assert_refused(response, 503, "InternalServerError")
+    [record] = [r for r in caplog.records if r.name == "convexpy.server"]
+    assert record.exc_info is not None and record.exc_info[1] is bug
+
+
+async def test_errors_outside_the_endpoints_are_503_too(runtime: Runtime) -> None:
+    async def raw(request: Any) -> Any:  # a route without the endpoints' guard
+        raise KeyError("escaped")
+
+    recorder = Recorder()
+    app = create_app(runtime, reporter=recorder)
+    app.router.routes.append(Route("/raw", raw))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        body = assert_refused(await http.get("/raw"), 503, "InternalServerError")
+        assert "(KeyError)" in body["message"]
+        assert (await http.get("/")).status_code == 200
+    [(status, code, exc)] = recorder.faults
+    assert (status, code) == (503, "InternalServerError") and isinstance(exc, KeyError)
 
 
 # --------------------------------------------------------------------------

@@ -9,24 +9,37 @@ share one loop. Beside the database, ``.convexpy/`` holds ``admin_key``
 directory the server was started from, so they work from there too.
 
 SIGINT / SIGTERM stop the server cleanly: it stops accepting connections,
-lets in-flight requests finish (a second signal cuts that short), closes the
-runtime (pending jobs stay in the store and resume on the next start) and
-exits with status 0.
+lets in-flight requests finish, closes the runtime (pending jobs stay in the
+store and resume on the next start) and exits with status 0. A second
+SIGINT / SIGTERM exits the process at once (status 128 + the signal's
+number), whatever the runtime is doing.
+
+The event loop and HTTP parser are uvicorn's ``"auto"`` choices: uvloop and
+httptools when installed (``uvicorn[standard]``), else asyncio's and h11.
+Connections are limited (:data:`DEFAULT_MAX_CONNECTIONS`; past it uvicorn
+answers 503), and so are request bodies (see :func:`~.http.create_app`).
+
+Starting on a full disk, or on a damaged database, prints one line saying so
+(naming the file) and exits with status 1, leaving no temporary files.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import functools
 import json
 import os
 import secrets
 import signal
 import socket
+import threading
 import time
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -39,14 +52,17 @@ from ..runtime import Runtime
 from ..store import Store
 from ..store.memory import MemoryStore
 from ..store.sqlite import SqliteStore
-from .http import create_app
+from .http import DEFAULT_BODY_TIMEOUT, ConvexApp, create_app, no_space, store_fault
 from .logs import LogPrinter
 
 __all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
     "DevOptions",
     "load_or_create_admin_key",
     "read_server_info",
+    "run",
     "serve",
+    "server_config",
     "state_dir_for",
 ]
 
@@ -54,6 +70,11 @@ STATE_DIR = ".convexpy"
 ADMIN_KEY_FILE = "admin_key"
 SERVER_FILE = "server.json"
 DB_FILE = "data.sqlite3"
+
+DEFAULT_MAX_CONNECTIONS = 512
+"""Open connections the dev server serves at once (uvicorn's ``limit_concurrency``):
+past it, requests get 503. With the body budget, this bounds the memory that
+slow or stalled clients can hold."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +88,7 @@ class DevOptions:
     memory: bool = False
     crons: bool = True
     watch: bool = True
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
 
 
 # --------------------------------------------------------------------------
@@ -83,6 +105,25 @@ def state_dir_for(app_dir: Path, db: Path | None = None) -> Path:
     return app_dir.resolve().parent / STATE_DIR
 
 
+def _write_file(path: Path, text: str, mode: int = 0o666) -> None:
+    """Write ``path`` whole or not at all: a temporary file beside it (created
+    with ``mode``, less the umask), renamed over it.
+
+    On failure the temporary file is removed and the ``OSError`` names ``path``.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+        temporary.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+
+
 def load_or_create_admin_key(state_dir: Path) -> str:
     """The admin key stored in ``state_dir``; generated (and stored, mode 0600) once."""
     path = state_dir / ADMIN_KEY_FILE
@@ -93,18 +134,13 @@ def load_or_create_admin_key(state_dir: Path) -> str:
     if key:
         return key
     key = "convexpy-admin-" + secrets.token_urlsafe(32)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(key + "\n")
+    _write_file(path, key + "\n", 0o600)
     return key
 
 
 def write_server_info(state_dir: Path, url: str, pid: int, **extra: Any) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    temporary = state_dir / f".{SERVER_FILE}.{pid}.tmp"
-    temporary.write_text(json.dumps({"url": url, "pid": pid, **extra}, indent=2) + "\n")
-    temporary.replace(state_dir / SERVER_FILE)
+    text = json.dumps({"url": url, "pid": pid, **extra}, indent=2) + "\n"
+    _write_file(state_dir / SERVER_FILE, text)
 
 
 def read_server_info(state_dir: Path) -> dict[str, Any] | None:
@@ -141,7 +177,17 @@ class _Server(uvicorn.Server):
 
 
 class _Signals:
-    """SIGINT/SIGTERM: the first asks for a graceful stop, the next forces it."""
+    """SIGINT/SIGTERM: the first asks for a graceful stop, the second exits at once.
+
+    The loop's signal handlers would never run while the loop is stuck (a
+    handler blocking it), nor would Python-level ones while the main thread
+    sleeps in a system call that another thread's signal does not interrupt.
+    So the signal numbers come through ``signal.set_wakeup_fd``, which the
+    C-level handler writes from whatever thread it runs on, to a thread of
+    our own: on the first it hands the stop to the loop; on the second it
+    runs the ``on_exit`` callbacks (removing ``server.json``), prints one
+    line and ends the process with ``os._exit(128 + signal)``.
+    """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -149,35 +195,80 @@ class _Signals:
         self.printer = printer
         self.received = 0
         self.server: uvicorn.Server | None = None
-        self._installed: list[signal.Signals] = []
+        self.on_exit: list[Callable[[], object]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._previous: dict[signal.Signals, Any] = {}
+        self._wakeup: tuple[int, int] | None = None
+        """Our pipe's write end and the wakeup fd it replaced."""
 
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals are the caller's business
+        self._loop = loop
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        self._wakeup = (write_fd, previous_fd)
         for sig in self.SIGNALS:
-            try:
-                loop.add_signal_handler(sig, self.handle, sig)
-            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
-                continue
-            self._installed.append(sig)
+            self._previous[sig] = signal.signal(sig, _note_signal)
+        threading.Thread(
+            target=self._watch, args=(read_fd,), name="convexpy-signals", daemon=True
+        ).start()
 
-    def uninstall(self, loop: asyncio.AbstractEventLoop) -> None:
-        for sig in self._installed:
-            loop.remove_signal_handler(sig)
-        self._installed.clear()
+    def uninstall(self) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+        if self._wakeup is not None:
+            write_fd, previous_fd = self._wakeup
+            self._wakeup = None
+            signal.set_wakeup_fd(previous_fd)
+            os.close(write_fd)  # the watching thread sees the end and stops
 
-    def handle(self, sig: signal.Signals) -> None:
+    def _watch(self, read_fd: int) -> None:
+        try:
+            while data := os.read(read_fd, 64):
+                for signum in data:
+                    if signum in self.SIGNALS:
+                        self._received(signal.Signals(signum))
+        finally:
+            os.close(read_fd)
+
+    def _received(self, sig: signal.Signals) -> None:
         self.received += 1
-        if self.received == 1:
-            self.printer.info(f"{sig.name}: stopping (finishing in-flight requests)...")
-        else:
-            self.printer.warning(f"{sig.name}: stopping now")
-        self.attach(self.server)
+        if self.received > 1:
+            self.exit_now(sig)
+            return
+        if self.printer.verbosity >= 0:
+            self.printer.now(
+                f"{sig.name}: stopping (finishing in-flight requests; {sig.name} again to "
+                "exit now)..."
+            )
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                self._loop.call_soon_threadsafe(self.attach, self.server)
+
+    def exit_now(self, sig: signal.Signals) -> None:
+        for callback in self.on_exit:
+            with contextlib.suppress(Exception):
+                callback()
+        self.printer.now(
+            f"{sig.name} again: exiting now, without waiting for running functions and jobs "
+            "(pending jobs resume on the next start)",
+            "red",
+            "bold",
+        )
+        os._exit(128 + sig)
 
     def attach(self, server: uvicorn.Server | None) -> None:
         self.server = server
         if server is not None and self.received:
             server.should_exit = True
-            if self.received > 1:
-                server.force_exit = True
+
+
+def _note_signal(signum: int, frame: FrameType | None) -> None:
+    """The Python-level handler: nothing to do (the wakeup fd carries the signal),
+    but it replaces the default actions (KeyboardInterrupt, termination)."""
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -234,6 +325,15 @@ def _cron_names(runtime: Runtime) -> list[str]:
     return [str(getattr(job, "name", job)) for job in crons]
 
 
+def _server_stack(config: uvicorn.Config) -> str:
+    """``uvicorn 0.30.0 on uvloop, httptools``: the event loop and HTTP parser in use."""
+    if not config.loaded:
+        config.load()
+    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    http = config.http_protocol_class.__module__.rsplit(".", 1)[-1].removesuffix("_impl")
+    return f"uvicorn {uvicorn.__version__} on {loop}, {http}"
+
+
 async def _banner(
     runtime: Runtime,
     printer: LogPrinter,
@@ -242,6 +342,7 @@ async def _banner(
     data: str,
     admin_key: str,
     state_dir: Path,
+    config: uvicorn.Config,
 ) -> None:
     crons = _cron_names(runtime)
     cron_text = "none" if not crons else f"{len(crons)}: " + ", ".join(f'"{n}"' for n in crons)
@@ -263,31 +364,59 @@ async def _banner(
         ]
     )
     if printer.verbosity >= 1:
+        printer.debug(f"  server     {_server_stack(config)}")
         for path, kind in sorted(_functions_by_kind(runtime).items()):
             printer.debug(f"    {kind:<9} {path}")
     watching = f"watching {options.app_dir} for changes; " if options.watch else ""
     printer.info(printer.style(f"  ({watching}Ctrl+C to stop)", "dim"))
 
 
-async def reload_app(runtime: Runtime, printer: LogPrinter, changed: Iterable[str]) -> bool:
-    """Reload the app after ``changed`` files changed; print the outcome. True on success."""
+def reload_error_text(runtime: Runtime, exc: BaseException) -> str:
+    """One line saying why a reload failed: ``convex/tasks.py:3: SyntaxError: ...``."""
+    cause: BaseException = exc
+    where = ""
+    if isinstance(exc, AppLoadError) and exc.file:
+        path = Path(exc.file)
+        with contextlib.suppress(ValueError):
+            path = path.relative_to(runtime.app_dir.resolve().parent)
+        where = f"{path.as_posix()}:{exc.line}: " if exc.line else f"{path.as_posix()}: "
+        cause = exc.__cause__ or exc
+    text = str(cause)
+    summary = f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+    return where + " ".join(summary.split())
+
+
+async def reload_app(
+    runtime: Runtime,
+    printer: LogPrinter,
+    changed: Iterable[str],
+    app: ConvexApp | None = None,
+) -> bool:
+    """Reload the app after ``changed`` files changed; print the outcome. True on success.
+
+    ``app`` (the HTTP app) learns why a reload failed, until one succeeds.
+    """
     names = ", ".join(sorted(changed)) or "files"
     before = _functions_by_kind(runtime)
     started = time.perf_counter()
     try:
         await runtime.reload()
-    except AppLoadError as exc:
-        where = exc.file or "?"
-        if exc.line:
-            where += f":{exc.line}"
-        printer.error(f"Reload failed ({where}); still serving the previous version")
-        printer.detail([str(exc)], marker="!", styles=("red",))
-        return False
     except Exception as exc:
-        printer.error(
-            f"Reload failed; still serving the previous version: {type(exc).__name__}: {exc}"
-        )
+        if app is not None:
+            app.reload_error = reload_error_text(runtime, exc)
+        if isinstance(exc, AppLoadError):
+            where = exc.file or "?"
+            if exc.line:
+                where += f":{exc.line}"
+            printer.error(f"Reload failed ({where}); still serving the previous version")
+            printer.detail([str(exc)], marker="!", styles=("red",))
+        else:
+            printer.error(
+                f"Reload failed; still serving the previous version: {type(exc).__name__}: {exc}"
+            )
         return False
+    if app is not None:
+        app.reload_error = None
     elapsed = (time.perf_counter() - started) * 1000
     after = _functions_by_kind(runtime)
     changes = [f"+{path}" for path in sorted(after.keys() - before.keys())]
@@ -297,7 +426,9 @@ async def reload_app(runtime: Runtime, printer: LogPrinter, changed: Iterable[st
     return True
 
 
-async def watch_app(runtime: Runtime, printer: LogPrinter, stop: asyncio.Event) -> None:
+async def watch_app(
+    runtime: Runtime, printer: LogPrinter, stop: asyncio.Event, app: ConvexApp | None = None
+) -> None:
     """Reload the app whenever a ``.py`` file under its directory changes, until ``stop``."""
     root = runtime.app_dir.resolve()
     async for changes in awatch(root, watch_filter=PythonFilter(), stop_event=stop, step=100):
@@ -307,15 +438,52 @@ async def watch_app(runtime: Runtime, printer: LogPrinter, stop: asyncio.Event) 
                 names.add(Path(changed).relative_to(root).as_posix())
             except ValueError:
                 names.add(changed)
-        await reload_app(runtime, printer, names)
+        await reload_app(runtime, printer, names, app)
+
+
+def _db_path(options: DevOptions, state_dir: Path) -> Path | None:
+    return None if options.memory else (options.db or state_dir / DB_FILE).resolve()
 
 
 def _open_store(options: DevOptions, state_dir: Path) -> tuple[Store, str]:
-    if options.memory:
+    db = _db_path(options, state_dir)
+    if db is None:
         return MemoryStore(), "in memory (--memory): nothing is kept after exit"
-    db = (options.db or state_dir / DB_FILE).resolve()
     db.parent.mkdir(parents=True, exist_ok=True)
     return SqliteStore(db), str(db)
+
+
+def server_config(
+    app: ConvexApp, *, max_connections: int = DEFAULT_MAX_CONNECTIONS
+) -> uvicorn.Config:
+    """How the dev server runs uvicorn: its "auto" loop and HTTP parser (uvloop and
+    httptools when installed), no logging set-up of its own, ``max_connections``."""
+    return uvicorn.Config(
+        app,
+        loop="auto",
+        http="auto",
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        server_header=False,
+        limit_concurrency=max_connections,
+    )
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop uvicorn's ``loop="auto"`` picks: uvloop's when installed."""
+    return uvicorn.Config(_no_app, loop="auto", log_config=None).get_loop_factory()
+
+
+async def _no_app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover
+    raise RuntimeError("only used to ask uvicorn for its event loop")
+
+
+def run(options: DevOptions, printer: LogPrinter) -> int:
+    """Run the dev server in an event loop of its own until SIGINT/SIGTERM; the exit status."""
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(serve(options, printer))
 
 
 async def serve(options: DevOptions, printer: LogPrinter) -> int:
@@ -344,7 +512,81 @@ async def serve(options: DevOptions, printer: LogPrinter) -> int:
         with sock:
             return await _serve_on(sock, options, printer, state_dir, signals)
     finally:
-        signals.uninstall(loop)
+        signals.uninstall()
+
+
+class _Litter:
+    """Files and directories a failed start may leave, and which of them existed before.
+
+    After a start that failed for lack of space, what this start created is
+    removed: temporary files never outlive their writer, but SQLite leaves a
+    new database file, its lock file and its ``-shm``/``-wal`` files behind.
+    A ``-wal`` file with anything in it is always kept (it may hold commits),
+    and nothing is removed while another process holds the database's lock.
+    """
+
+    def __init__(self, db: Path | None, directories: Iterable[Path]) -> None:
+        self.db = db
+        self.files = [] if db is None else [db.with_name(db.name + s) for s in _DB_SUFFIXES]
+        self.directories = sorted(set(directories), key=lambda d: len(d.parts), reverse=True)
+        self.existed = {path for path in [*self.files, *self.directories] if path.exists()}
+
+    def clean(self) -> None:
+        if self.db is not None and not self._lock_is_free(self.db):
+            return
+        for path in self.files:
+            if path in self.existed or not path.is_file():
+                continue
+            if path.name.endswith(("-wal", "-journal")) and path.stat().st_size > 0:
+                continue
+            with contextlib.suppress(OSError):
+                path.unlink()
+        for directory in self.directories:
+            if directory not in self.existed:
+                with contextlib.suppress(OSError):
+                    directory.rmdir()  # only if empty
+
+    @staticmethod
+    def _lock_is_free(db: Path) -> bool:
+        lock = db.with_name(db.name + ".lock")
+        try:
+            with open(lock, "rb") as file:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        return True
+
+
+_DB_SUFFIXES = ("-shm", "-wal", "-journal", ".lock", "")
+"""The files of a SQLite database, the database itself last."""
+
+
+def _failure(exc: BaseException, db: Path | None, doing: str = "start") -> str:
+    """One line saying why the server could not ``doing``."""
+    full = no_space(exc, db)
+    if full is not None:
+        filename = full.filename if isinstance(full, OSError) else None
+        target = filename if isinstance(filename, str) else str(db) if db else "its files"
+        elsewhere = "keep the data on another disk with --db PATH"
+        here = Path.cwd().resolve() / STATE_DIR
+        if db is not None and Path(target).parent == here and db.parent != here:
+            elsewhere = "start the server from a directory on another disk"
+        return (
+            f"Could not {doing}: no space left on device (writing {target}). "
+            f"Free some space, or {elsewhere}."
+        )
+    if isinstance(exc, AppLoadError):
+        return f"Could not load the app: {exc}"
+    if isinstance(exc, StoreLockedError):
+        return f"Could not open the database: {exc}"
+    fault = store_fault(exc, db)
+    if fault is not None:
+        return f"Could not {doing}: {fault.message}"
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"Could not {doing}: {exc.strerror or exc}: {exc.filename}"
+    return f"Could not {doing}: {type(exc).__name__}: {exc}"
 
 
 async def _serve_on(
@@ -354,52 +596,74 @@ async def _serve_on(
     state_dir: Path,
     signals: _Signals,
 ) -> int:
+    db = _db_path(options, state_dir)
+    # server.json also goes where the server was started from, so `run` and `data`
+    # work there too (as `npx convex dev` keeps its deployment in .env.local).
+    info_dirs = list(dict.fromkeys([state_dir, Path.cwd().resolve() / STATE_DIR]))
+    litter = _Litter(db, [*info_dirs, *([] if db is None else [db.parent])])
+    failure: BaseException | None = None
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                server, runtime, app = await _start(
+                    stack, sock, options, printer, state_dir, info_dirs
+                )
+            except Exception as exc:
+                failure = exc
+            else:
+                for directory in info_dirs:
+                    signals.on_exit.append(
+                        functools.partial(remove_server_info, directory, os.getpid())
+                    )
+                signals.attach(server)
+                stop_watching = asyncio.Event()
+                if options.watch:
+                    watcher = asyncio.create_task(watch_app(runtime, printer, stop_watching, app))
+                    stack.push_async_callback(_stop_task, watcher, stop_watching)
+                await server.serve(sockets=[sock])
+                printer.info("Stopping the runtime...")
+    except Exception as exc:  # closing the runtime failed
+        if failure is None:
+            printer.error(_failure(exc, db, "stop cleanly"))
+            return 1
+    if failure is not None:
+        printer.error(_failure(failure, db))
+        if printer.verbosity >= 1:
+            printer.detail(printer.traceback_lines(failure), marker="!")
+        if no_space(failure, db) is not None:
+            litter.clean()
+        return 1
+    printer.info("Stopped.")
+    return 0
+
+
+async def _start(
+    stack: contextlib.AsyncExitStack,
+    sock: socket.socket,
+    options: DevOptions,
+    printer: LogPrinter,
+    state_dir: Path,
+    info_dirs: list[Path],
+) -> tuple[uvicorn.Server, Runtime, ConvexApp]:
+    """Open the runtime, make the HTTP app, write the state files (``stack`` undoes
+    it all) and print the banner."""
     store, data = _open_store(options, state_dir)
     runtime = Runtime(options.app_dir, store=store, crons=options.crons, capture_logs=True)
     runtime.listeners.append(printer.on_event)
-    async with contextlib.AsyncExitStack() as stack:
-        try:
-            await stack.enter_async_context(runtime)
-        except AppLoadError as exc:
-            printer.error(f"Could not load the app: {exc}")
-            return 1
-        except StoreLockedError as exc:
-            printer.error(f"Could not open the database: {exc}")
-            return 1
-        except Exception as exc:
-            printer.error(f"Could not start: {type(exc).__name__}: {exc}")
-            if printer.verbosity >= 1:
-                printer.detail(printer.traceback_lines(exc), marker="!")
-            return 1
-        admin_key = load_or_create_admin_key(state_dir)
-        url = _url(options.host, sock.getsockname()[1])
-        app = create_app(runtime, admin_key=admin_key, reporter=printer)
-        config = uvicorn.Config(
-            app,
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            server_header=False,
-        )
-        server = _Server(config)
-        signals.attach(server)
-        await _banner(runtime, printer, options, url, data, admin_key, state_dir)
-        pid = os.getpid()
-        info = {"app": str(options.app_dir.resolve()), "data": data, "state": str(state_dir)}
-        # Also where the server was started from, so `run` and `data` work there too
-        # (as `npx convex dev` keeps its deployment in the project's .env.local).
-        for directory in dict.fromkeys([state_dir, Path.cwd().resolve() / STATE_DIR]):
-            write_server_info(directory, url, pid, **info)
-            stack.callback(remove_server_info, directory, pid)
-        stop_watching = asyncio.Event()
-        if options.watch:
-            watcher = asyncio.create_task(watch_app(runtime, printer, stop_watching))
-            stack.push_async_callback(_stop_task, watcher, stop_watching)
-        await server.serve(sockets=[sock])
-        printer.info("Stopping the runtime...")
-    printer.info("Stopped.")
-    return 0
+    await stack.enter_async_context(runtime)
+    admin_key = load_or_create_admin_key(state_dir)
+    url = _url(options.host, sock.getsockname()[1])
+    app = create_app(
+        runtime, admin_key=admin_key, reporter=printer, body_timeout=options.body_timeout
+    )
+    pid = os.getpid()
+    info = {"app": str(options.app_dir.resolve()), "data": data, "state": str(state_dir)}
+    for directory in info_dirs:
+        write_server_info(directory, url, pid, **info)
+        stack.callback(remove_server_info, directory, pid)
+    config = server_config(app)
+    await _banner(runtime, printer, options, url, data, admin_key, state_dir, config)
+    return _Server(config), runtime, app
 
 
 async def _stop_task(task: asyncio.Task[None], stop: asyncio.Event) -> None:

@@ -22,8 +22,19 @@ function gets a 4xx with ``{"code", "message"}``: ``BadJsonBody``,
 ``BadConvexValue``, ``BadFormat``, ``MissingIdentifier`` (400),
 ``BadAdminKey``, ``InvalidAuthHeader``, ``MissingAdminKey`` (401),
 ``FunctionNotFound``, ``TableNotFound``, ``NotFound`` (404),
-``MethodNotAllowed`` (405), ``PayloadTooLarge`` (413, over
-:data:`MAX_REQUEST_BYTES`).
+``MethodNotAllowed`` (405), ``RequestTimeout`` (408: the body did not arrive
+within ``body_timeout`` seconds), ``PayloadTooLarge`` (413, over
+:data:`MAX_REQUEST_BYTES`), ``Overloaded`` (503: the request bodies being
+received and served together would pass ``max_pending_body_bytes``).
+
+No request gets a 500 or a traceback. Anything that escapes an endpoint is
+reported with its traceback (to the ``reporter``, else the
+``convexpy.server`` logger) and answered 503 with ``{code, message}``: a
+store fault says what happened to the database (``DatabaseDamaged``,
+``NoSpaceLeft``, ``CommitFailed``, ``StoreClosed``, ``DatabaseError``; see
+:func:`store_fault`), anything else is ``InternalServerError`` with the
+details in the server log. A function that hits a store fault gets the same
+explanation as its ``errorMessage``.
 
 Unlike Convex, the ``Content-Type`` header is not checked (``curl -d`` works
 as is); the body must be a JSON object either way.
@@ -42,38 +53,69 @@ JSON status.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import errno
 import hmac
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable
+import os
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..context import UserIdentity
 from ..db import DatabaseReader, SystemReader
-from ..errors import ArgumentValidationError, ConvexError, FunctionNotFoundError
+from ..errors import (
+    ArgumentValidationError,
+    CommitFailedError,
+    ConvexError,
+    FunctionNotFoundError,
+    StoreClosedError,
+)
 from ..functions import FunctionKind
 from ..runtime import Runtime
 from ..scheduler.executor import error_text
 from ..scheduler.jobs import SCHEDULED_FUNCTIONS
 from ..values import from_convex_json, to_convex_json, to_plain_json
 
-__all__ = ["MAX_REQUEST_BYTES", "Reporter", "create_app", "identity_from_jwt", "to_clean_json"]
+__all__ = [
+    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_MAX_PENDING_BODY_BYTES",
+    "MAX_REQUEST_BYTES",
+    "ConvexApp",
+    "Reporter",
+    "StoreFault",
+    "create_app",
+    "identity_from_jwt",
+    "store_fault",
+    "to_clean_json",
+]
 
 logger = logging.getLogger("convexpy.server")
 
 MAX_REQUEST_BYTES = (1 << 23) + 2000
 """Largest accepted request body: Convex's ``MAX_BACKEND_PUBLIC_API_REQUEST_SIZE``
 (8 MiB of arguments plus room for the envelope)."""
+
+DEFAULT_BODY_TIMEOUT = 30.0
+"""Seconds a request body may take to arrive, from the start of the request (408 after)."""
+
+DEFAULT_MAX_PENDING_BODY_BYTES = 8 * MAX_REQUEST_BYTES
+"""Bytes of request bodies the app holds at once, across requests (503 past it):
+eight bodies of the largest size, about 64 MiB."""
 
 DEFAULT_TABLE_LIMIT = 100
 MAX_TABLE_LIMIT = 10_000
@@ -98,17 +140,25 @@ class Reporter(Protocol):
     def function_exception(self, path: str, exc: BaseException) -> None:
         """A function raised something other than ``ConvexError`` (show the traceback)."""
 
-    def internal_error(self, method: str, path: str, exc: BaseException) -> None:
-        """A bug in the server itself (answered with a 500)."""
+    def server_error(
+        self, method: str, path: str, status: int, code: str, message: str, exc: BaseException
+    ) -> None:
+        """An exception escaped an endpoint (a store fault, or a bug in the server):
+        answered ``status`` with ``{code, message}``; show the traceback."""
 
 
 class RequestError(Exception):
-    """A request refused before any function ran: HTTP ``status`` with ``{code, message}``."""
+    """A request refused before any function ran: HTTP ``status`` with ``{code, message}``.
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    ``close`` asks the server to close the connection after the answer (the
+    rest of the request body was not read).
+    """
+
+    def __init__(self, status: int, code: str, message: str, *, close: bool = False) -> None:
         self.status = status
         self.code = code
         self.message = message
+        self.close = close
         super().__init__(message)
 
 
@@ -122,6 +172,130 @@ class Caller:
 
 _ANONYMOUS = Caller(trusted=False, identity=None)
 _ADMIN = Caller(trusted=True, identity=None)
+
+
+# --------------------------------------------------------------------------
+# Request input and store faults
+
+
+def ascii_int(text: str) -> int | None:
+    """``text`` as a non-negative integer if it is ASCII digits only, else None.
+
+    (``str.isdigit`` and ``int`` also take ``"²"``, ``"١٢"``, ``" 12"`` and ``"1_2"``.)
+    """
+    if not text or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreFault:
+    """What a store failure means, for people: a ``code`` and a one-line ``message``."""
+
+    code: str
+    message: str
+
+
+_SQLITE_DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+_DAMAGED_TEXT = ("malformed", "not a database", "database corrupt")
+_FULL_TEXT = ("database or disk is full", "no space left on device")
+_NEARLY_FULL_BYTES = 1 << 20
+"""An I/O error on a file system with less free space than this is read as a full disk
+(SQLite says "disk I/O error" when it cannot grow its shared-memory file)."""
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then its causes and contexts (each once)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _summary(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _sqlite_code(exc: BaseException) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def _nearly_full(path: Path | None) -> bool:
+    directory = None if path is None else path.parent
+    while directory is not None and not directory.exists() and directory != directory.parent:
+        directory = directory.parent
+    if directory is None:
+        return False
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < _NEARLY_FULL_BYTES
+
+
+def no_space(exc: BaseException, path: Path | None = None) -> BaseException | None:
+    """The error in ``exc``'s chain that says the disk is full, if one does.
+
+    ``path`` is the file being written when the driver's error is only an I/O
+    error (then a file system with almost no free space counts as full).
+    """
+    for err in _chain(exc):
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return err
+        text = str(err).lower()
+        if _sqlite_code(err) == sqlite3.SQLITE_FULL or any(t in text for t in _FULL_TEXT):
+            return err
+    for err in _chain(exc):
+        io_error = isinstance(err, OSError) and err.errno == errno.EIO
+        sqlite_io = isinstance(err, sqlite3.Error) and (
+            _sqlite_code(err) == sqlite3.SQLITE_IOERR or "disk i/o error" in str(err).lower()
+        )
+        if (io_error or sqlite_io) and _nearly_full(path):
+            return err
+    return None
+
+
+def store_fault(exc: BaseException, path: Path | None = None) -> StoreFault | None:
+    """What ``exc`` means if it is a store fault (None if it is not one).
+
+    ``path`` is the database file, named in the message. Looks through the
+    exception's causes: the store wraps the driver's error.
+    """
+    where = "the database" if path is None else f"the database file {str(path)!r}"
+    subject = where[0].upper() + where[1:]
+    full = no_space(exc, path)
+    if full is not None:
+        return StoreFault(
+            "NoSpaceLeft",
+            f"No space left on device for {where} ({_summary(full)}): free some space; "
+            "nothing was written",
+        )
+    for err in _chain(exc):
+        damaged = _sqlite_code(err) in _SQLITE_DAMAGED
+        if damaged or (
+            isinstance(err, sqlite3.DatabaseError)
+            and any(t in str(err).lower() for t in _DAMAGED_TEXT)
+        ):
+            return StoreFault(
+                "DatabaseDamaged",
+                f"{subject} is damaged ({_summary(err)}), so convexpy cannot read it: "
+                "restore it from a backup while the server is stopped (or, if its data does "
+                "not matter, delete it to start empty)",
+            )
+    if isinstance(exc, StoreClosedError):
+        return StoreFault("StoreClosed", f"The store is closed: {exc}")
+    if isinstance(exc, CommitFailedError):
+        cause = exc.__cause__
+        reason = _summary(cause) if cause is not None else str(exc)
+        return StoreFault("CommitFailed", f"{subject} could not commit: {reason}")
+    for err in _chain(exc):
+        if isinstance(err, sqlite3.Error):
+            return StoreFault("DatabaseError", f"{subject} failed: {_summary(err)}")
+    return None
 
 
 # --------------------------------------------------------------------------
@@ -311,6 +485,16 @@ def _json_response(status: int, body: object, headers: dict[str, str] | None = N
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
+def _a(kind: FunctionKind | str) -> str:
+    """``"a query"``, ``"a mutation"``, ``"an action"``."""
+    kind = str(kind)
+    return f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"
+
+
+_BODY_BYTES = "convexpy.body_bytes"
+"""Scope key: bytes of the request's body counted against the app's budget."""
+
+
 class _Api:
     def __init__(
         self,
@@ -318,16 +502,29 @@ class _Api:
         admin_key: str | None,
         reporter: Reporter | None,
         max_request_bytes: int,
+        body_timeout: float,
+        max_pending_body_bytes: int,
     ) -> None:
         self.runtime = runtime
         self.admin_key = admin_key
         self.reporter = reporter
         self.max_request_bytes = max_request_bytes
+        self.body_timeout = body_timeout
+        self.max_pending_body_bytes = max_pending_body_bytes
+        self.pending_body_bytes = 0
+        """Bytes of request bodies held by requests in progress."""
+        self.reload_error: str | None = None
+        """Why the last reload of the app failed (None once one succeeds); see ConvexApp."""
+
+    @property
+    def store_path(self) -> Path | None:
+        path = getattr(self.runtime.store, "path", None)
+        return path if isinstance(path, Path) else None
 
     # -- plumbing ----------------------------------------------------------------
 
     def guard(self, endpoint: Endpoint) -> Endpoint:
-        """Turn every failure into a JSON response: a 4xx, or a 500 for our own bugs."""
+        """Turn every failure into a JSON response: a 4xx, or a 503 for faults and bugs."""
 
         async def guarded(request: Request) -> Response:
             try:
@@ -335,7 +532,9 @@ class _Api:
             except RequestError as err:
                 return self.refuse(request, err)
             except Exception as exc:
-                return self.internal_error(request, exc)
+                return self.server_error(request, exc)
+            finally:
+                self.pending_body_bytes -= request.scope.pop(_BODY_BYTES, 0)
 
         return guarded
 
@@ -344,17 +543,32 @@ class _Api:
             self.reporter.request_error(
                 request.method, request.url.path, err.status, err.code, err.message
             )
-        return _json_response(err.status, {"code": err.code, "message": err.message})
+        headers = {"Connection": "close"} if err.close else None
+        return _json_response(err.status, {"code": err.code, "message": err.message}, headers)
 
-    def internal_error(self, request: Request, exc: BaseException) -> Response:
+    def server_error(self, request: Request, exc: BaseException) -> Response:
+        """An exception escaped an endpoint: report it with its traceback, answer 503."""
+        fault = store_fault(exc, self.store_path)
+        if fault is None:
+            fault = StoreFault(
+                "InternalServerError",
+                f"The server failed while handling {request.method} {request.url.path} "
+                f"({type(exc).__name__}); the details are in the server log",
+            )
         if self.reporter is not None:
-            self.reporter.internal_error(request.method, request.url.path, exc)
+            self.reporter.server_error(
+                request.method, request.url.path, 503, fault.code, fault.message, exc
+            )
         else:
-            logger.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
-        return _json_response(
-            500,
-            {"code": "InternalServerError", "message": f"{type(exc).__name__}: {exc}"},
-        )
+            logger.error(
+                "%s %s: 503 %s: %s",
+                request.method,
+                request.url.path,
+                fault.code,
+                fault.message,
+                exc_info=exc,
+            )
+        return _json_response(503, {"code": fault.code, "message": fault.message})
 
     async def http_exception(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -372,29 +586,64 @@ class _Api:
         return response
 
     async def unhandled(self, request: Request, exc: Exception) -> Response:
-        return self.internal_error(request, exc)
+        return self.server_error(request, exc)
 
     async def read_body(self, request: Request) -> dict[str, Any]:
+        """The JSON object in the body, read within ``body_timeout`` seconds and
+        counted against the app's budget of pending body bytes."""
         limit = self.max_request_bytes
         too_large = RequestError(
             413,
             "PayloadTooLarge",
             f"The request body is larger than the limit of {limit} bytes",
-        )
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        )  # (the server reads and drops the rest, so that the client sees the answer)
+        header = request.headers.get("content-length")
+        declared = None if header is None else ascii_int(header.strip())
+        if header is not None and declared is None:
+            raise RequestError(
+                400,
+                "BadRequest",
+                f"The Content-Length header must be a number of bytes, got {header!r}",
+                close=True,
+            )
+        if declared is not None and declared > limit:
             raise too_large
         chunks: list[bytes] = []
         size = 0
         try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise too_large
-                chunks.append(chunk)
+            async with asyncio.timeout(self.body_timeout):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise too_large
+                    self.hold(request, len(chunk))
+                    chunks.append(chunk)
+        except TimeoutError:
+            expected = "" if declared is None else f" of {declared}"
+            raise RequestError(
+                408,
+                "RequestTimeout",
+                f"The request body did not arrive within {self.body_timeout:g} s "
+                f"({size}{expected} bytes received)",
+                close=True,
+            ) from None
         except ClientDisconnect:
             raise RequestError(400, "ClientDisconnected", "The client went away") from None
         return _parse_body(b"".join(chunks))
+
+    def hold(self, request: Request, size: int) -> None:
+        """Count ``size`` more bytes of ``request``'s body (released when it is answered)."""
+        budget = self.max_pending_body_bytes
+        if self.pending_body_bytes + size > budget:
+            raise RequestError(
+                503,
+                "Overloaded",
+                f"The server is already holding {self.pending_body_bytes} bytes of request "
+                f"bodies (its limit is {budget}); try again when fewer requests are in flight",
+                close=True,
+            )
+        self.pending_body_bytes += size
+        request.scope[_BODY_BYTES] = request.scope.get(_BODY_BYTES, 0) + size
 
     def caller(self, request: Request) -> Caller:
         header = request.headers.get("authorization")
@@ -469,12 +718,12 @@ class _Api:
         try:
             path, fn = runtime.resolve(path, None, trusted=caller.trusted)
         except FunctionNotFoundError as exc:
-            raise RequestError(404, "FunctionNotFound", str(exc)) from None
+            raise self.not_found(exc) from None
         if kind is not None and fn.kind is not kind:
             raise RequestError(
                 404,
                 "FunctionNotFound",
-                f"Trying to execute {path} as a {kind}, but it is defined as a {fn.kind}: "
+                f"Trying to execute {path} as {_a(kind)}, but it is defined as {_a(fn.kind)}: "
                 f"POST it to /api/{fn.kind}",
             )
         logs: list[str] = []
@@ -483,14 +732,16 @@ class _Api:
                 fn.kind, path, args, identity=caller.identity, trusted=caller.trusted, logs=logs
             )
         except FunctionNotFoundError as exc:  # the app was reloaded under us
-            raise RequestError(404, "FunctionNotFound", str(exc)) from None
+            raise self.not_found(exc) from None
         except ConvexError as exc:
             return _json_response(200, self.convex_error(exc, logs, fmt))
         except (Exception, SystemExit) as exc:
             if self.reporter is not None and not isinstance(exc, ArgumentValidationError):
                 self.reporter.function_exception(path, exc)
+            fault = store_fault(exc, self.store_path)
+            message = error_text(exc) if fault is None else fault.message
             return _json_response(
-                200, {"status": "error", "errorMessage": error_text(exc), "logLines": logs}
+                200, {"status": "error", "errorMessage": message, "logLines": logs}
             )
         try:
             exported = _export(value, fmt)
@@ -500,6 +751,16 @@ class _Api:
                 200, {"status": "error", "errorMessage": message, "logLines": logs}
             )
         return _json_response(200, {"status": "success", "value": exported, "logLines": logs})
+
+    def not_found(self, exc: FunctionNotFoundError) -> RequestError:
+        """404 ``FunctionNotFound``, saying so when the last reload failed."""
+        message = str(exc)
+        if self.reload_error is not None:
+            message += (
+                f"; the last reload failed ({self.reload_error}), so functions from the new "
+                "code are not loaded"
+            )
+        return RequestError(404, "FunctionNotFound", message)
 
     @staticmethod
     def convex_error(exc: ConvexError, logs: list[str], fmt: str) -> dict[str, Any]:
@@ -538,7 +799,7 @@ class _Api:
             {"path": path, "kind": fn.kind.value, "visibility": fn.visibility.value}
             for path, fn in items
         ]
-        return _json_response(200, {"functions": listed})
+        return _json_response(200, {"functions": listed, "reloadError": self.reload_error})
 
     async def table_names(self) -> list[str]:
         runtime = self.runtime
@@ -559,11 +820,14 @@ class _Api:
         self.require_admin(request)
         table = str(request.path_params["table"])
         limit_text = request.query_params.get("limit", str(DEFAULT_TABLE_LIMIT))
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_TABLE_LIMIT:
+        limit = ascii_int(limit_text)
+        if limit is None or not 1 <= limit <= MAX_TABLE_LIMIT:
             raise RequestError(
-                400, "BadQueryArgs", f"limit must be an integer from 1 to {MAX_TABLE_LIMIT}"
+                400,
+                "BadQueryArgs",
+                f"limit must be an integer from 1 to {MAX_TABLE_LIMIT} in ASCII digits, "
+                f"got {limit_text!r}",
             )
-        limit = int(limit_text)
         order = request.query_params.get("order", "desc")
         if order not in ("asc", "desc"):
             raise RequestError(400, "BadQueryArgs", "order must be 'asc' or 'desc'")
@@ -586,20 +850,89 @@ class _Api:
         )
 
 
+class _CatchAll:
+    """ASGI middleware: whatever escapes the app is reported and answered 503, never 500."""
+
+    def __init__(self, app: ASGIApp, api: _Api) -> None:
+        self.app = app
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            response = self.api.server_error(Request(scope), exc)
+            if not started:  # else the client sees the response cut short
+                await response(scope, receive, send)
+
+
+class ConvexApp(Starlette):
+    """The ASGI app :func:`create_app` makes.
+
+    ``reload_error`` is the dev server's hook: while it is set (why the last
+    reload failed, e.g. ``"convex/tasks.py:3: SyntaxError: ..."``), a call
+    to a missing function says so, and ``GET /api/admin/functions`` returns
+    it as ``reloadError``.
+    """
+
+    def __init__(self, api: _Api, routes: list[Route]) -> None:
+        super().__init__(
+            routes=routes,
+            middleware=[Middleware(_CatchAll, api=api)],
+            exception_handlers={HTTPException: api.http_exception, Exception: api.unhandled},
+        )
+        self._api = api
+
+    @property
+    def reload_error(self) -> str | None:
+        return self._api.reload_error
+
+    @reload_error.setter
+    def reload_error(self, value: str | None) -> None:
+        self._api.reload_error = value
+
+
 def create_app(
     runtime: Runtime,
     *,
     admin_key: str | None = None,
     reporter: Reporter | None = None,
     max_request_bytes: int = MAX_REQUEST_BYTES,
-) -> Starlette:
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    max_pending_body_bytes: int = DEFAULT_MAX_PENDING_BODY_BYTES,
+) -> ConvexApp:
     """The HTTP API of ``runtime`` (which must be running while the app serves).
 
     ``admin_key`` enables ``Authorization: Convex <key>``; without it only
     public functions are reachable. ``reporter`` receives refused requests and
-    tracebacks (the dev server's log).
+    tracebacks (the dev server's log). A request body must arrive within
+    ``body_timeout`` seconds (else 408 ``RequestTimeout``) and be at most
+    ``max_request_bytes`` (else 413); the bodies of all requests in progress
+    together are held to ``max_pending_body_bytes`` (else 503 ``Overloaded``),
+    so slow or many uploads cannot take the server's memory.
     """
-    api = _Api(runtime, admin_key, reporter, max_request_bytes)
+    if not (isinstance(body_timeout, int | float) and 0 < body_timeout < math.inf):
+        raise ValueError(f"body_timeout must be a positive number of seconds, got {body_timeout!r}")
+    for name, value in (
+        ("max_request_bytes", max_request_bytes),
+        ("max_pending_body_bytes", max_pending_body_bytes),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    api = _Api(
+        runtime, admin_key, reporter, max_request_bytes, float(body_timeout), max_pending_body_bytes
+    )
     guard = api.guard
     routes = [
         Route("/", guard(api.status), methods=["GET"]),
@@ -613,7 +946,4 @@ def create_app(
         Route("/api/admin/tables", guard(api.tables), methods=["GET"]),
         Route("/api/admin/tables/{table}", guard(api.table), methods=["GET"]),
     ]
-    return Starlette(
-        routes=routes,
-        exception_handlers={HTTPException: api.http_exception, Exception: api.unhandled},
-    )
+    return ConvexApp(api, routes)

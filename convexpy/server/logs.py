@@ -18,6 +18,7 @@ normal, ``1`` adds job ids, cron details and full tracebacks.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -111,6 +112,19 @@ class LogPrinter:
             self.stream.flush()
         except (OSError, ValueError):  # a closed pipe must not break the server
             pass
+
+    def now(self, message: str, *styles: str) -> None:
+        """Print ``message`` from another thread while the loop may be stuck (even in
+        the middle of a write): straight to the file descriptor, taking no lock.
+        (Every line is flushed as it is written, so nothing is left in the buffer.)"""
+        text = self.style(message, *styles) + "\n"
+        try:
+            fd = self.stream.fileno()
+        except (AttributeError, OSError, ValueError):  # not a file: no loop to race with
+            self.write(message)
+            return
+        with contextlib.suppress(OSError):
+            os.write(fd, text.encode("utf-8", "replace"))
 
     def timestamp(self) -> str:
         seconds = self._now_ms() / 1000.0
@@ -260,9 +274,14 @@ class LogPrinter:
     def function_exception(self, path: str, exc: BaseException) -> None:
         self.detail(self.traceback_lines(exc), marker="!", styles=("dim",))
 
-    def internal_error(self, method: str, path: str, exc: BaseException) -> None:
-        self.error(f"convexpy internal error on {method} {path} (please report it):")
-        self.detail(traceback.format_exception(exc), marker="!", styles=("red",))
+    def server_error(
+        self, method: str, path: str, status: int, code: str, message: str, exc: BaseException
+    ) -> None:
+        self.line("http", f"{method} {path}", None, f"{status} {code}", error=True)
+        self.detail([message], marker="!", styles=("red",))
+        if code == "InternalServerError":
+            self.detail(["a bug in convexpy? please report it, with this traceback:"], marker="!")
+        self.detail(traceback.format_exception(exc), marker="!", styles=("dim",))
 
     def traceback_lines(self, exc: BaseException) -> list[str]:
         """The traceback, without convexpy's own frames unless verbose."""

@@ -1,6 +1,6 @@
 """Self-destructing messages: each message deletes itself five seconds after it is sent."""
 
-from convexpy import internal, internal_mutation, mutation, query, v
+from convexpy import Id, internal, internal_mutation, mutation, query, v
 
 LIFETIME_MS = 5000
 
@@ -15,8 +15,8 @@ async def send(ctx, body, author):
     return message_id
 
 
-@internal_mutation(args={"messageId": v.id("messages")})
-async def destruct(ctx, messageId):
+@internal_mutation
+async def destruct(ctx, messageId: Id["messages"]):  # validated from the annotation
     if await ctx.db.get(messageId) is not None:
         await ctx.db.delete(messageId)
 
