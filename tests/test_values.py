@@ -279,7 +279,7 @@ def test_value_size_refuses_non_values() -> None:
 def test_copy_with_size_is_a_checked_copy(value: Any) -> None:
     copied, size = copy_with_size(value)
     assert size == value_size(value)
-    assert copied == value
+    assert same(copied, value)  # NaN included
     if isinstance(value, dict):
         assert copied is not value
 
