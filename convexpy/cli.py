@@ -155,6 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="answer 408 to a request whose body takes longer to arrive (default: 30)",
     )
+    dev.add_argument(
+        "--write-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="restart the SQLite writer process if a write takes longer (default: 30)",
+    )
+    dev.add_argument(
+        "--import-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="give up on a (re)load whose modules take longer to import (default: 30)",
+    )
     loudness = dev.add_mutually_exclusive_group()
     loudness.add_argument(
         "-v", "--verbose", action="store_true", help="more detail: job ids, full tracebacks"
@@ -258,6 +270,8 @@ def _dev(args: argparse.Namespace) -> int:
         crons=not args.no_crons,
         watch=not args.no_watch,
         body_timeout=args.body_timeout or DEFAULT_BODY_TIMEOUT,
+        write_timeout=args.write_timeout or 30.0,
+        import_timeout=args.import_timeout or 30.0,
     )
     return run(options, printer)
 

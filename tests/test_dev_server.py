@@ -605,20 +605,28 @@ JOB_OK = {
     "outcome": "success",
     "duration_ms": 1500.0,
 }
-CRON_FAILED = {
-    "type": "cron",
-    "name": "check queue",
+CRON_FAILED = {  # a cron run is a job that says which cron job it runs
+    "type": "job",
+    "job": "def456",
+    "cron": "check queue",
     "path": "queue:process",
+    "kind": "mutation",
     "outcome": "failed",
     "duration_ms": 12.0,
     "error": "RuntimeError: down",
+}
+CRON_RECORDED = {  # the runner recorded the run in _cron_jobs, skipping two
+    "type": "cron",
+    "name": "check queue",
+    "outcome": "skipped",
+    "scheduledTime": 1.7e12,
     "skipped": 2,
 }
 
 
 def test_log_lines_are_aligned_and_plain() -> None:
     log, stream = printer()
-    for event in (CALL_OK, CALL_ERROR, JOB_OK, CRON_FAILED):
+    for event in (CALL_OK, CALL_ERROR, JOB_OK, CRON_FAILED, CRON_RECORDED):
         log.on_event(event)
     lines = stream.getvalue().splitlines()
     assert "\x1b[" not in stream.getvalue()
@@ -629,8 +637,10 @@ def test_log_lines_are_aligned_and_plain() -> None:
     assert lines[4] == "    ! ValueError: boom"
     assert "job       messages:destruct (mutation)" in lines[5] and "1.50 s" in lines[5]
     assert "abc123" not in lines[5]  # job ids only with -v
-    assert 'cron      "check queue" queue:process' in lines[6] and lines[6].endswith("failed")
+    assert 'cron      "check queue" queue:process ' in lines[6]
+    assert lines[6].endswith("failed")
     assert lines[7] == "    ! RuntimeError: down"
+    assert len(lines) == 8  # one line per cron run: its recording adds none
     # The path column lines up.
     assert len({line.index(" ms") for line in lines if " ms " in line}) == 1
 
@@ -646,7 +656,7 @@ def test_quiet_and_verbose() -> None:
 
     log, stream = printer(verbosity=1)
     log.on_event(JOB_OK)
-    log.on_event(CRON_FAILED)
+    log.on_event(CRON_RECORDED)
     log.on_event({"type": "something-new"})
     out = stream.getvalue()
     assert "job abc123" in out and "skipped=2" in out and "something-new" in out

@@ -89,6 +89,8 @@ class DevOptions:
     crons: bool = True
     watch: bool = True
     body_timeout: float = DEFAULT_BODY_TIMEOUT
+    write_timeout: float = 30.0
+    import_timeout: float = 30.0
 
 
 # --------------------------------------------------------------------------
@@ -450,7 +452,7 @@ def _open_store(options: DevOptions, state_dir: Path) -> tuple[Store, str]:
     if db is None:
         return MemoryStore(), "in memory (--memory): nothing is kept after exit"
     db.parent.mkdir(parents=True, exist_ok=True)
-    return SqliteStore(db), str(db)
+    return SqliteStore(db, write_timeout=options.write_timeout), str(db)
 
 
 def server_config(
@@ -548,9 +550,8 @@ class _Litter:
 
     @staticmethod
     def _lock_is_free(db: Path) -> bool:
-        lock = db.with_name(db.name + ".lock")
-        try:
-            with open(lock, "rb") as file:
+        try:  # the store's lock is on the database file itself
+            with open(db, "rb") as file:
                 fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except FileNotFoundError:
             return True
@@ -559,7 +560,7 @@ class _Litter:
         return True
 
 
-_DB_SUFFIXES = ("-shm", "-wal", "-journal", ".lock", "")
+_DB_SUFFIXES = ("-shm", "-wal", "-journal", "")
 """The files of a SQLite database, the database itself last."""
 
 
@@ -602,6 +603,7 @@ async def _serve_on(
     info_dirs = list(dict.fromkeys([state_dir, Path.cwd().resolve() / STATE_DIR]))
     litter = _Litter(db, [*info_dirs, *([] if db is None else [db.parent])])
     failure: BaseException | None = None
+    fatal: list[str] = []
     try:
         async with contextlib.AsyncExitStack() as stack:
             try:
@@ -616,16 +618,29 @@ async def _serve_on(
                         functools.partial(remove_server_info, directory, os.getpid())
                     )
                 signals.attach(server)
+
+                def store_failed(reason: str) -> None:
+                    fatal.append(reason)
+                    server.should_exit = True
+
+                runtime.store.health.on_fatal(store_failed)
                 stop_watching = asyncio.Event()
                 if options.watch:
                     watcher = asyncio.create_task(watch_app(runtime, printer, stop_watching, app))
                     stack.push_async_callback(_stop_task, watcher, stop_watching)
                 await server.serve(sockets=[sock])
+                if fatal:
+                    printer.error(
+                        f"Stopping: the store cannot recover ({fatal[0]}). Exiting with status 1 "
+                        "so that a supervisor restarts convexpy."
+                    )
                 printer.info("Stopping the runtime...")
     except Exception as exc:  # closing the runtime failed
         if failure is None:
             printer.error(_failure(exc, db, "stop cleanly"))
             return 1
+    if fatal:
+        return 1
     if failure is not None:
         printer.error(_failure(failure, db))
         if printer.verbosity >= 1:
@@ -648,8 +663,16 @@ async def _start(
     """Open the runtime, make the HTTP app, write the state files (``stack`` undoes
     it all) and print the banner."""
     store, data = _open_store(options, state_dir)
-    runtime = Runtime(options.app_dir, store=store, crons=options.crons, capture_logs=True)
-    runtime.listeners.append(printer.on_event)
+    runtime = Runtime(
+        options.app_dir,
+        store=store,
+        crons=options.crons,
+        capture_logs=True,
+        import_timeout=options.import_timeout,
+    )
+    # Jobs due at start run while the runtime starts: their lines wait for the banner.
+    held: list[dict[str, Any]] = []
+    runtime.listeners.append(held.append)
     await stack.enter_async_context(runtime)
     admin_key = load_or_create_admin_key(state_dir)
     url = _url(options.host, sock.getsockname()[1])
@@ -663,6 +686,9 @@ async def _start(
         stack.callback(remove_server_info, directory, pid)
     config = server_config(app)
     await _banner(runtime, printer, options, url, data, admin_key, state_dir, config)
+    runtime.listeners[runtime.listeners.index(held.append)] = printer.on_event
+    for event in held:
+        printer.on_event(event)
     return _Server(config), runtime, app
 
 

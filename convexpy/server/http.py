@@ -84,6 +84,7 @@ from ..errors import (
     ConvexError,
     FunctionNotFoundError,
     StoreClosedError,
+    StoreUnavailableError,
 )
 from ..functions import FunctionKind
 from ..runtime import Runtime
@@ -292,6 +293,8 @@ def store_fault(exc: BaseException, path: Path | None = None) -> StoreFault | No
         cause = exc.__cause__
         reason = _summary(cause) if cause is not None else str(exc)
         return StoreFault("CommitFailed", f"{subject} could not commit: {reason}")
+    if isinstance(exc, StoreUnavailableError):
+        return StoreFault("StoreUnavailable", f"{subject} is unavailable: {exc}")
     for err in _chain(exc):
         if isinstance(err, sqlite3.Error):
             return StoreFault("DatabaseError", f"{subject} failed: {_summary(err)}")
@@ -781,13 +784,21 @@ class _Api:
         from .. import __version__
 
         app = self.runtime.app
+        store = self.runtime.store.health.status()
+        if store.get("fatal"):
+            state = "failed"  # it cannot write, and will not recover by itself
+        elif not store["writable"]:
+            state = "degraded"  # writes fail for now; reads and retries go on
+        else:
+            state = "running"
         return _json_response(
             200,
             {
                 "name": "convexpy",
                 "version": __version__,
-                "status": "running",
+                "status": state,
                 "functions": 0 if app is None else len(app.registry),
+                "store": store,
             },
         )
 

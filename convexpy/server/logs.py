@@ -224,13 +224,18 @@ class LogPrinter:
         self._finish(event, failed)
 
     def _job(self, event: Mapping[str, Any]) -> None:
+        """A scheduled job, or a cron run (a job with ``cron``): one line each."""
         failed = self._is_error(event)
         if self.verbosity < 0 and not failed:
             return
-        subject = f"{event.get('path', '?')} ({event.get('kind', '?')})"
+        cron = event.get("cron")
+        if cron is None:
+            subject = f"{event.get('path', '?')} ({event.get('kind', '?')})"
+        else:
+            subject = f'"{cron}" {event.get("path", "?")}'
         extra = f"job {event['job']}" if self.verbosity >= 1 and event.get("job") else ""
         self.line(
-            "job",
+            "job" if cron is None else "cron",
             subject,
             _number(event.get("duration_ms")),
             str(event.get("outcome", "?")),
@@ -240,30 +245,15 @@ class LogPrinter:
         self._finish(event, failed)
 
     def _cron(self, event: Mapping[str, Any]) -> None:
-        failed = self._is_error(event)
-        if self.verbosity < 0 and not failed:
+        """A cron run recorded in ``_cron_jobs``: its line was the job's, and a
+        skip is logged by the cron runner, so this only shows with ``-v``."""
+        if self.verbosity < 1:
             return
-        name = event.get("name", "?")
-        subject = f'"{name}"'
-        if event.get("path"):
-            subject += f" {event['path']}"
-        extra = ""
-        if self.verbosity >= 1:
-            shown = {
-                k: v
-                for k, v in event.items()
-                if k not in ("type", "name", "path", "outcome", "duration_ms", "error", "logs")
-            }
-            extra = " ".join(f"{k}={v}" for k, v in shown.items())
-        self.line(
-            "cron",
-            subject,
-            _number(event.get("duration_ms")),
-            str(event.get("outcome", "?")),
-            error=failed,
-            extra=extra,
+        shown = {k: v for k, v in event.items() if k not in ("type", "name")}
+        self.debug(
+            f'{self.timestamp()}  cron recorded "{event.get("name", "?")}" '
+            + " ".join(f"{k}={v}" for k, v in shown.items())
         )
-        self._finish(event, failed)
 
     # -- Reporter (the HTTP app) ---------------------------------------------------
 

@@ -603,22 +603,28 @@ class SqliteStore(LatestVersionStore):
         await lost.kill()
         if not timed_out:
             reason = f"{reason} ({lost.exit_text()})"
-        self._restarts += 1
         self.health.write_failed(StoreUnavailableError(f"the SQLite writer process {reason}"))
         logger.warning("The SQLite writer process of %s %s; restarting it.", self.path, reason)
-        try:
+        failure: Exception | None = None
+        while True:  # a start that fails counts as one more writer lost
+            self._restarts += 1
             if self._restarts > self.max_restarts:
-                raise StoreUnavailableError(f"it was lost {self._restarts} times in a row")
-            self._process = await self._start_process()
-        except Exception as exc:
-            self._broken = StoreUnavailableError(
-                f"the SQLite writer process of {str(self.path)!r} {reason}, and could not be "
-                f"restarted ({exc}): nothing can be written until convexpy is restarted"
-            )
-            self.health.set_fatal(str(self._broken))
-            if done is not None:
-                done(self._broken)
-            return
+                problem = failure or f"it was lost {self._restarts - 1} times in a row"
+                self._broken = StoreUnavailableError(
+                    f"the SQLite writer process of {str(self.path)!r} {reason}, and could not "
+                    f"be restarted ({problem}): nothing can be written until convexpy is "
+                    "restarted"
+                )
+                self.health.set_fatal(str(self._broken))
+                if done is not None:
+                    done(self._broken)
+                return
+            try:
+                self._process = await self._start_process()
+                break
+            except Exception as exc:
+                failure = exc
+                await asyncio.sleep(0.1 * 2**self._restarts)
         self._sent = {}
         if message is None or done is None:
             return
