@@ -298,3 +298,20 @@ def server_info(state_dir: Path) -> dict[str, object] | None:
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) else None
+
+
+def writer_pids(db: Path) -> list[int]:
+    """The SQLite writer processes working on ``db``."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdecimal():
+            continue
+        try:
+            args = Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")
+            state = Path(f"/proc/{entry.name}/stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        writer = any(a.endswith(b"_sqlite_writer.py") for a in args)
+        if writer and state != "Z" and str(db).encode() in args:
+            found.append(int(entry.name))
+    return found

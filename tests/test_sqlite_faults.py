@@ -14,6 +14,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from e2e_helpers import writer_pids
 from test_speculative import EVERYTHING, TASKS, commit_now, doc_of, file_ids, opened
 
 from convexpy.errors import StoreLockedError, StoreUnavailableError
@@ -242,3 +243,19 @@ def test_store_urls_take_a_write_timeout_and_refuse_bad_ones(tmp_path: Path) -> 
             store_from_url(f"sqlite:///{tmp_path}/a.db?write_timeout={bad}")
     with pytest.raises(ValueError, match="unknown SQLite store option"):
         store_from_url(f"sqlite:///{tmp_path}/a.db?timeout=3")
+
+
+async def test_the_writer_process_dies_with_its_runtime(tmp_path: Path) -> None:
+    path = tmp_path / "data.sqlite3"
+    child = start_holder(path)
+    try:
+        writers = writer_pids(path)
+        assert len(writers) == 1
+    finally:
+        child.kill()  # SIGKILL: the runtime cannot close anything
+        child.wait()
+        assert child.stdout is not None
+        child.stdout.close()
+    with anyio.fail_after(10):
+        while alive(writers[0]):  # noqa: ASYNC110 - another process: nothing to wait on
+            await asyncio.sleep(0.01)
