@@ -29,6 +29,8 @@ async def test_open_close(store_kind: StoreKind, tmp_path: Path) -> None:
     store = store_kind.make(tmp_path)
     with pytest.raises(StoreClosedError):
         store.snapshot()
+    with pytest.raises(StoreClosedError):
+        await store.tables()
     await store.open()
     doc = await insert(store, TASKS, title="a")
     assert await read_get(store, doc["_id"]) == doc
@@ -46,6 +48,8 @@ async def test_open_close(store_kind: StoreKind, tmp_path: Path) -> None:
         await store.scan(snapshot, full(by_creation(TASKS)), "asc", 10)
     with pytest.raises(StoreClosedError):
         await store.commit(snapshot, ReadSet(), [Write(doc["_id"], TASKS, doc, None)])
+    with pytest.raises(StoreClosedError):
+        await store.tables()
 
 
 async def test_a_durable_store_keeps_documents_and_indexes_when_reopened(
