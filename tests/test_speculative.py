@@ -1,9 +1,11 @@
-"""Speculative snapshots and the SQLite writer process.
+"""Speculative snapshots on SQLite, with the gap between accepted and durable
+forced, and the SQLite writer process.
 
 A speculative snapshot sees commits that were accepted but are not durable
 yet; a commit made from one lands only after them, and fails if one of them
 fails. The writes are held back for real: another connection holds SQLite's
-write lock, so the writer process waits on it.
+write lock, so the writer process waits on it. What holds for every store is
+in tests/conformance/test_speculative.py.
 """
 
 from __future__ import annotations
@@ -268,19 +270,6 @@ async def test_due_mutations_run_before_their_scheduling_commit_is_durable_and_l
             await all_finished.wait()
         assert finished == ["success"] * 3
         assert await rt.query("jobs:done", {}) == [0, 1, 2]
-
-
-async def test_a_failing_on_accepted_callback_does_not_fail_the_commit(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    def broken() -> None:
-        raise RuntimeError("listener bug")
-
-    async with opened(tmp_path / "db.sqlite3") as store:
-        doc = doc_of(store)
-        await commit_now(store, Write(doc["_id"], TASKS, None, doc), on_accepted=broken)
-        assert "on_accepted callback failed" in caplog.text
-        assert await read(store, doc["_id"]) == doc
 
 
 async def test_speculative_reads_match_a_model_while_batches_wait_and_after_they_land(

@@ -15,7 +15,7 @@ from pathlib import Path
 import anyio
 import pytest
 from e2e_helpers import writer_pids
-from test_speculative import EVERYTHING, TASKS, commit_now, doc_of, file_ids, opened
+from test_speculative import EVERYTHING, TASKS, commit_now, doc_of, file_ids, opened, read
 
 from convexpy.errors import StoreLockedError, StoreUnavailableError
 from convexpy.store import ReadSet, SqliteStore, Write, store_from_url
@@ -154,6 +154,22 @@ async def test_a_writer_that_cannot_be_restarted_fails_writes_clearly_and_is_fat
 
 
 # -- the lock ----------------------------------------------------------------------------------
+
+
+async def test_a_second_store_on_the_same_file_is_locked_out_until_the_first_closes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "db.sqlite3"
+    async with opened(path) as first:
+        doc = doc_of(first, n=1)
+        await commit_now(first, Write(doc["_id"], TASKS, None, doc))
+        second = SqliteStore(path)
+        with pytest.raises(StoreLockedError) as caught:
+            await second.open()
+        assert str(path) in str(caught.value)
+        await second.close()
+    async with opened(path) as third:  # the lock went with the first store
+        assert await read(third, doc["_id"]) == doc
 
 
 def start_holder(path: Path) -> subprocess.Popen[str]:

@@ -1,7 +1,7 @@
 """SqliteStore specifics below the storage port: the file layout, its versions
 and migration, and the cache of latest document versions.
 
-The port's behaviour is covered for every store in tests/test_store.py.
+The port's behaviour is covered for every store in tests/conformance/.
 """
 
 from __future__ import annotations
@@ -283,6 +283,41 @@ async def test_file_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     assert await asyncio.to_thread(user_version, path) == SCHEMA_VERSION + 1
     rows = await asyncio.to_thread(raw_query, path, "SELECT id FROM documents")
     assert rows == [(doc["_id"],)]
+
+
+# -- reopening ---------------------------------------------------------------------------------
+
+
+async def test_reopening_keeps_built_indexes_and_builds_only_new_ones(
+    tmp_path: Path, built: list[str]
+) -> None:
+    """What a reopened store reads is checked for every durable store in
+    tests/conformance/; here, what the file keeps: built indexes are not
+    rebuilt, and dropped ones leave it."""
+    path = tmp_path / "db.sqlite3"
+    store = await reopened(path, [BY_OWNER, PARTIAL])
+    try:
+        assert built == [BY_OWNER.key, PARTIAL.key]
+        for owner, title in ("b1", "a2", "c0"):
+            await insert(store, TASKS, owner=owner, title=title)
+        gone = await insert(store, TASKS, owner="d", title="d")
+        await commit(store, Write(gone["_id"], TASKS, gone, None))
+    finally:
+        await store.close()
+
+    built.clear()
+    store = await reopened(path, [BY_OWNER, PARTIAL])
+    try:
+        assert built == []  # kept, not rebuilt
+        await store.configure_indexes([BY_OWNER, BY_TITLE])
+        assert built == [BY_TITLE.key]  # only the new one
+        await store.configure_indexes([BY_TITLE])
+    finally:
+        await store.close()
+    counts = await asyncio.to_thread(entries_per_index, path)
+    assert BY_OWNER.key not in counts  # dropped from disk
+    assert PARTIAL.key not in counts
+    assert counts[BY_TITLE.key] == 3
 
 
 # -- index numbers ---------------------------------------------------------------------------

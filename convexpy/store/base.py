@@ -182,7 +182,9 @@ class Store(ABC):
         fails its commit if one of those it saw fails to be written, so
         nothing it did outlives what it read. A store whose commits are
         durable as soon as they are accepted (the memory store; a database
-        server) just returns a plain snapshot.
+        server) has no such gap and returns a plain snapshot, except while
+        a commit's ``on_accepted`` runs: the memory store applies the commit
+        right after it, and a snapshot taken inside it sees the commit.
         """
 
     @abstractmethod

@@ -67,6 +67,7 @@ class MemoryStore(LatestVersionStore):
         self._closed = True
 
     async def tables(self) -> list[str]:
+        self._check_open()
         return sorted(self._tables)
 
     async def _base_get(self, doc_id: str) -> Document | None:

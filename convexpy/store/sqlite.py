@@ -288,6 +288,7 @@ class SqliteStore(LatestVersionStore):
             raise StoreUnavailableError(_file_failure(self.path, exc)) from exc
 
     async def tables(self) -> list[str]:
+        self._check_open()
         rows = await self._read("SELECT name FROM tables ORDER BY name")
         return [row[0] for row in rows]
 

@@ -1,21 +1,23 @@
-"""Both stores are serializable: checked against a serial replay (hypothesis).
+"""Every store is serializable: checked against a serial replay (hypothesis).
 
 Random transactions run concurrently on a few counters through
 :class:`convexpy.db.Transaction` (the read set and own-writes layer above the
-store). Each one reads by id and by index range, yields to the event loop at
-random points, and writes values computed from everything it read. The
-committed transactions, replayed one by one in commit-timestamp order against
-a plain dict, must read exactly what they read concurrently and leave exactly
-the state the store ends with.
+store), some of them on speculative snapshots. Each one reads by id and by
+index range, yields to the event loop at random points, and writes values
+computed from everything it read. The committed transactions, replayed one by
+one in commit-timestamp order against a plain dict, must read exactly what
+they read concurrently and leave exactly the state the store ends with.
+
+All examples share the test's store, each in a table of its own, so a store
+is also checked with the history of earlier examples behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import tempfile
+import itertools
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -23,18 +25,18 @@ from hypothesis import strategies as st
 
 from convexpy.db import TableNames, Transaction
 from convexpy.errors import DocumentNotFoundError
-from convexpy.store import ConflictError, IndexDef, KeyRange, MemoryStore, SqliteStore, Store
-from convexpy.store.base import Document
+from convexpy.store import ConflictError, IndexDef, KeyRange, Store
+from convexpy.store.base import BY_CREATION_TIME, Document
 from convexpy.store.keys import encode_prefix, prefix_successor
 
 T0 = 1.7e12
-TABLE = "counters"
-BY_V = IndexDef(TABLE, "by_v", ("v",))
-BY_CREATION = IndexDef.by_creation_time(TABLE)
 VALUES = 6  # counter values live in range(VALUES), so index ranges overlap a lot
 SLOTS = 4  # counters that exist at the start
+TABLES = (f"counters{n}" for n in itertools.count())
 
 # -- transactions as data -------------------------------------------------------------
+# A transaction is (delay, speculative, program): it starts after ``delay``
+# turns of the event loop, on a speculative snapshot or a plain one.
 # ("get", slot)                          read an initial counter by id
 # ("scan", index, lo, hi, order, limit)  read a range: by_v with lo <= v < hi, or
 #                                        by_creation_time (lo/hi unused)
@@ -53,7 +55,7 @@ ops = st.one_of(
     st.tuples(st.just("get"), st.integers(0, SLOTS - 1)),
     st.tuples(
         st.just("scan"),
-        st.sampled_from(["by_v", "by_v", "by_creation_time"]),
+        st.sampled_from(["by_v", "by_v", BY_CREATION_TIME]),
         st.integers(0, VALUES - 1),
         st.integers(1, VALUES),
         st.sampled_from(["asc", "desc"]),
@@ -66,13 +68,13 @@ ops = st.one_of(
     st.just(("yield",)),
 )
 transactions = st.lists(
-    st.tuples(st.integers(0, 3), st.lists(ops, min_size=1, max_size=7)),
+    st.tuples(st.integers(0, 3), st.booleans(), st.lists(ops, min_size=1, max_size=7)),
     min_size=2,
     max_size=6,
 )
 initial_values = st.lists(st.integers(0, VALUES - 1), min_size=SLOTS, max_size=SLOTS)
 
-Spec = tuple[int, list[tuple[Any, ...]]]
+Spec = tuple[int, bool, list[tuple[Any, ...]]]
 
 
 @dataclass
@@ -84,14 +86,20 @@ class Outcome:
     inserted: list[Document] = field(default_factory=list)
 
 
-def key_range(op: tuple[Any, ...]) -> tuple[IndexDef, KeyRange]:
-    _, index, lo, hi, _, _ = op
-    if index == "by_creation_time":
-        return BY_CREATION, KeyRange(BY_CREATION.key, b"", None)
+def by_v(table: str) -> IndexDef:
+    return IndexDef(table, "by_v", ("v",))
+
+
+def key_range(table: str, op: tuple[Any, ...]) -> tuple[IndexDef, KeyRange]:
+    _, name, lo, hi, _, _ = op
+    if name == BY_CREATION_TIME:
+        index = IndexDef.by_creation_time(table)
+        return index, KeyRange(index.key, b"", None)
+    index = by_v(table)
     if hi == lo + 1 and lo % 2:  # sometimes spell an equality as prefix..successor
         prefix = encode_prefix([lo])
-        return BY_V, KeyRange(BY_V.key, prefix, prefix_successor(prefix))
-    return BY_V, KeyRange(BY_V.key, encode_prefix([lo]), encode_prefix([max(lo, hi)]))
+        return index, KeyRange(index.key, prefix, prefix_successor(prefix))
+    return index, KeyRange(index.key, encode_prefix([lo]), encode_prefix([max(lo, hi)]))
 
 
 def summary(doc: Document | None) -> tuple[str, int] | None:
@@ -121,12 +129,12 @@ class Reader:
 
 
 async def run_transaction(
-    store: Store, tables: TableNames, slots: list[str], spec: Spec
+    store: Store, table: str, tables: TableNames, slots: list[str], spec: Spec
 ) -> Outcome:
-    delay, program = spec
+    delay, speculative, program = spec
     for _ in range(delay):
         await asyncio.sleep(0)
-    txn = Transaction(store, now=lambda: T0, tables=tables, writable=True)
+    txn = Transaction(store, now=lambda: T0, tables=tables, writable=True, speculative=speculative)
     reader = Reader()
     outcome = Outcome()
     try:
@@ -137,7 +145,7 @@ async def run_transaction(
                 case ("get", slot):
                     reader.saw(("get", summary(await txn.get(slots[slot]))))
                 case ("scan", _, _, _, order, limit):
-                    index, scanned = key_range(op)
+                    index, scanned = key_range(table, op)
                     rows = await txn.scan(index, scanned, order, limit)
                     reader.seen = [doc["_id"] for _, doc in rows]
                     reader.saw(("scan", [summary(doc) for _, doc in rows]))
@@ -152,9 +160,9 @@ async def run_transaction(
                         continue
                     reader.saw((op[0], summary(current)))
                     new = None if op[0] == "delete" else {**current, "v": reader.value(rest[0])}
-                    txn.put(TABLE, current, new)
+                    txn.put(table, current, new)
                 case ("insert", delta):
-                    doc_id = await txn.insert(TABLE, {"v": reader.value(delta)})
+                    doc_id = await txn.insert(table, {"v": reader.value(delta)})
                     inserted = txn.writes[doc_id].new
                     assert inserted is not None
                     outcome.inserted.append(inserted)
@@ -176,13 +184,12 @@ def replay(
     local = dict(state)
     reader = Reader()
     new_docs = iter(inserted)
-    for op in spec[1]:
+    for op in spec[2]:
         match op:
             case ("get", slot):
                 reader.saw(("get", summary(local.get(slots[slot]))))
-            case ("scan", _, lo, hi, order, limit):
-                index, _ = key_range(op)
-                if index is BY_CREATION:
+            case ("scan", name, lo, hi, order, limit):
+                if name == BY_CREATION_TIME:
                     rows = sorted(local.values(), key=lambda d: d["_creationTime"])
                 else:
                     rows = sorted(
@@ -216,73 +223,64 @@ def replay(
     return reader.reads, local
 
 
-async def check_serializable(store: Store, initial: list[int], specs: list[Spec]) -> None:
-    await store.open()
+async def check_serializable(
+    store: Store, table: str, initial: list[int], specs: list[Spec]
+) -> None:
+    await store.configure_indexes([by_v(table)])
+    tables = TableNames()
+    tables.add(table)
+    setup = Transaction(store, now=lambda: T0, tables=tables, writable=True)
+    slots = [await setup.insert(table, {"v": v}) for v in initial]
+    state = {doc_id: setup.writes[doc_id].new for doc_id in slots}
+    await setup.commit()
+
+    outcomes = await asyncio.gather(
+        *(run_transaction(store, table, tables, slots, spec) for spec in specs)
+    )
+
+    committed = [(o, spec) for o, spec in zip(outcomes, specs, strict=True) if o.committed]
+    assert committed, "the first transaction to commit cannot conflict"
+    # A read-only commit returns its snapshot's timestamp: it goes right
+    # after the commit that made that snapshot.
+    committed.sort(key=lambda pair: (pair[0].ts, not pair[0].wrote))
+    write_ts = [o.ts for o, _ in committed if o.wrote]
+    assert len(write_ts) == len(set(write_ts)), "two writing commits share a timestamp"
+    for outcome, spec in committed:
+        reads, state = replay(state, slots, spec, outcome.inserted)  # type: ignore[arg-type]
+        assert outcome.reads == reads, f"transaction {spec} read differently than serially"
+
+    snapshot = store.snapshot()
     try:
-        await store.configure_indexes([BY_V])
-        tables = TableNames()
-        tables.add(TABLE)
-        setup = Transaction(store, now=lambda: T0, tables=tables, writable=True)
-        slots = [await setup.insert(TABLE, {"v": v}) for v in initial]
-        state = {doc_id: setup.writes[doc_id].new for doc_id in slots}
-        await setup.commit()
-
-        outcomes = await asyncio.gather(
-            *(run_transaction(store, tables, slots, spec) for spec in specs)
-        )
-
-        committed = [(o, spec) for o, spec in zip(outcomes, specs, strict=True) if o.committed]
-        assert committed, "the first transaction to commit cannot conflict"
-        # A read-only commit returns its snapshot's timestamp: it goes right
-        # after the commit that made that snapshot.
-        committed.sort(key=lambda pair: (pair[0].ts, not pair[0].wrote))
-        write_ts = [o.ts for o, _ in committed if o.wrote]
-        assert len(write_ts) == len(set(write_ts)), "two writing commits share a timestamp"
-        for outcome, spec in committed:
-            reads, state = replay(state, slots, spec, outcome.inserted)  # type: ignore[arg-type]
-            assert outcome.reads == reads, f"transaction {spec} read differently than serially"
-
-        snapshot = store.snapshot()
-        try:
-            for index in (BY_CREATION, BY_V):
-                rows = await store.scan(snapshot, KeyRange(index.key, b"", None), "asc", 1000)
-                expected = sorted(
-                    state.values(),  # type: ignore[arg-type]
-                    key=lambda d: (*(d[f] for f in index.fields), d["_creationTime"]),
-                )
-                assert [doc for _, doc in rows] == expected
-            for doc_id in slots:
-                assert await store.get(snapshot, doc_id) == state.get(doc_id)
-        finally:
-            store.release(snapshot)
+        for index in (IndexDef.by_creation_time(table), by_v(table)):
+            rows = await store.scan(snapshot, KeyRange(index.key, b"", None), "asc", 1000)
+            expected = sorted(
+                state.values(),  # type: ignore[arg-type]
+                key=lambda d: (*(d[f] for f in index.fields), d["_creationTime"]),
+            )
+            assert [doc for _, doc in rows] == expected
+        for doc_id in slots:
+            assert await store.get(snapshot, doc_id) == state.get(doc_id)
     finally:
-        await store.close()
+        store.release(snapshot)
 
 
-_settings = {
-    "deadline": None,
-    "suppress_health_check": [HealthCheck.too_slow],
-}
-
-
-@settings(max_examples=150, **_settings)  # type: ignore[arg-type]
-@given(initial_values, transactions)
-def test_memory_store_is_serializable(initial: list[int], specs: list[Spec]) -> None:
-    asyncio.run(check_serializable(MemoryStore(), initial, specs))
-
-
-@settings(max_examples=30, **_settings)  # type: ignore[arg-type]
-@given(initial_values, transactions)
-def test_sqlite_store_is_serializable(initial: list[int], specs: list[Spec]) -> None:
-    with tempfile.TemporaryDirectory() as directory:
-        store = SqliteStore(Path(directory) / "db.sqlite3", synchronous="off")
-        asyncio.run(check_serializable(store, initial, specs))
+# The store fixture is function-scoped on purpose: the examples share it.
+@settings(
+    max_examples=150,
+    suppress_health_check=[
+        *settings.default.suppress_health_check,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
+@given(initial=initial_values, specs=transactions)
+async def test_store_is_serializable(store: Store, initial: list[int], specs: list[Spec]) -> None:
+    await check_serializable(store, next(TABLES), initial, specs)
 
 
 def test_replay_detects_a_lost_update() -> None:
     """The checker itself: two increments from the same snapshot cannot both be serial."""
     a = {"_id": "a", "_creationTime": 1.0, "v": 0}
-    spec: Spec = (0, [("get", 0), ("set", ("slot", 0), 1)])
+    spec: Spec = (0, False, [("get", 0), ("set", ("slot", 0), 1)])
     first_reads, after_first = replay({"a": a}, ["a"], spec, [])
     second_reads, _ = replay(after_first, ["a"], spec, [])
     assert first_reads != second_reads  # a stale second reader would be caught
