@@ -56,7 +56,7 @@ from _common import (
 )
 
 import convexpy
-from convexpy.scheduler.jobs import JobState, state_range
+from convexpy.store.jobs import JobState, state_range
 
 THIRTY_DAYS_MS = 30 * 24 * 3600 * 1000.0
 RSS_TARGET_MB = 300.0

@@ -28,6 +28,7 @@ from .unawaited import (
 from .values import copy_value
 
 if TYPE_CHECKING:
+    from .db import Transaction
     from .runtime import Runtime
     from .scheduler.api import Scheduler
 
@@ -35,6 +36,7 @@ __all__ = [
     "NO_AUTH",
     "ActionCtx",
     "Auth",
+    "JobCtx",
     "MutationCtx",
     "QueryCtx",
     "UserIdentity",
@@ -255,15 +257,13 @@ class MutationCtx(_TxnCtx):
             runtime,
         )
         call = fn.handler(ctx, **_arguments(fn, path, args))
-        writes = scheduler.writes
-        marks = txn.savepoint(), writes.savepoint()
+        mark = txn.savepoint()
         self._nesting = True
         try:
             result = await awaited(calls, call, path, IN_NESTED_MUTATION)
             return copy_value(runtime.check_result(path, fn, result))
         except BaseException:
-            txn.rollback_to(marks[0])
-            writes.rollback_to(marks[1])
+            txn.rollback_to(mark)
             raise
         finally:
             self._nesting = False
@@ -277,6 +277,43 @@ class MutationCtx(_TxnCtx):
             "a mutation cannot run actions, as in Convex: schedule it with "
             "`await ctx.scheduler.run_after(0, ...)` (it runs after this mutation commits)"
         )
+
+
+class JobCtx(MutationCtx):
+    """``ctx`` of a scheduled mutation (run in a batch with others): no
+    identity, ``now()`` fixed at the job's start, and a scheduler made on
+    first use (most jobs never schedule anything)."""
+
+    __slots__ = ("_job", "_scheduler", "_started", "_txn")
+    _runtime: Runtime
+
+    def __init__(
+        self, db: DatabaseWriter, runtime: Runtime, txn: Transaction, job_id: str, started: float
+    ) -> None:
+        # MutationCtx.__init__ is skipped on purpose: `scheduler` is a property here.
+        self.db = db
+        self.auth = NO_AUTH
+        self._runtime = runtime
+        self._txn = txn
+        self._job = job_id
+        self._started = started
+        self._scheduler: MutationScheduler | None = None
+
+    def now(self) -> float:
+        return self._started
+
+    @property
+    def scheduler(self) -> Scheduler:
+        scheduler = self._scheduler
+        if scheduler is None:
+            scheduler = self._scheduler = MutationScheduler(
+                self._runtime, self._txn, current_job=self._job
+            )
+        return scheduler
+
+    @scheduler.setter
+    def scheduler(self, value: Scheduler) -> None:
+        raise AttributeError("ctx.scheduler cannot be replaced")
 
 
 Runner = Callable[[object, "dict[str, Any] | None"], Coroutine[Any, Any, Any]]

@@ -13,7 +13,6 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
-    CommitFailedError,
     DocumentNotFoundError,
     InvalidIdError,
     InvalidValueError,
@@ -21,7 +20,7 @@ from .errors import (
 )
 from .ids import decode_id, new_id, table_number
 from .queries import IndexRangeBuilder, Order, Query
-from .store.base import ConflictError, Document, IndexDef, KeyRange, ReadSet, Store, Write
+from .store.base import Document, IndexDef, KeyRange, ReadSet, Store, Write
 from .store.engine import overlay_scan
 from .unawaited import CallTracker, track
 from .values import check_document, copy_value
@@ -124,6 +123,10 @@ class Transaction:
         self._undo: list[tuple[str, Write | None]] = []
         """Previous write of each id written, for :meth:`rollback_to`."""
         self._prepared: set[str] = set()
+        self.jobs_scheduled = 0
+        """Jobs this transaction scheduled (Convex allows 1000)."""
+        self.job_args_bytes = 0
+        """The size of their arguments (Convex allows 16 MiB in all)."""
         self.calls = CallTracker()
         """The ``ctx`` calls of the handler running in this transaction (one
         at a time: the jobs of a batch are checked one by one)."""
@@ -140,19 +143,12 @@ class Transaction:
         ``on_accepted`` is called when the store has accepted them (see
         :meth:`~convexpy.store.base.Store.commit`)."""
         writes = [w for w in self.writes.values() if w.old is not None or w.new is not None]
-        health = self.store.health
         try:
-            ts = await self.store.commit(self.snapshot, self.reads, writes, on_accepted)
-        except ConflictError:
-            raise
-        except Exception as exc:
-            health.write_failed(exc)
-            raise CommitFailedError(f"the store failed to commit: {exc}") from exc
+            return await self.store.commit_and_report(
+                self.snapshot, self.reads, writes, on_accepted
+            )
         finally:
             self.release()
-        if writes and health.error is not None:
-            health.write_succeeded()
-        return ts
 
     # -- reads ---------------------------------------------------------------
 
@@ -185,14 +181,16 @@ class Transaction:
 
     # -- savepoints ------------------------------------------------------------
 
-    def savepoint(self) -> int:
-        """A mark to :meth:`rollback_to`: undoes the writes made after it
-        (reads stay in the read set, which only makes conflicts more likely)."""
-        return len(self._undo)
+    def savepoint(self) -> tuple[int, int, int]:
+        """A mark to :meth:`rollback_to`: undoes the writes made after it, and
+        forgets the jobs they scheduled (reads stay in the read set, which
+        only makes conflicts more likely)."""
+        return len(self._undo), self.jobs_scheduled, self.job_args_bytes
 
-    def rollback_to(self, mark: int) -> None:
+    def rollback_to(self, mark: tuple[int, int, int]) -> None:
+        length, self.jobs_scheduled, self.job_args_bytes = mark
         undo = self._undo
-        while len(undo) > mark:
+        while len(undo) > length:
             doc_id, previous = undo.pop()
             if previous is None:
                 self.writes.pop(doc_id, None)

@@ -172,3 +172,12 @@ class UnawaitedCallError(ConvexpyError, RuntimeError):
     def __init__(self, message: str, *, calls: list[str]) -> None:
         self.calls = calls
         super().__init__(message)
+
+
+def error_text(exc: BaseException) -> str:
+    """How an exception is shown to callers and recorded in a failed job's
+    ``state.error``: ``"ValueError: boom"``, ``"ConvexError: data"``."""
+    if isinstance(exc, ConvexError):
+        return f"ConvexError: {exc}"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -8,7 +8,6 @@ functions.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
 import time
@@ -19,7 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from .clock import Clock, SystemClock
-from .context import ActionCtx, Auth, MutationCtx, QueryCtx, UserIdentity, fixed_time
+from .context import ActionCtx, Auth, JobCtx, MutationCtx, QueryCtx, UserIdentity, fixed_time
 from .cron.runner import CRON_INDEXES, CRON_JOBS, CronRunner
 from .db import DatabaseReader, DatabaseWriter, TableNames, Transaction
 from .errors import (
@@ -28,17 +27,18 @@ from .errors import (
     InvalidValueError,
     OptimisticConcurrencyError,
     StoreUnavailableError,
+    error_text,
 )
 from .functions import ConvexFunction, FunctionKind
 from .loader import LoadedApp, import_app, unload_app
 from .logcapture import capture
-from .scheduler.api import ActionScheduler, MutationScheduler, ScheduledWrites
-from .scheduler.executor import Dispatcher, error_text
-from .scheduler.jobs import SCHEDULED_FUNCTIONS, SYSTEM_INDEXES
+from .scheduler.api import ActionScheduler, MutationScheduler
+from .scheduler.dispatcher import Dispatcher
 from .schema_check import SCHEMAS, check_documents, record_schema
 from .store import Store, store_from_url
 from .store.base import ConflictError
 from .store.health import failure_delay_ms
+from .store.jobs import SCHEDULED_FUNCTIONS, SYSTEM_INDEXES
 from .unawaited import IN_ACTION, IN_MUTATION, IN_QUERY, CallTracker, awaited
 from .values import check_value, copy_value
 
@@ -105,8 +105,10 @@ class Runtime:
         self.import_timeout = float(import_timeout)
         self.tables = TableNames()
         self.app: LoadedApp | None = None
-        self.dispatcher = Dispatcher(self)
+        self.dispatcher = Dispatcher(self, parallelism=parallelism, retention_ms=retention_ms)
         self.crons = CronRunner(self)
+        self._job_functions: dict[str, tuple[str, ConvexFunction] | None] = {}
+        self._job_functions_app: LoadedApp | None = None
         self.dispatcher.on_job_done = self.crons.job_finished
         self.dispatcher.cron_of = self.crons.cron_of
         self._stack: AsyncExitStack | None = None
@@ -392,8 +394,7 @@ class Runtime:
         """
         txn = self.transaction(writable=True)
         try:
-            scheduled = ScheduledWrites()
-            scheduler = MutationScheduler(self, txn, scheduled)
+            scheduler = MutationScheduler(self, txn)
             ctx = MutationCtx(
                 DatabaseWriter(txn), Auth(identity), scheduler, fixed_time(self.clock.now()), self
             )
@@ -401,10 +402,9 @@ class Runtime:
             if txn.calls:
                 txn.calls.check(path, IN_MUTATION)
             result = self.check_result(path, fn, result)
-            await txn.commit(functools.partial(self.dispatcher.notify_accepted, scheduled))
+            await txn.commit()
         finally:
             txn.release()
-        self.dispatcher.notify(scheduled)
         return result
 
     async def run_action(
@@ -468,11 +468,42 @@ class Runtime:
             finally:
                 txn.release()
 
-    async def wait_for_store(self, delay_ms: float) -> None:
-        """Wait ``delay_ms`` on the runtime's clock, or less if the store's
-        failing writes work again meanwhile (background work's retry pause)."""
-        with self.store.health.wake_on_recovery(asyncio.Event()) as recovered:
-            await self.clock.sleep_until(self.clock.now() + delay_ms, recovered)
+    # -- the scheduler's host (see scheduler/host.py) ------------------------------------
+
+    @property
+    def listening(self) -> bool:
+        """Whether anyone listens to events."""
+        return bool(self.listeners)
+
+    def job_function(self, name: str) -> tuple[str, ConvexFunction] | None:
+        """The function a job's name names in the app loaded now (None: gone);
+        cached, and forgotten when the app is reloaded."""
+        app = self.app
+        functions = self._job_functions
+        if app is not self._job_functions_app:
+            functions.clear()
+            self._job_functions_app = app
+        try:
+            return functions[name]
+        except KeyError:
+            pass
+        found: tuple[str, ConvexFunction] | None
+        try:
+            found = self.resolve(name)
+        except FunctionNotFoundError:
+            found = None
+        functions[name] = found
+        return found
+
+    def job_context(self, txn: Transaction, job_id: str, started: float) -> MutationCtx:
+        """The ``ctx`` of a scheduled mutation running in ``txn``."""
+        return JobCtx(DatabaseWriter(txn), self, txn, job_id, started)
+
+    async def run_action_job(
+        self, path: str, fn: ConvexFunction, args: dict[str, Any], job_id: str
+    ) -> Any:
+        """Run a scheduled action (no identity: Convex does not pass it on)."""
+        return await self.run_action(path, fn, args, None, job_id=job_id)
 
 
 def _conflict_backoff(attempt: int) -> float:

@@ -28,10 +28,8 @@ from .context import Auth, MutationCtx, UserIdentity, fixed_time
 from .db import DatabaseWriter, Transaction
 from .errors import ConvexpyError
 from .runtime import Runtime
-from .scheduler.api import MutationScheduler, ScheduledWrites
-from .scheduler.jobs import BY_STATE, JobState, state_range
+from .scheduler.api import MutationScheduler
 from .store import Store
-from .store.base import KeyRange
 from .unawaited import IN_MUTATION
 
 __all__ = ["ConvexTest"]
@@ -123,12 +121,10 @@ class ConvexTest:
         """Run ``body(ctx)`` in a mutation transaction; ``ctx.db.get`` and
         ``ctx.db.query`` also read system tables (``_scheduled_functions``)."""
         runtime = self.runtime
-        writes = ScheduledWrites()
 
         async def transaction(txn: Transaction) -> Any:
-            writes.clear()
             db = DatabaseWriter(txn, allow_system_reads=True)
-            scheduler = MutationScheduler(runtime, txn, writes)
+            scheduler = MutationScheduler(runtime, txn)
             now = fixed_time(runtime.clock.now())
             ctx = MutationCtx(db, Auth(None), scheduler, now, runtime)
             result = body(ctx)
@@ -138,9 +134,7 @@ class ConvexTest:
                 txn.calls.check("t.run", IN_MUTATION)
             return result
 
-        result = await runtime.system_mutation(transaction)
-        runtime.dispatcher.notify(writes)
-        return result
+        return await runtime.system_mutation(transaction)
 
     # -- time --------------------------------------------------------------------------
 
@@ -181,19 +175,16 @@ class ConvexTest:
     async def _next_pending_time(self) -> float | None:
         """When the next pending job (not counting cron runs, which never end) is due."""
         cron_runs = self.runtime.crons.current_runs()
-        txn = self.runtime.transaction(writable=False)
-        try:
-            key_range = state_range(JobState.PENDING)
-            while True:
-                rows = await txn.scan(BY_STATE, key_range, "asc", 100)
-                for _, doc in rows:
-                    if doc["_id"] not in cron_runs:
-                        return float(doc["scheduledTime"])
-                if len(rows) < 100:
-                    return None
-                key_range = KeyRange(key_range.index, rows[-1][0] + b"\x00", key_range.high)
-        finally:
-            txn.release()
+        store = self.runtime.store
+        after: bytes | None = None
+        while True:
+            jobs = await store.due_jobs(100, after_key=after)
+            for job in jobs:
+                if job.id not in cron_runs:
+                    return job.scheduled_time
+            if len(jobs) < 100:
+                return None
+            after = jobs[-1].key
 
     async def _run_until(self, target: float) -> None:
         dispatcher = self.runtime.dispatcher

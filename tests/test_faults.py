@@ -22,9 +22,9 @@ import pytest
 
 from convexpy import Runtime
 from convexpy.db import SystemReader
-from convexpy.scheduler.jobs import SCHEDULED_FUNCTIONS
 from convexpy.store import SqliteStore
 from convexpy.store.base import ReadSet, Snapshot, Write
+from convexpy.store.jobs import SCHEDULED_FUNCTIONS
 from convexpy.testing import ConvexTest
 
 APP = {

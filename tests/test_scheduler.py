@@ -219,11 +219,11 @@ async def test_a_scheduled_mutation_cannot_cancel_itself(t):
     doc = await t.run(fix_args)
     assert doc["args"] == [{"me": "pending"}]
     # Direct check through the scheduler API of a running job:
-    from convexpy.scheduler.api import MutationScheduler, ScheduledWrites
+    from convexpy.scheduler.api import MutationScheduler
 
     txn = t.runtime.transaction(writable=True)
     try:
-        scheduler = MutationScheduler(t.runtime, txn, ScheduledWrites(), current_job=job_id)
+        scheduler = MutationScheduler(t.runtime, txn, current_job=job_id)
         with pytest.raises(SchedulerError, match="A mutation cannot cancel itself"):
             await scheduler.cancel(job_id)
     finally:

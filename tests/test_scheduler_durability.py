@@ -15,7 +15,7 @@ import pytest
 
 from convexpy import Runtime, api
 from convexpy.clock import VirtualClock
-from convexpy.scheduler.jobs import SCHEDULED_FUNCTIONS
+from convexpy.store.jobs import SCHEDULED_FUNCTIONS
 
 TESTS = Path(__file__).parent
 SCHED_APP = TESTS / "apps" / "sched"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from convexpy import ConvexError, UnawaitedCallError, api, internal
-from convexpy.scheduler.executor import Dispatcher
+from convexpy.scheduler.run import JobRunner
 from convexpy.testing import ConvexTest
 
 APP = {
@@ -275,13 +275,13 @@ async def test_scheduled_mutation_in_a_batch_fails_alone(
     module_app: Path, monkeypatch: pytest.MonkeyPatch, no_never_awaited_warning: None
 ) -> None:
     batches: list[int] = []
-    attempt = Dispatcher._batch_attempt
+    attempt = JobRunner._batch_attempt
 
-    async def spy(self: Dispatcher, job_ids: list[str]) -> Any:
+    async def spy(self: JobRunner, job_ids: list[str]) -> Any:
         batches.append(len(job_ids))
         return await attempt(self, job_ids)
 
-    monkeypatch.setattr(Dispatcher, "_batch_attempt", spy)
+    monkeypatch.setattr(JobRunner, "_batch_attempt", spy)
     async with ConvexTest(module_app, parallelism=1) as t:  # one slot: the three run as one batch
         await t.mutation(api.forgot.schedule_batch)
         await t.advance(10)

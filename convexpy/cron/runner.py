@@ -28,16 +28,16 @@ from ..clock import sleep_until_or_woken
 from ..db import Transaction
 from ..errors import CronSpecError, FunctionNotFoundError, InvalidValueError
 from ..functions import FunctionKind
-from ..scheduler.api import ScheduledWrites, add_job
-from ..scheduler.jobs import SCHEDULED_FUNCTIONS, JobState
+from ..scheduler.api import schedule_in
 from ..store.base import IndexDef, KeyRange
-from ..store.health import run_forever
+from ..store.health import pause_for_store, run_forever
+from ..store.jobs import SCHEDULED_FUNCTIONS, JobState
 from ..values import check_value
 from .compile import Schedule, compile_schedule
 from .jobs import CronJobs
 
 if TYPE_CHECKING:
-    from ..runtime import Runtime
+    from ..scheduler.host import Host
 
 __all__ = ["CRON_JOBS", "CRON_INDEXES", "CronRunner", "HISTORY_LENGTH"]
 
@@ -68,8 +68,8 @@ class Planned:
 class CronRunner:
     """Runs one runtime's cron jobs; see the module docstring."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self._runtime = runtime
+    def __init__(self, host: Host) -> None:
+        self._host = host
         self._planned: dict[str, Planned] = {}
         self._by_job: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
@@ -111,7 +111,7 @@ class CronRunner:
         wanted: dict[str, dict[str, Any]] = {}
         for job in crons or ():
             try:
-                path, fn = self._runtime.resolve(job.function)
+                path, fn = self._host.resolve(job.function)
             except FunctionNotFoundError as exc:
                 raise CronSpecError(
                     f'cron job "{job.name}": {exc}', job=job.name, field="function"
@@ -146,10 +146,10 @@ class CronRunner:
     async def sync(self, crons: CronJobs | None) -> None:
         """Match the stored jobs to ``crons`` by name (see the module docstring)."""
         wanted = self._definitions(crons)
-        runtime = self._runtime
+        host = self._host
 
         async def body(txn: Transaction) -> list[dict[str, Any]]:
-            now = runtime.clock.now()
+            now = host.clock.now()
             existing = {
                 doc["name"]: doc for _, doc in await txn.scan(BY_NAME, _ALL, "asc", 1 << 30)
             }
@@ -186,7 +186,7 @@ class CronRunner:
                 result.append(updated)
             return result
 
-        docs = await runtime.system_mutation(body)
+        docs = await host.system_mutation(body)
         self._planned = {doc["name"]: Planned(doc) for doc in docs}
         self._by_job = {p.running: p.name for p in self._planned.values() if p.running}
         self._finished.update(self._by_job)  # check them: they may have ended while we were down
@@ -213,7 +213,7 @@ class CronRunner:
         for job_id in list(self._finished):
             await self._settle_run(job_id)
             self._finished.discard(job_id)
-        now = self._runtime.clock.now()
+        now = self._host.clock.now()
         for planned in list(self._planned.values()):
             if planned.running is None and planned.next_run <= now:
                 await self._start_run(planned)
@@ -229,38 +229,34 @@ class CronRunner:
         or until the store's writes work again (the harness sees it at rest)."""
         self._backing_off = True
         try:
-            await self._runtime.wait_for_store(delay_ms)
+            await pause_for_store(self._host.clock, self._host.store.health, delay_ms)
         finally:
             self._backing_off = False
 
     async def _sleep(self, deadline: float) -> None:
-        if self._runtime.clock.now() >= deadline or self._wake.is_set():
+        if self._host.clock.now() >= deadline or self._wake.is_set():
             await asyncio.sleep(0)  # work to do: not asleep, as far as the harness knows
             return
         self.sleeping = True
-        await sleep_until_or_woken(self._runtime.clock, deadline, self._wake, self._woken)
+        await sleep_until_or_woken(self._host.clock, deadline, self._wake, self._woken)
 
     def _woken(self) -> None:
         self.sleeping = False
 
     async def _start_run(self, planned: Planned) -> None:
-        runtime = self._runtime
-        writes = ScheduledWrites()
+        host = self._host
 
         async def body(txn: Transaction) -> dict[str, Any] | None:
-            writes.clear()
             doc = await txn.get(planned.doc_id)
             if doc is None or doc["currentRun"] is not None:
                 return doc
             await txn.prepare(SCHEDULED_FUNCTIONS)
-            job_id = add_job(
-                txn, writes, doc["function"], doc["args"], doc["nextRun"], now=runtime.clock.now()
-            )
+            job_id = schedule_in(txn, doc["function"], doc["args"], doc["nextRun"])
             updated = {**doc, "currentRun": job_id}
             txn.put(CRON_JOBS, doc, updated)
             return updated
 
-        doc = await runtime.system_mutation(body, wait=self._store_wait)
+        doc = await host.system_mutation(body, wait=self._store_wait)
         if doc is None:
             self._planned.pop(planned.name, None)
             return
@@ -268,11 +264,10 @@ class CronRunner:
         planned.next_run = doc["nextRun"]
         if planned.running is not None:
             self._by_job[planned.running] = planned.name
-        runtime.dispatcher.notify(writes)
 
     async def _settle_run(self, job_id: str) -> None:
         """Record a finished run and plan the next one."""
-        runtime = self._runtime
+        host = self._host
         name = self._by_job.get(job_id)
         planned = self._planned.get(name) if name is not None else None
 
@@ -285,7 +280,7 @@ class CronRunner:
             doc = await txn.get(planned.doc_id)
             if doc is None or doc["currentRun"] != job_id:
                 return job, None
-            now = runtime.clock.now()
+            now = host.clock.now()
             scheduled = job["scheduledTime"]
             state = job["state"]["kind"]
             run: dict[str, Any] = {
@@ -315,7 +310,7 @@ class CronRunner:
             txn.put(CRON_JOBS, doc, updated)
             return job, updated
 
-        job, updated = await runtime.system_mutation(body, wait=self._store_wait)
+        job, updated = await host.system_mutation(body, wait=self._store_wait)
         if job is None:
             # Not finished after all (e.g. reported at start-up): wait for it.
             return
@@ -333,7 +328,7 @@ class CronRunner:
         }
         if last["status"] == "skipped":
             event["skipped"] = last["skipped"]
-        runtime.emit(event)
+        host.emit(event)
 
 
 def _plan_next(schedule: Schedule, scheduled: float, now: float) -> tuple[int, int]:

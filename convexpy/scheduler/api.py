@@ -17,44 +17,18 @@ from ..db import Transaction
 from ..errors import FunctionNotFoundError, InvalidValueError, SchedulerError
 from ..functions import FunctionKind
 from ..ids import is_id_of
+from ..store.jobs import SCHEDULED_FUNCTIONS, JobState, ended, new_job
 from ..unawaited import CallTracker, track
 from ..values import copy_with_size, value_size
-from .jobs import SCHEDULED_FUNCTIONS, JobState, job_document
 
 if TYPE_CHECKING:
-    from ..runtime import Runtime
+    from .host import Host
 
-__all__ = ["ActionScheduler", "MutationScheduler", "Scheduler", "ScheduledWrites"]
+__all__ = ["ActionScheduler", "MutationScheduler", "Scheduler", "cancel_in", "schedule_in"]
 
 MAX_JOBS_PER_TRANSACTION = 1000
 MAX_ARGS_BYTES_PER_TRANSACTION = 16 * 1024 * 1024
 FIVE_YEARS_MS = 5 * 365.25 * 24 * 3600 * 1000
-
-
-class ScheduledWrites:
-    """What one transaction scheduled and cancelled, for limits and for waking the dispatcher."""
-
-    __slots__ = ("args_bytes", "canceled", "jobs")
-
-    def __init__(self) -> None:
-        self.jobs: list[tuple[str, float, str]] = []
-        """(job id, scheduled time, function path) of each job created."""
-        self.canceled: list[str] = []
-        self.args_bytes = 0
-
-    def clear(self) -> None:
-        """Forget everything: a transaction is being retried from the start."""
-        self.rollback_to((0, 0, 0))
-
-    def savepoint(self) -> tuple[int, int, int]:
-        """A mark to :meth:`rollback_to` (as ``Transaction.savepoint``)."""
-        return len(self.jobs), len(self.canceled), self.args_bytes
-
-    def rollback_to(self, mark: tuple[int, int, int]) -> None:
-        """Forget what was scheduled and cancelled after ``mark``."""
-        jobs, canceled, self.args_bytes = mark
-        del self.jobs[jobs:]
-        del self.canceled[canceled:]
 
 
 def _delay(delay_ms: object) -> float:
@@ -86,8 +60,8 @@ class Scheduler(ABC):
 
     _label = "ctx.scheduler"
 
-    def __init__(self, runtime: Runtime, calls: CallTracker) -> None:
-        self._runtime = runtime
+    def __init__(self, host: Host, calls: CallTracker) -> None:
+        self._host = host
         self._calls = calls
 
     def run_after(
@@ -125,7 +99,7 @@ class Scheduler(ABC):
         self, delay_ms: float | timedelta, function: object, args: dict[str, Any] | None
     ) -> str:
         delay = _delay(delay_ms)
-        now = self._runtime.clock.now()
+        now = self._host.clock.now()
         return await self._schedule(now + delay, function, args, "run_after", now)
 
     async def _run_at(
@@ -149,12 +123,12 @@ class Scheduler(ABC):
                 "run_at: `timestamp` must be epoch milliseconds or a timezone-aware datetime, "
                 f"got {type(timestamp).__name__}"
             )
-        return await self._schedule(when, function, args, "run_at", self._runtime.clock.now())
+        return await self._schedule(when, function, args, "run_at", self._host.clock.now())
 
     def _target(self, function: object, args: object, verb: str) -> tuple[str, dict[str, Any], int]:
         """The function's path, a private copy of the checked args, and their size."""
         try:
-            path, fn = self._runtime.resolve(function, trusted=True)
+            path, fn = self._host.resolve(function)
         except FunctionNotFoundError as exc:
             path = getattr(exc, "path", "") or repr(function)
             raise SchedulerError(
@@ -201,60 +175,49 @@ class Scheduler(ABC):
         return job_id
 
 
-def add_job(
+def schedule_in(
     txn: Transaction,
-    writes: ScheduledWrites,
     path: str,
     args: dict[str, Any],
     when: float,
     *,
-    canceled: bool = False,
-    now: float,
+    canceled_at: float | None = None,
     size: int | None = None,
 ) -> str:
-    """Insert a job into ``txn``, enforcing the per-transaction limits.
+    """Create a job in ``txn`` (see :func:`~convexpy.store.jobs.new_job`),
+    enforcing Convex's per-transaction limits; the job's id.
 
     The table must be prepared in ``txn`` (``await txn.prepare(SCHEDULED_FUNCTIONS)``),
     so that this does not await. ``size`` is :func:`value_size` of ``args`` when
     the caller has it already.
     """
-    if len(writes.jobs) >= MAX_JOBS_PER_TRANSACTION:
+    if txn.jobs_scheduled >= MAX_JOBS_PER_TRANSACTION:
         raise SchedulerError(
             f"Too many functions scheduled by this mutation (limit: {MAX_JOBS_PER_TRANSACTION})"
         )
     if size is None:
         size = value_size(args)
-    if writes.args_bytes + size > MAX_ARGS_BYTES_PER_TRANSACTION:
+    if txn.job_args_bytes + size > MAX_ARGS_BYTES_PER_TRANSACTION:
         raise SchedulerError(
             "Too large total size of the arguments of scheduled functions from this mutation "
             f"(limit: {MAX_ARGS_BYTES_PER_TRANSACTION} bytes)"
         )
-    state = JobState.CANCELED if canceled else JobState.PENDING
-    fields = job_document(path, args, when, state)
-    if canceled:
-        fields["completedTime"] = now
-    job_id = txn.insert_prepared(SCHEDULED_FUNCTIONS, fields)
-    writes.args_bytes += size
-    if not canceled:
-        writes.jobs.append((job_id, when, path))
+    job_id = txn.insert_prepared(
+        SCHEDULED_FUNCTIONS, new_job(path, args, when, canceled_at=canceled_at)
+    )
+    txn.jobs_scheduled += 1
+    txn.job_args_bytes += size
     return job_id
 
 
-async def cancel_in(txn: Transaction, writes: ScheduledWrites, job_id: str, *, now: float) -> None:
+async def cancel_in(txn: Transaction, job_id: str, *, now: float) -> None:
     """Cancel a job inside ``txn``; finished jobs are left alone."""
     if txn.table_names.of_id(job_id) is None:
         txn.table_names.add(SCHEDULED_FUNCTIONS)
     job = await txn.get(job_id)
-    if job is None:
+    if job is None or JobState(job["state"]["kind"]).finished:
         return
-    state = JobState(job["state"]["kind"])
-    if state.finished:
-        return
-    updated = dict(job)
-    updated["state"] = {"kind": JobState.CANCELED.value}
-    updated["completedTime"] = now
-    txn.put(SCHEDULED_FUNCTIONS, job, updated)
-    writes.canceled.append(job_id)
+    txn.put(SCHEDULED_FUNCTIONS, job, ended(job, JobState.CANCELED, now))
 
 
 class MutationScheduler(Scheduler):
@@ -265,16 +228,14 @@ class MutationScheduler(Scheduler):
 
     def __init__(
         self,
-        runtime: Runtime,
+        host: Host,
         txn: Transaction,
-        writes: ScheduledWrites,
         *,
         current_job: str | None = None,
         calls: CallTracker | None = None,
     ) -> None:
-        super().__init__(runtime, txn.calls if calls is None else calls)
+        super().__init__(host, txn.calls if calls is None else calls)
         self._txn = txn
-        self._writes = writes
         self._current_job = current_job
         """The id of the scheduled job this mutation is running as, if it is one."""
 
@@ -282,7 +243,7 @@ class MutationScheduler(Scheduler):
         self, delay_ms: float | timedelta, function: object, args: dict[str, Any] | None
     ) -> str:
         delay = _delay(delay_ms)
-        now = self._runtime.clock.now()
+        now = self._host.clock.now()
         if self._txn.prepared(SCHEDULED_FUNCTIONS):
             # The usual case, without the extra coroutine of _schedule.
             return self._add(now + delay, function, args, "run_after", now)
@@ -299,25 +260,18 @@ class MutationScheduler(Scheduler):
     def _add(self, when: float, function: object, args: object, verb: str, now: float) -> str:
         path, checked, size = self._target(function, args, verb)
         self._check_time(when, verb, now)
-        return add_job(self._txn, self._writes, path, checked, when, now=now, size=size)
-
-    @property
-    def writes(self) -> ScheduledWrites:
-        """What this transaction has scheduled and cancelled so far."""
-        return self._writes
+        return schedule_in(self._txn, path, checked, when, size=size)
 
     def nested(self, calls: CallTracker) -> MutationScheduler:
         """The scheduler of a nested mutation (``ctx.run_mutation``): the same
-        transaction and writes, its own record of calls."""
-        return MutationScheduler(
-            self._runtime, self._txn, self._writes, current_job=self._current_job, calls=calls
-        )
+        transaction, its own record of calls."""
+        return MutationScheduler(self._host, self._txn, current_job=self._current_job, calls=calls)
 
     async def _cancel(self, job_id: str) -> None:
         job_id = self._check_job_id(job_id)
         if self._current_job == job_id:
             raise SchedulerError("A mutation cannot cancel itself")
-        await cancel_in(self._txn, self._writes, job_id, now=self._runtime.clock.now())
+        await cancel_in(self._txn, job_id, now=self._host.clock.now())
 
 
 class ActionScheduler(Scheduler):
@@ -327,10 +281,8 @@ class ActionScheduler(Scheduler):
     the jobs it schedules afterwards are created already ``canceled``.
     """
 
-    def __init__(
-        self, runtime: Runtime, calls: CallTracker, *, parent_job: str | None = None
-    ) -> None:
-        super().__init__(runtime, calls)
+    def __init__(self, host: Host, calls: CallTracker, *, parent_job: str | None = None) -> None:
+        super().__init__(host, calls)
         self._parent_job = parent_job
 
     async def _schedule(
@@ -338,39 +290,25 @@ class ActionScheduler(Scheduler):
     ) -> str:
         path, checked, size = self._target(function, args, verb)
         self._check_time(when, verb, now)
-        runtime = self._runtime
-        writes = ScheduledWrites()
+        host = self._host
 
         async def body(txn: Transaction) -> str:
-            writes.clear()
-            canceled = False
+            canceled_at = None
             if self._parent_job is not None:
                 parent = await txn.get(self._parent_job)
-                canceled = parent is not None and parent["state"]["kind"] == JobState.CANCELED
+                if parent is not None and parent["state"]["kind"] == JobState.CANCELED:
+                    canceled_at = host.clock.now()
             await txn.prepare(SCHEDULED_FUNCTIONS)
-            return add_job(
-                txn,
-                writes,
-                path,
-                checked,
-                when,
-                canceled=canceled,
-                now=runtime.clock.now(),
-                size=size,
-            )
+            return schedule_in(txn, path, checked, when, canceled_at=canceled_at, size=size)
 
-        job_id: str = await runtime.system_mutation(body)
-        runtime.dispatcher.notify(writes)
+        job_id: str = await host.system_mutation(body)
         return job_id
 
     async def _cancel(self, job_id: str) -> None:
         job_id = self._check_job_id(job_id)
-        runtime = self._runtime
-        writes = ScheduledWrites()
+        host = self._host
 
         async def body(txn: Transaction) -> None:
-            writes.clear()
-            await cancel_in(txn, writes, job_id, now=runtime.clock.now())
+            await cancel_in(txn, job_id, now=host.clock.now())
 
-        await runtime.system_mutation(body)
-        runtime.dispatcher.notify(writes)
+        await host.system_mutation(body)

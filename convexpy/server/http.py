@@ -85,11 +85,11 @@ from ..errors import (
     FunctionNotFoundError,
     StoreClosedError,
     StoreUnavailableError,
+    error_text,
 )
 from ..functions import FunctionKind
 from ..runtime import Runtime
-from ..scheduler.executor import error_text
-from ..scheduler.jobs import SCHEDULED_FUNCTIONS
+from ..store.jobs import SCHEDULED_FUNCTIONS
 from ..values import from_convex_json, to_convex_json, to_plain_json
 
 __all__ = [

@@ -20,124 +20,76 @@ processes (PostgreSQL, later) can do them in the database itself.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import NamedTuple, Protocol, TypeVar
 
-from ..errors import ConvexpyError
+from ..errors import CommitFailedError
 from .health import StoreHealth
+from .jobs import (
+    SCHEDULED_FUNCTIONS,
+    JobChanges,
+    JobState,
+    completed_before,
+    ended,
+    started,
+    state_range,
+)
+from .keys import encode_prefix
+from .types import (
+    BY_CREATION_TIME,
+    BY_ID,
+    ConflictError,
+    Document,
+    IndexDef,
+    KeyRange,
+    Order,
+    ReadSet,
+    Snapshot,
+    Write,
+)
 
 __all__ = [
     "BY_CREATION_TIME",
     "BY_ID",
     "ConflictError",
     "Document",
+    "DueJob",
     "IndexDef",
+    "JobListener",
     "KeyRange",
+    "Order",
     "ReadSet",
     "Snapshot",
     "Store",
     "Write",
 ]
 
-Document = dict[str, Any]
-Order = Literal["asc", "desc"]
+T = TypeVar("T")
 
-BY_ID = "by_id"
-BY_CREATION_TIME = "by_creation_time"
+logger = logging.getLogger("convexpy.store")
 
 
-@dataclass(frozen=True, slots=True)
-class IndexDef:
-    """An index of ``table`` on ``fields`` (``_creationTime`` and ``_id`` are implied last).
+class DueJob(NamedTuple):
+    """A pending job as :meth:`Store.due_jobs` lists it."""
 
-    Two refinements are internal, for system tables. A ``sparse`` index leaves
-    out documents that lack one of its fields, which keeps it small when most
-    documents lack it. A *partial* index (``where=(field, values)``) holds only
-    the documents whose ``field`` is one of ``values``.
-    """
-
-    table: str
-    name: str
-    fields: tuple[str, ...]
-    sparse: bool = False
-    where: tuple[str, tuple[str, ...]] | None = None
-
-    @property
-    def key(self) -> str:
-        """The store-wide name of the index, ``"table.name"``."""
-        return f"{self.table}.{self.name}"
-
-    @staticmethod
-    def by_creation_time(table: str) -> IndexDef:
-        return IndexDef(table, BY_CREATION_TIME, ())
-
-
-@dataclass(frozen=True, slots=True)
-class KeyRange:
-    """The half-open byte range ``[low, high)`` of index keys; ``high=None`` is unbounded."""
-
-    index: str
-    low: bytes
-    high: bytes | None
-
-    def contains(self, key: bytes) -> bool:
-        return key >= self.low and (self.high is None or key < self.high)
-
-
-@dataclass(slots=True)
-class ReadSet:
-    """What a transaction observed: documents read by id and index ranges scanned.
-
-    ``ids`` also holds ids that were looked up and not found, so a later
-    insert of that id (impossible with random ids, but cheap to cover) or a
-    delete both count as conflicts.
-    """
-
-    ids: set[str] = field(default_factory=set)
-    ranges: list[KeyRange] = field(default_factory=list)
-
-
-@dataclass(slots=True)  # not frozen: frozen construction costs 3x, and this is per write
-class Write:
-    """One document change of a transaction: ``old`` is None for an insert, ``new`` for a delete."""
-
+    key: bytes
+    """Its position in the listing: pass it as ``after`` to continue."""
     id: str
-    table: str
-    old: Document | None
-    new: Document | None
+    scheduled_time: float
+    name: str
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """A pinned point in the commit history; release it with :meth:`Store.release`.
+class JobListener(Protocol):
+    """What a store tells about commits that create or cancel jobs (see
+    :meth:`Store.watch_jobs`)."""
 
-    ``base`` is set on a speculative snapshot (see :meth:`Store.snapshot`):
-    the last durable commit when it was taken, ``ts`` being the last commit
-    accepted, durable or not.
-    """
+    def jobs_accepted(self, changes: JobChanges) -> None: ...
 
-    ts: int
-    base: int | None = None
-
-    @property
-    def durable(self) -> int:
-        """The last durable commit when it was taken: what it pins, and where
-        the commits it may need overlaid start."""
-        return self.ts if self.base is None else self.base
-
-
-class ConflictError(ConvexpyError):
-    """A commit found that data it read was changed by a concurrent commit.
-
-    Internal: the runtime retries the transaction; callers see
-    ``OptimisticConcurrencyError`` only once retries are exhausted.
-    """
-
-    def __init__(self, table: str) -> None:
-        self.table = table
-        super().__init__(f"conflict on table {table!r}")
+    def jobs_durable(self, changes: JobChanges) -> None: ...
 
 
 class Store(ABC):
@@ -150,6 +102,7 @@ class Store(ABC):
 
     def __init__(self) -> None:
         self.health = StoreHealth()
+        self._job_listeners: list[JobListener] = []
 
     @abstractmethod
     async def open(self) -> None:
@@ -245,3 +198,169 @@ class Store(ABC):
     @abstractmethod
     async def tables(self) -> list[str]:
         """Names of the tables that hold or held documents."""
+
+    # -- commits, reported -------------------------------------------------------------
+
+    async def commit_and_report(
+        self,
+        snapshot: Snapshot,
+        reads: ReadSet,
+        writes: list[Write],
+        on_accepted: Callable[[], None] | None = None,
+    ) -> int:
+        """:meth:`commit`, its outcome reported to :attr:`health`; a failure
+        other than a conflict raises :class:`~convexpy.errors.CommitFailedError`
+        (nothing was written)."""
+        health = self.health
+        try:
+            ts = await self.commit(snapshot, reads, writes, on_accepted)
+        except ConflictError:
+            raise
+        except Exception as exc:
+            health.write_failed(exc)
+            raise CommitFailedError(f"the store failed to commit: {exc}") from exc
+        if writes and health.error is not None:
+            health.write_succeeded()
+        return ts
+
+    # -- the job queue -------------------------------------------------------------
+    #
+    # Jobs are documents of ``_scheduled_functions`` (see :mod:`.jobs`). A
+    # transaction creates, cancels and completes them like any other
+    # documents; the operations below are those the scheduler runs on their
+    # own, each its own transaction. The defaults are written with the
+    # primitives above; a store shared by several processes overrides them to
+    # work in the database (PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED``).
+
+    def watch_jobs(self, listener: JobListener) -> None:
+        """Tell ``listener`` of every commit that creates or cancels a job that
+        may run: ``jobs_accepted(changes)`` once the commit is accepted and
+        ``jobs_durable(changes)`` once it is durable (both at once for a store
+        with no gap between the two), with the same :class:`JobChanges`."""
+        self._job_listeners.append(listener)
+
+    def _report_jobs(self, changes: JobChanges, *, durable: bool) -> None:
+        """Tell the job listeners of a commit's job changes (a store calls this);
+        a listener that fails must not fail the commit, or the others."""
+        for listener in self._job_listeners:
+            try:
+                if durable:
+                    listener.jobs_durable(changes)
+                else:
+                    listener.jobs_accepted(changes)
+            except Exception:
+                logger.exception("a job listener failed")
+
+    async def due_jobs(
+        self,
+        limit: int,
+        *,
+        before: float | None = None,
+        at_or_after: float | None = None,
+        after_key: bytes | None = None,
+    ) -> list[DueJob]:
+        """Up to ``limit`` pending jobs, earliest first: scheduled before
+        ``before`` and at or after ``at_or_after`` (None: no bound), and past
+        ``after_key`` (the ``key`` of the last job an earlier call returned)."""
+        key_range = state_range(JobState.PENDING, before)
+        low = key_range.low
+        if at_or_after is not None:
+            low = max(low, key_range.low + encode_prefix([float(at_or_after)]))
+        if after_key is not None:
+            low = max(low, after_key + b"\x00")
+        snapshot = self.snapshot()
+        try:
+            rows = await self.scan(
+                snapshot, KeyRange(key_range.index, low, key_range.high), "asc", limit
+            )
+        finally:
+            self.release(snapshot)
+        return [DueJob(key, doc["_id"], doc["scheduledTime"], doc["name"]) for key, doc in rows]
+
+    async def start_action(self, job_id: str) -> Document | None:
+        """Mark a pending job ``inProgress`` (committed before this returns, so
+        its action runs at most once); the job as it was, or None if it is
+        not pending any more (cancelled, or started elsewhere)."""
+
+        async def body(snapshot: Snapshot, reads: ReadSet) -> tuple[list[Write], Document | None]:
+            job = await self._read_job(snapshot, reads, job_id)
+            if job is None or job["state"]["kind"] != JobState.PENDING:
+                return [], None
+            return [Write(job_id, SCHEDULED_FUNCTIONS, job, started(job))], job
+
+        return await self._job_transaction(body)
+
+    async def finish_action(
+        self, job_id: str, state: JobState, now: float, error: str | None = None
+    ) -> bool:
+        """Record how a running action ended; False (nothing written) if its
+        job is not running any more (it was cancelled meanwhile)."""
+
+        async def body(snapshot: Snapshot, reads: ReadSet) -> tuple[list[Write], bool]:
+            job = await self._read_job(snapshot, reads, job_id)
+            if job is None or job["state"]["kind"] != JobState.IN_PROGRESS:
+                return [], False
+            return [Write(job_id, SCHEDULED_FUNCTIONS, job, ended(job, state, now, error))], True
+
+        return await self._job_transaction(body)
+
+    async def fail_interrupted_actions(self, now: float, error: str, limit: int = 100) -> int:
+        """Mark up to ``limit`` running actions ``failed`` with ``error`` (at
+        start: the process that ran them is gone); how many it marked."""
+
+        async def body(snapshot: Snapshot, reads: ReadSet) -> tuple[list[Write], int]:
+            # Only the jobs read join the read set: others may come and go.
+            rows = await self.scan(snapshot, state_range(JobState.IN_PROGRESS), "asc", limit)
+            writes = [
+                Write(doc["_id"], SCHEDULED_FUNCTIONS, doc, ended(doc, JobState.FAILED, now, error))
+                for _, doc in rows
+            ]
+            reads.ids.update(write.id for write in writes)
+            return writes, len(writes)
+
+        return await self._job_transaction(body)
+
+    async def delete_finished_jobs(self, completed_by: float, limit: int) -> int:
+        """Delete up to ``limit`` finished jobs completed at or before
+        ``completed_by``, oldest first; how many it deleted."""
+
+        async def body(snapshot: Snapshot, reads: ReadSet) -> tuple[list[Write], int]:
+            rows = await self.scan(snapshot, completed_before(completed_by), "asc", limit)
+            writes = [Write(doc["_id"], SCHEDULED_FUNCTIONS, doc, None) for _, doc in rows]
+            reads.ids.update(write.id for write in writes)
+            return writes, len(writes)
+
+        return await self._job_transaction(body)
+
+    async def oldest_finished_job(self) -> float | None:
+        """When the earliest-completed finished job still kept was completed."""
+        snapshot = self.snapshot()
+        try:
+            rows = await self.scan(snapshot, completed_before(float("inf")), "asc", 1)
+        finally:
+            self.release(snapshot)
+        return float(rows[0][1]["completedTime"]) if rows else None
+
+    async def _read_job(self, snapshot: Snapshot, reads: ReadSet, job_id: str) -> Document | None:
+        reads.ids.add(job_id)
+        return await self.get(snapshot, job_id)
+
+    async def _job_transaction(
+        self, body: Callable[[Snapshot, ReadSet], Awaitable[tuple[list[Write], T]]]
+    ) -> T:
+        """Run ``body`` against a snapshot and commit the writes it returns,
+        again on a conflict (with a short random pause) until it commits."""
+        conflicts = 0
+        while True:
+            snapshot = self.snapshot()
+            try:
+                reads = ReadSet()
+                writes, result = await body(snapshot, reads)
+                if writes:
+                    await self.commit_and_report(snapshot, reads, writes)
+                return result
+            except ConflictError:
+                conflicts += 1
+            finally:
+                self.release(snapshot)
+            await asyncio.sleep(random.uniform(0, min(1.0, 0.002 * 2 ** min(conflicts, 10))))

@@ -37,6 +37,7 @@ from .base import (
     Store,
     Write,
 )
+from .jobs import job_changes
 from .keys import encode_index_key, encode_suffix, prefix_encoder
 from .occ import Commit, CommitLog, IndexChange
 
@@ -438,10 +439,16 @@ class LatestVersionStore(Store):
                 on_accepted()
             except Exception:  # the commit is on its way: it must not look failed
                 logger.exception("a commit's on_accepted callback failed")
+        if self._job_listeners:
+            commit.jobs = job_changes(writes)
+            if commit.jobs is not None:
+                self._report_jobs(commit.jobs, durable=False)
         if self._apply_inline:
             self._base_apply_now(commit)
             self._applied_ts = commit.ts
             self._log.trim(self._applied_ts)
+            if commit.jobs is not None:
+                self._report_jobs(commit.jobs, durable=True)
             return commit.ts
         commit.done = asyncio.get_running_loop().create_future()
         if self._writing is None:
@@ -510,6 +517,8 @@ class LatestVersionStore(Store):
             for commit in batch:
                 if commit.done is not None and not commit.done.done():
                     commit.done.set_result(None)
+                if commit.jobs is not None:
+                    self._report_jobs(commit.jobs, durable=True)
             self._log.trim(self._applied_ts)
             if self._failed:
                 # A failed commit matters only to snapshots taken before it.

@@ -23,11 +23,21 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..errors import StoreUnavailableError
 
-__all__ = ["RETRY_BASE_MS", "RETRY_CAP_MS", "StoreHealth", "failure_delay_ms", "run_forever"]
+if TYPE_CHECKING:
+    from ..clock import Clock
+
+__all__ = [
+    "RETRY_BASE_MS",
+    "RETRY_CAP_MS",
+    "StoreHealth",
+    "failure_delay_ms",
+    "pause_for_store",
+    "run_forever",
+]
 
 logger = logging.getLogger("convexpy.store")
 
@@ -40,6 +50,13 @@ short, so that work resumes within seconds of the store recovering."""
 def failure_delay_ms(attempt: int) -> float:
     """Full-jitter backoff before try ``attempt + 1`` of failed store work."""
     return random.uniform(0, min(RETRY_CAP_MS, RETRY_BASE_MS * 2 ** min(attempt, 20)))
+
+
+async def pause_for_store(clock: Clock, health: StoreHealth, delay_ms: float) -> None:
+    """Background work's pause before it tries failed store work again:
+    ``delay_ms`` on ``clock``, or less if the store's writes work again meanwhile."""
+    with health.wake_on_recovery(asyncio.Event()) as recovered:
+        await clock.sleep_until(clock.now() + delay_ms, recovered)
 
 
 async def run_forever(

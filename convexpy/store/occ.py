@@ -21,7 +21,8 @@ import bisect
 from collections import Counter
 from collections.abc import Callable
 
-from .base import Document, ReadSet, Snapshot, Write
+from .jobs import JobChanges
+from .types import Document, ReadSet, Snapshot, Write
 
 __all__ = ["Commit", "CommitLog", "IndexChange"]
 
@@ -47,6 +48,7 @@ class Commit:
         "_tables",
         "by_id",
         "done",
+        "jobs",
         "prepared",
         "read_ts",
         "ts",
@@ -70,6 +72,8 @@ class Commit:
         """What the backend worked out to write for this commit, if it did early."""
         self.read_ts = 0
         """The timestamp of the snapshot the transaction read."""
+        self.jobs: JobChanges | None = None
+        """The jobs it created or cancelled, reported to job listeners once durable."""
 
     @property
     def tables(self) -> set[str]:

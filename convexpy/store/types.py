@@ -1,0 +1,120 @@
+"""The data types of the storage port: documents, indexes, key ranges,
+read sets, writes, snapshots and the conflict error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..errors import ConvexpyError
+
+__all__ = [
+    "BY_CREATION_TIME",
+    "BY_ID",
+    "ConflictError",
+    "Document",
+    "IndexDef",
+    "KeyRange",
+    "Order",
+    "ReadSet",
+    "Snapshot",
+    "Write",
+]
+
+Document = dict[str, Any]
+Order = Literal["asc", "desc"]
+
+BY_ID = "by_id"
+BY_CREATION_TIME = "by_creation_time"
+
+
+@dataclass(frozen=True, slots=True)
+class IndexDef:
+    """An index of ``table`` on ``fields`` (``_creationTime`` and ``_id`` are implied last).
+
+    Two refinements are internal, for system tables. A ``sparse`` index leaves
+    out documents that lack one of its fields, which keeps it small when most
+    documents lack it. A *partial* index (``where=(field, values)``) holds only
+    the documents whose ``field`` is one of ``values``.
+    """
+
+    table: str
+    name: str
+    fields: tuple[str, ...]
+    sparse: bool = False
+    where: tuple[str, tuple[str, ...]] | None = None
+
+    @property
+    def key(self) -> str:
+        """The store-wide name of the index, ``"table.name"``."""
+        return f"{self.table}.{self.name}"
+
+    @staticmethod
+    def by_creation_time(table: str) -> IndexDef:
+        return IndexDef(table, BY_CREATION_TIME, ())
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRange:
+    """The half-open byte range ``[low, high)`` of index keys; ``high=None`` is unbounded."""
+
+    index: str
+    low: bytes
+    high: bytes | None
+
+    def contains(self, key: bytes) -> bool:
+        return key >= self.low and (self.high is None or key < self.high)
+
+
+@dataclass(slots=True)
+class ReadSet:
+    """What a transaction observed: documents read by id and index ranges scanned.
+
+    ``ids`` also holds ids that were looked up and not found, so a later
+    insert of that id (impossible with random ids, but cheap to cover) or a
+    delete both count as conflicts.
+    """
+
+    ids: set[str] = field(default_factory=set)
+    ranges: list[KeyRange] = field(default_factory=list)
+
+
+@dataclass(slots=True)  # not frozen: frozen construction costs 3x, and this is per write
+class Write:
+    """One document change of a transaction: ``old`` is None for an insert, ``new`` for a delete."""
+
+    id: str
+    table: str
+    old: Document | None
+    new: Document | None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A pinned point in the commit history; release it with :meth:`Store.release`.
+
+    ``base`` is set on a speculative snapshot (see :meth:`Store.snapshot`):
+    the last durable commit when it was taken, ``ts`` being the last commit
+    accepted, durable or not.
+    """
+
+    ts: int
+    base: int | None = None
+
+    @property
+    def durable(self) -> int:
+        """The last durable commit when it was taken: what it pins, and where
+        the commits it may need overlaid start."""
+        return self.ts if self.base is None else self.base
+
+
+class ConflictError(ConvexpyError):
+    """A commit found that data it read was changed by a concurrent commit.
+
+    Internal: the runtime retries the transaction; callers see
+    ``OptimisticConcurrencyError`` only once retries are exhausted.
+    """
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        super().__init__(f"conflict on table {table!r}")
