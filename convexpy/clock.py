@@ -59,7 +59,7 @@ class VirtualClock(Clock):
     """A clock that moves only when :meth:`set` or :meth:`advance` is called.
 
     Sleepers wake when the virtual time reaches their deadline. The clock
-    knows its sleepers (:attr:`sleepers`, :meth:`next_deadline`), which is how
+    knows when its sleepers wake (:meth:`next_deadline`), which is how
     the test harness jumps straight to the next thing that will happen.
     """
 
@@ -85,11 +85,6 @@ class VirtualClock(Clock):
         if ms < 0:
             raise ValueError(f"VirtualClock.advance needs ms >= 0, got {ms}")
         self.set(self._now + ms)
-
-    @property
-    def sleepers(self) -> int:
-        """How many tasks are waiting in :meth:`sleep_until` for a future time."""
-        return sum(1 for deadline, _ in self._sleepers.values() if deadline > self._now)
 
     def next_deadline(self) -> float | None:
         """The earliest future deadline anyone sleeps until, or None."""

@@ -139,8 +139,8 @@ def track(owner: Owner, method: str, coro: Coroutine[Any, Any, R]) -> Coroutine[
     """Record ``coro``, made by ``owner.method(...)``, in ``owner``'s tracker; return it.
 
     ``ctx`` methods on the hot path call this from a plain method with the
-    same parameters (``return track(self, "get", self._get(doc_id))``): a
-    generic ``*args`` wrapper (:func:`tracked`) costs about twice as much.
+    same parameters (``return track(self, "get", self._get(doc_id))``),
+    cheaper than the generic ``*args`` wrapper (:func:`tracked`) used elsewhere.
     """
     calls = owner._calls
     if calls:

@@ -8,11 +8,12 @@ batch's wall time several times its CPU time and put that wait on the path
 of every durable commit. A process has its own interpreter: it writes at the
 speed of SQLite, on the other core, and the event loop only pickles rows.
 
-This module is run as a script by path (``python -I -S _sqlite_writer.py``),
-so it imports nothing from convexpy and nothing beyond the standard library:
-the child starts in a few tens of milliseconds and never imports the app.
-The store imports the row helpers from here too (index builds use them on
-its writer thread).
+This module is run as a script by path (``python -P _sqlite_writer.py``:
+the script's directory is not put on ``sys.path``), so it imports nothing
+from convexpy: only the standard library and msgspec (to decode documents),
+and :mod:`convexpy.store.keys` loaded by path. The child starts in a few tens
+of milliseconds and never imports the app. The store imports the row helpers
+from here too (index builds use them on its writer thread).
 
 The child also works out the index entries a batch moves, so that the
 event loop only encodes documents: it keeps the keys of the documents it

@@ -79,7 +79,7 @@ class ReadSet:
     ranges: list[KeyRange] = field(default_factory=list)
 
 
-@dataclass(slots=True)  # not frozen: frozen construction costs 3x, and this is per write
+@dataclass(slots=True)  # not frozen: one is made per write, and frozen ones build slower
 class Write:
     """One document change of a transaction: ``old`` is None for an insert, ``new`` for a delete."""
 
