@@ -109,6 +109,8 @@ class Runtime:
         self.crons = CronRunner(self)
         self._job_functions: dict[str, tuple[str, ConvexFunction] | None] = {}
         self._job_functions_app: LoadedApp | None = None
+        self._job_db: DatabaseWriter | None = None
+        """The ``ctx.db`` of the batch of scheduled mutations running last."""
         self.dispatcher.on_job_done = self.crons.job_finished
         self.dispatcher.cron_of = self.crons.cron_of
         self._stack: AsyncExitStack | None = None
@@ -496,8 +498,12 @@ class Runtime:
         return found
 
     def job_context(self, txn: Transaction, job_id: str, started: float) -> MutationCtx:
-        """The ``ctx`` of a scheduled mutation running in ``txn``."""
-        return JobCtx(DatabaseWriter(txn), self, txn, job_id, started)
+        """The ``ctx`` of a scheduled mutation running in ``txn``. The jobs of
+        a batch share ``txn``, and so one ``ctx.db`` (it keeps no state of its own)."""
+        db = self._job_db
+        if db is None or db._txn is not txn:
+            db = self._job_db = DatabaseWriter(txn)
+        return JobCtx(db, self, txn, job_id, started)
 
     async def run_action_job(
         self, path: str, fn: ConvexFunction, args: dict[str, Any], job_id: str
