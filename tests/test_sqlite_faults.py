@@ -94,7 +94,7 @@ async def test_a_batch_that_landed_before_the_writer_died_is_reported_written(
         task = await in_flight(store)
         # As if the writer committed the batch and died before it could reply.
         assert store._process is not None and store._process._in_flight is not None
-        _, _, writes, _ = store._process._in_flight[0]
+        writes = store._process._in_flight[0][2]
         conn = sqlite3.connect(path)
         try:
             with conn:
@@ -275,3 +275,48 @@ async def test_the_writer_process_dies_with_its_runtime(tmp_path: Path) -> None:
     with anyio.fail_after(10):
         while alive(writers[0]):  # noqa: ASYNC110 - another process: nothing to wait on
             await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("landed", [False, True])
+async def test_a_job_written_when_the_writer_dies_is_settled_from_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, landed: bool
+) -> None:
+    from convexpy.ids import new_id
+    from convexpy.store.jobs import SCHEDULED_FUNCTIONS, SYSTEM_INDEXES, new_job
+
+    caplog.set_level(logging.WARNING, logger="convexpy.store")
+    path = tmp_path / "db.sqlite3"
+    async with opened(path) as store:
+        await store.configure_indexes(SYSTEM_INDEXES)
+        await store.prepare_table(SCHEDULED_FUNCTIONS)
+        job_id = new_id(SCHEDULED_FUNCTIONS)
+        created = store.creation_time(SCHEDULED_FUNCTIONS, 1.7e12)
+        job = {"_id": job_id, "_creationTime": created, **new_job("a:f", {"n": 1}, 1.7e12)}
+        os.kill(writer_pid(store), signal.SIGSTOP)
+        snapshot = store.snapshot()
+        task = asyncio.create_task(
+            store.commit(
+                snapshot, ReadSet({job_id}), [Write(job_id, SCHEDULED_FUNCTIONS, None, job)]
+            )
+        )
+        task.add_done_callback(lambda _: store.release(snapshot))
+        with anyio.fail_after(10):
+            while store._process is None or store._process._in_flight is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        if landed:  # as if the writer committed the batch and died before replying
+            inserts, _, _ = store._process._in_flight[0][4]
+            names = store._process._in_flight[0][5]
+            conn = sqlite3.connect(path)
+            try:
+                with conn:
+                    conn.executemany("INSERT INTO job_names (num, name) VALUES (?, ?)", names)
+                    conn.executemany("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", inserts)
+            finally:
+                conn.close()
+        os.kill(writer_pid(store), signal.SIGKILL)
+        with anyio.fail_after(10):
+            await task
+        assert await read(store, job_id) == job
+        assert [due.id for due in await store.due_jobs(10)] == [job_id]
+    expected = "had landed; nothing was lost" if landed else "had not landed; writing it again"
+    assert expected in caplog.text

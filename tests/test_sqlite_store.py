@@ -213,7 +213,14 @@ async def test_version_0_file_is_migrated_in_place(tmp_path: Path, built: list[s
     tables = await asyncio.to_thread(
         raw_query, path, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
     )
-    assert [name for (name,) in tables] == ["documents", "index_entries", "indexes", "tables"]
+    assert [name for (name,) in tables] == [
+        "documents",
+        "index_entries",
+        "indexes",
+        "job_names",
+        "jobs",
+        "tables",
+    ]
     types = await asyncio.to_thread(
         raw_query, path, "SELECT DISTINCT typeof(idx) FROM index_entries"
     )
@@ -873,3 +880,62 @@ async def test_entries_stay_exact_across_restarts_and_new_indexes(tmp_path: Path
     expected = expected_entries([BY_TITLE, PARTIAL], list(live.values()))
     assert await asyncio.to_thread(file_entries, path) == expected
     assert await asyncio.to_thread(file_documents, path) == live
+
+
+@pytest.mark.parametrize("version", [0, 1])
+async def test_jobs_kept_as_documents_move_to_the_job_table(tmp_path: Path, version: int) -> None:
+    from convexpy.store.jobs import BY_COMPLETED, BY_STATE, SCHEDULED_FUNCTIONS, SYSTEM_INDEXES
+    from convexpy.store.sqlite import _migrate_from_v0
+
+    path = tmp_path / "db.sqlite3"
+    jobs = [
+        doc_of(
+            SCHEDULED_FUNCTIONS,
+            1.0,
+            name="a:f",
+            args=[{"n": 1}],
+            scheduledTime=5.0,
+            state={"kind": "pending"},
+        ),
+        doc_of(
+            SCHEDULED_FUNCTIONS,
+            2.0,
+            name="a:g",
+            args=[{}],
+            scheduledTime=3.0,
+            state={"kind": "failed", "error": "ValueError: boom"},
+            completedTime=4.0,
+        ),
+    ]
+    notes = [doc_of(NOTES, 1.5, text="n")]
+    declared = [BY_STATE, BY_COMPLETED]
+    await asyncio.to_thread(
+        write_v0_file, path, {SCHEDULED_FUNCTIONS: jobs, NOTES: notes}, declared
+    )
+    if version == 1:  # as version 1 left it: numbered index entries, jobs still documents
+        conn = sqlite3.connect(path)
+        try:
+            with conn:
+                _migrate_from_v0(conn)
+                conn.execute("PRAGMA user_version = 1")
+        finally:
+            conn.close()
+
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        await store.configure_indexes(SYSTEM_INDEXES)
+        for doc in jobs + notes:
+            assert await get(store, doc["_id"]) == doc
+        assert [job.id for job in await store.due_jobs(10)] == [jobs[0]["_id"]]
+        assert await store.oldest_finished_job() == 4.0
+        assert await scan_ids(store, by_creation(SCHEDULED_FUNCTIONS)) == ids_by(
+            by_creation(SCHEDULED_FUNCTIONS), jobs
+        )
+    finally:
+        await store.close()
+    assert await asyncio.to_thread(
+        raw_query, path, "SELECT count(*) FROM documents WHERE tbl = ?", (SCHEDULED_FUNCTIONS,)
+    ) == [(0,)]
+    assert await asyncio.to_thread(raw_query, path, "SELECT count(*) FROM jobs") == [(2,)]
+    assert set(await asyncio.to_thread(entries_per_index, path)) == {by_creation(NOTES).key}

@@ -29,13 +29,15 @@ never outlives a runtime killed with SIGKILL by more than a moment.
 Protocol, over two pipes (``multiprocessing.connection`` framing, pickled
 messages): the child sends ``("ready", None)`` once connected, or
 ``("error", exc)`` and exits; then, for every batch
-``(max_params, indexes, writes, tables)`` it receives, it writes the batch in
-one transaction and sends ``None`` or the exception that rolled it back.
-``indexes`` maps tables to :data:`TableIndexes` (for tables whose indexes are
-new to the child, or changed); ``writes`` holds ``(id, table, msgpack or
-None, stored)`` (see :data:`Writes`); ``tables`` the
-tables written for the first time. End of input (the store closed, or its
-process died) makes it close the database and exit.
+``(max_params, indexes, writes, tables, jobs, names)`` it receives, it writes
+the batch in one transaction and sends ``None`` or the exception that rolled
+it back. ``indexes`` maps tables to :data:`TableIndexes` (for tables whose
+indexes are new to the child, or changed); ``writes`` holds ``(id, table,
+msgpack or None, stored)`` (see :data:`Writes`); ``tables`` the tables written
+for the first time; ``jobs`` the rows of the jobs table (``(inserts, updates,
+deletes)``, see :func:`write_jobs`) or None; ``names`` the ``(number, name)``
+pairs of ``job_names`` the store gave since a batch last landed. End of input
+(the store closed, or its process died) makes it close the database and exit.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ __all__ = [
     "pragmas",
     "transaction",
     "write_batch",
+    "write_jobs",
     "write_rows_in",
 ]
 
@@ -365,12 +368,43 @@ def write_batch(
     writes: Writes,
     tables: list[tuple[str]],
     max_params: int,
+    jobs: JobRows | None = None,
+    names: list[tuple[int, str]] | None = None,
 ) -> None:
-    """Write one batch of documents, and the index entries they move, in one transaction."""
+    """Write one batch of documents, the index entries they move, and its job
+    rows, in one transaction."""
     with transaction(conn):
         rows, written = indexer.rows(conn, writes, tables, max_params)
         write_rows_in(conn, rows, max_params)
+        if names:
+            conn.executemany("INSERT OR IGNORE INTO job_names (num, name) VALUES (?, ?)", names)
+        if jobs is not None:
+            write_jobs(conn, jobs, max_params)
     indexer.landed(written)
+
+
+JobRows = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[str]]
+"""A batch's job rows: ``(id, created, name number, args, scheduled, state,
+completed, error)`` to insert, ``(state, completed, error, id)`` to update,
+and ids to delete."""
+
+
+def write_jobs(conn: sqlite3.Connection, jobs: JobRows, max_params: int) -> None:
+    """Write a batch's job rows (inside its transaction). Jobs change only
+    their state once made: an update sets three columns. The job indexes are
+    SQLite's own, kept up to date by SQLite."""
+    inserts, updates, deletes = jobs
+    insert_rows(
+        conn,
+        "INSERT OR REPLACE INTO jobs (id, created, name, args, scheduled, state, completed, error)",
+        inserts,
+        max_params,
+    )
+    if updates:
+        conn.executemany(
+            "UPDATE jobs SET state = ?, completed = ?, error = ? WHERE id = ?", updates
+        )
+    delete_keys(conn, "DELETE FROM jobs WHERE id IN", (), deletes, max_params)
 
 
 def _reply(outbox: Connection, message: object) -> None:
@@ -417,13 +451,13 @@ def main(argv: list[str]) -> int:
         _reply(outbox, ("ready", None))
         while True:
             try:
-                max_params, indexes, writes, tables = pickle.loads(inbox.recv_bytes())
+                max_params, indexes, writes, tables, jobs, names = pickle.loads(inbox.recv_bytes())
             except EOFError:  # the store closed, or its process is gone
                 return 0
             try:
                 if indexes:
                     indexer.configure(indexes)
-                write_batch(conn, indexer, writes, tables, max_params)
+                write_batch(conn, indexer, writes, tables, max_params, jobs, names)
             except Exception as exc:
                 _reply(outbox, exc)
             else:

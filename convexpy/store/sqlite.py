@@ -77,6 +77,18 @@ import aiosqlite
 import msgspec
 
 from ..errors import StoreClosedError, StoreUnavailableError, StoreVersionError
+from ._sqlite_jobs import COLUMNS as JOB_COLUMNS
+from ._sqlite_jobs import FROM as JOBS_FROM
+from ._sqlite_jobs import (
+    JOB_INDEXES,
+    JOB_SCHEMA,
+    JobMessage,
+    JobRows,
+    is_job_id,
+    job_from_row,
+    migrate_jobs,
+    scan_jobs,
+)
 from ._sqlite_lock import lock_database
 from ._sqlite_writer import (
     TableIndexes,
@@ -90,14 +102,16 @@ from ._sqlite_writer import (
 )
 from .base import BY_CREATION_TIME, Document, IndexDef, KeyRange, Order, Write
 from .engine import LatestVersionStore, creation_index_key, index_key_of, write_failure
+from .jobs import SCHEDULED_FUNCTIONS
 from .occ import Commit
 
 __all__ = ["SqliteStore"]
 
 logger = logging.getLogger("convexpy.store")
 
-SCHEMA_VERSION = 1
-"""The layout this module writes (``PRAGMA user_version``)."""
+SCHEMA_VERSION = 2
+"""The layout this module writes (``PRAGMA user_version``): 2 keeps jobs in
+their own table (see :mod:`._sqlite_jobs`)."""
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS documents (
@@ -184,6 +198,10 @@ class SqliteStore(LatestVersionStore):
         """Index key -> its number in ``index_entries`` (numbers never change once given)."""
         self._known_tables: set[str] = set()
         """Tables already in the ``tables`` table."""
+        self._job_names: dict[str, int] = {}
+        """Function name -> its number in ``job_names``."""
+        self._unsent_names: dict[int, str] = {}
+        """Numbers given to names that no landed batch has written yet."""
         self._configs: dict[str, TableIndexes] = {}
         """The indexes of each table, as the writer process is told them."""
         self._configured_for: object = None
@@ -231,6 +249,7 @@ class SqliteStore(LatestVersionStore):
             with transaction(conn):
                 _prepare_schema(conn, self.path)
             self._index_nums = dict(conn.execute("SELECT idx, num FROM indexes").fetchall())
+            self._job_names = dict(conn.execute("SELECT name, num FROM job_names").fetchall())
             self._known_tables = {name for (name,) in conn.execute("SELECT name FROM tables")}
         except BaseException:
             conn.close()
@@ -296,6 +315,8 @@ class SqliteStore(LatestVersionStore):
         cached = self._cache.get(doc_id, _MISSING)
         if cached is not _MISSING:
             return cached
+        if is_job_id(doc_id):
+            return (await self._base_get_many([doc_id]))[doc_id]
         landed = self._batches_landed
         rows = list(await self._read("SELECT doc FROM documents WHERE id = ?", (doc_id,)))
         doc = _decode(rows[0][0]) if rows else None
@@ -317,8 +338,13 @@ class SqliteStore(LatestVersionStore):
             chunk = missing[start : start + 500]
             marks = ",".join("?" * len(chunk))
             landed = self._batches_landed
-            rows = await self._read(f"SELECT id, doc FROM documents WHERE id IN ({marks})", chunk)
             read: dict[str, tuple[Document | None, int]] = dict.fromkeys(chunk, (None, 0))
+            if any(is_job_id(doc_id) for doc_id in chunk):
+                sql = f"SELECT {JOB_COLUMNS} FROM {JOBS_FROM} WHERE j.id IN ({marks})"
+                for row in await self._read(sql, chunk):
+                    doc = found[row[0]] = job_from_row(row)
+                    read[row[0]] = (doc, _JOB_SIZE + len(row[3]))
+            rows = await self._read(f"SELECT id, doc FROM documents WHERE id IN ({marks})", chunk)
             for doc_id, blob in rows:
                 doc = found[doc_id] = _decode(blob)
                 read[doc_id] = (doc, len(blob))
@@ -360,6 +386,8 @@ class SqliteStore(LatestVersionStore):
     async def _base_scan(
         self, key_range: KeyRange, order: Order, limit: int
     ) -> list[tuple[bytes, Document]]:
+        if key_range.index in JOB_INDEXES:
+            return await scan_jobs(self._read, key_range, order, limit)
         num = self._index_nums.get(key_range.index)
         if num is None:
             return []  # nothing was ever written to this index
@@ -437,9 +465,11 @@ class SqliteStore(LatestVersionStore):
         return _merged(parts)
 
     def _prepare(self, commit: Commit) -> _Batch:
-        """What ``commit`` writes: each document's new version, encoded."""
+        """What ``commit`` writes: each document's new version, encoded, and
+        its jobs' rows."""
         writes: Writes = []
         docs: list[Document | None] = []
+        jobs = JobRows()
         stored: dict[str, bool] | None = None
         latest: Iterable[Write] = commit.writes
         if len(commit.by_id) != len(commit.writes):  # a document written twice: the last write
@@ -448,13 +478,25 @@ class SqliteStore(LatestVersionStore):
                 stored.setdefault(write.id, write.old is not None)
             latest = commit.by_id.values()
         for write in latest:
+            was = write.old is not None if stored is None else stored[write.id]
+            if write.table == SCHEDULED_FUNCTIONS:
+                jobs.add(write, was, self._job_name_number)
+                continue
             doc = write.new
             blob = None if doc is None else _encode(doc)
-            was = write.old is not None if stored is None else stored[write.id]
             writes.append((write.id, write.table, blob, was))
             docs.append(doc)
         known = self._known_tables
-        return _Batch(writes, docs, [(t,) for t in commit.tables if t not in known])
+        return _Batch(writes, docs, [(t,) for t in commit.tables if t not in known], jobs)
+
+    def _job_name_number(self, name: str) -> int:
+        """The number of a job's function name in ``job_names`` (new ones are
+        written with the next batch, and every later one until one lands)."""
+        number = self._job_names.get(name)
+        if number is None:
+            number = self._job_names[name] = len(self._job_names) + 1
+            self._unsent_names[number] = name
+        return number
 
     def _indexes_for(self, commits: list[Commit]) -> dict[str, TableIndexes]:
         """The indexes of the tables ``commits`` write that the writer process
@@ -465,7 +507,7 @@ class SqliteStore(LatestVersionStore):
             self._configured_for = self._maintained
         configs, sent = self._configs, self._sent
         updates: dict[str, TableIndexes] = {}
-        for table in {table for commit in commits for table in commit.tables}:
+        for table in {table for commit in commits for table in commit.tables} - _JOB_TABLE:
             config = configs.get(table)
             if config is None:
                 config = configs[table] = self._table_indexes(table)
@@ -487,7 +529,7 @@ class SqliteStore(LatestVersionStore):
         return creation, tuple(others)
 
     async def _base_apply(self, commits: list[Commit]) -> None:
-        tables = {table for commit in commits for table in commit.tables}
+        tables = {table for commit in commits for table in commit.tables} - _JOB_TABLE
         for table in tables:
             await self._index_number(creation_index_key(table))
             for index in self._maintained.get(table, {}).values():
@@ -518,13 +560,23 @@ class SqliteStore(LatestVersionStore):
         def landed(exc: Exception | None) -> None:
             if exc is None:
                 self._sent.update(indexes)  # (after a failure, they are sent again)
+                for number, _ in names:
+                    self._unsent_names.pop(number, None)
                 if self._restarts:
                     self._restarts = 0
                     self.health.write_succeeded()
                 self._landed(batch)  # on disk now
             done(exc)
 
-        message = (self._max_params, indexes, batch.writes, batch.tables)
+        names = list(self._unsent_names.items())
+        message = (
+            self._max_params,
+            indexes,
+            batch.writes,
+            batch.tables,
+            batch.jobs.message() if batch.jobs else None,
+            names,
+        )
         if self._broken is not None:
             asyncio.get_running_loop().call_soon(landed, self._broken)
         elif self._recovery is not None and not self._recovery.done():
@@ -535,12 +587,13 @@ class SqliteStore(LatestVersionStore):
     def _landed(self, batch: _Batch) -> None:
         """Bring the cache up to ``batch``, which is committed to the file."""
         self._known_tables.update(table for (table,) in batch.tables)
-        self._cache_put(
-            {
-                doc_id: (doc, 0 if blob is None else len(blob))
-                for (doc_id, _, blob, _), doc in zip(batch.writes, batch.docs, strict=True)
-            }
-        )
+        landed = {
+            doc_id: (doc, 0 if blob is None else len(blob))
+            for (doc_id, _, blob, _), doc in zip(batch.writes, batch.docs, strict=True)
+        }
+        for doc_id, doc in batch.jobs.docs.items():
+            landed[doc_id] = (doc, _JOB_SIZE)
+        self._cache_put(landed)
         self._batches_landed += 1
 
     # -- a lost writer process ----------------------------------------------------
@@ -569,10 +622,10 @@ class SqliteStore(LatestVersionStore):
             done(self._broken)
             return
         assert self._process is not None
-        max_params, _, writes, tables = message
+        max_params, _, writes, tables, jobs, names = message
         batch_tables = {table for _, table, _, _ in writes}
         indexes = {t: self._configs[t] for t in batch_tables if t in self._configs}
-        self._process.write((max_params, indexes, writes, tables), done)
+        self._process.write((max_params, indexes, writes, tables, jobs, names), done)
 
     async def _recover(
         self,
@@ -629,7 +682,7 @@ class SqliteStore(LatestVersionStore):
         self._sent = {}
         if message is None or done is None:
             return
-        if await self._in_writer(self._batch_landed, message[2]):
+        if await self._in_writer(self._batch_landed, message):
             logger.warning("The write in flight had landed; nothing was lost.")
             done(None)
         elif timed_out:
@@ -644,17 +697,20 @@ class SqliteStore(LatestVersionStore):
             logger.warning("The write in flight had not landed; writing it again.")
             self._resend(message, done)
 
-    def _batch_landed(self, writes: Writes) -> bool:
-        """Whether the file holds exactly what ``writes`` wrote (on the writer
-        thread, once no writer process is left). A batch is one transaction:
-        all of it landed or none. If it did, it is made durable here."""
+    def _batch_landed(self, message: _Message) -> bool:
+        """Whether the file holds exactly what the batch ``message`` wrote (on
+        the writer thread, once no writer process is left). A batch is one
+        transaction: all of it landed or none. If it did, it is made durable here."""
         conn = self._writer
         assert conn is not None
+        writes, jobs = message[2], message[4]
         stored: dict[str, bytes] = {}
         head = "SELECT id, doc FROM documents WHERE id IN"
         for found in each_in(conn, head, (), [w[0] for w in writes], self._max_params):
             stored.update(found.fetchall())
         landed = all(stored.get(doc_id) == blob for doc_id, _, blob, _ in writes)
+        if landed and jobs is not None:
+            landed = _job_rows_landed(conn, jobs, self._max_params)
         if landed:  # the writer may have died between writing and syncing
             for name in (self.path.name + "-wal", self.path.name):
                 with contextlib.suppress(FileNotFoundError):
@@ -669,7 +725,8 @@ class SqliteStore(LatestVersionStore):
 
     async def _base_sync_indexes(self, declared: list[IndexDef]) -> None:
         rows = await self._in_writer(self._index_rows)
-        wanted = {index.key: index for index in declared}
+        # The job table's indexes are SQLite's own, on its columns.
+        wanted = {index.key: index for index in declared if index.table not in _JOB_TABLE}
         built: dict[str, IndexDef] = {}
         stale: list[str] = []
         for key, table, spec, has_entries in rows:
@@ -721,7 +778,9 @@ class SqliteStore(LatestVersionStore):
 _WRITER_SCRIPT = str(Path(__file__).with_name("_sqlite_writer.py"))
 
 
-_Message = tuple[int, dict[str, TableIndexes], Writes, list[tuple[str]]]
+_Message = tuple[
+    int, dict[str, TableIndexes], Writes, list[tuple[str]], JobMessage | None, list[tuple[int, str]]
+]
 """A write batch as sent to the writer process (see :mod:`._sqlite_writer`)."""
 
 _Done = Callable[[Exception | None], None]
@@ -901,6 +960,11 @@ class _WriterProcess:
             self._inbox.close()
 
 
+_JOB_TABLE = frozenset({SCHEDULED_FUNCTIONS})
+"""Kept in the jobs table, not in documents and index entries."""
+_JOB_SIZE = 160
+"""About what a cached job takes, for the cache's bound on bytes."""
+
 _MISSING: Document = {}
 """Not in the cache, by identity (None there means the document does not exist)."""
 
@@ -912,15 +976,21 @@ class _Batch(NamedTuple):
     """The same versions, decoded (for the cache)."""
     tables: list[tuple[str]]
     """Tables written for the first time."""
+    jobs: JobRows
+    """The rows of the jobs written (jobs are not documents in the file)."""
 
 
 def _merged(parts: list[_Batch]) -> _Batch:
     """The batches of consecutive commits as one: the last version of each
     document, stored if it was before the first of them wrote it."""
     writes = [write for part in parts for write in part.writes]
-    tables = {table for part in parts for table in part.tables}
+    tables = list({table for part in parts for table in part.tables})
+    jobs = parts[0].jobs
+    for part in parts[1:]:
+        if part.jobs:
+            jobs.merge(part.jobs)
     if len({write[0] for write in writes}) == len(writes):  # the usual case: disjoint
-        return _Batch(writes, [doc for part in parts for doc in part.docs], list(tables))
+        return _Batch(writes, [doc for part in parts for doc in part.docs], tables, jobs)
     latest: dict[str, tuple[tuple[str, str, bytes | None, bool], Document | None]] = {}
     for part in parts:
         for write, doc in zip(part.writes, part.docs, strict=True):
@@ -928,7 +998,20 @@ def _merged(parts: list[_Batch]) -> _Batch:
             if earlier is not None and earlier[0][3] != write[3]:
                 write = (*write[:3], earlier[0][3])
             latest[write[0]] = (write, doc)
-    return _Batch([w for w, _ in latest.values()], [d for _, d in latest.values()], list(tables))
+    return _Batch([w for w, _ in latest.values()], [d for _, d in latest.values()], tables, jobs)
+
+
+def _job_rows_landed(conn: sqlite3.Connection, jobs: JobMessage, max_params: int) -> bool:
+    """Whether the file holds the job rows a batch wrote (see :meth:`SqliteStore._batch_landed`)."""
+    inserts, updates, deletes = jobs
+    wanted: dict[str, tuple[Any, ...] | None] = {row[0]: tuple(row[5:]) for row in inserts}
+    wanted.update((update[3], tuple(update[:3])) for update in updates)
+    wanted.update(dict.fromkeys(deletes))
+    found: dict[str, tuple[Any, ...]] = {}
+    head = "SELECT id, state, completed, error FROM jobs WHERE id IN"
+    for cursor in each_in(conn, head, (), list(wanted), max_params):
+        found.update((row[0], tuple(row[1:])) for row in cursor.fetchall())
+    return all(found.get(job_id) == columns for job_id, columns in wanted.items())
 
 
 class _Unnumbered(Exception):
@@ -991,14 +1074,19 @@ def _prepare_schema(conn: sqlite3.Connection, path: Path) -> None:
             f"{version}; this one reads up to {SCHEMA_VERSION}): upgrade convexpy to open it, "
             "or use another --db file"
         )
-    old_layout = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'index_entries'"
-    ).fetchone()
-    if old_layout is not None:
-        _migrate_from_v0(conn)
-    else:
-        for statement in _SCHEMA:
-            conn.execute(statement)
+    if version == 0:
+        old_layout = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'index_entries'"
+        ).fetchone()
+        if old_layout is not None:
+            _migrate_from_v0(conn)
+        else:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+    # From version 1: jobs move out of documents into their own table.
+    for statement in JOB_SCHEMA:
+        conn.execute(statement)
+    migrate_jobs(conn)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
