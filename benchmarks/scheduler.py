@@ -56,7 +56,8 @@ from _common import (
 )
 
 import convexpy
-from convexpy.store.jobs import JobState, state_range
+from convexpy.store._sqlite_jobs import STATE_CODES
+from convexpy.store.jobs import JobState
 
 THIRTY_DAYS_MS = 30 * 24 * 3600 * 1000.0
 RSS_TARGET_MB = 300.0
@@ -170,18 +171,13 @@ def count_jobs(db: Path) -> dict[str, int]:
     """Jobs in the file by state, read with plain sqlite3 (the runtime is closed)."""
     conn = sqlite3.connect(db)
     try:
-        (total,) = conn.execute(
-            "SELECT count(*) FROM documents WHERE tbl = '_scheduled_functions'"
-        ).fetchone()
-        pending_range = state_range(JobState.PENDING)
+        (total,) = conn.execute("SELECT count(*) FROM jobs").fetchone()
         (pending,) = conn.execute(
-            "SELECT count(*) FROM index_entries WHERE idx = (SELECT num FROM indexes WHERE idx = ?)"
-            " AND key >= ? AND key < ?",
-            (pending_range.index, pending_range.low, pending_range.high),
+            "SELECT count(*) FROM jobs WHERE state = ?", (STATE_CODES[JobState.PENDING.value],)
         ).fetchone()
     finally:
         conn.close()
-    return {"total": total, "pending_index_entries": pending}
+    return {"total": total, "pending": pending}
 
 
 # -- part 1: capacity and restart ------------------------------------------------------
@@ -259,7 +255,7 @@ def capacity_tables(result: dict[str, Any]) -> str:
     notes = (
         f"(process start to imports done {r['spawn_to_imported_s']:.3f} s; restart peak RSS "
         f"{r['peak_rss_mb']:,.0f} MB; {files['total']:,} jobs in the file after restart, "
-        f"{files['pending_index_entries']:,} pending)"
+        f"{files['pending']:,} pending)"
     )
     return f"{first}\n\n{second}\n{notes}"
 

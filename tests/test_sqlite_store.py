@@ -939,3 +939,43 @@ async def test_jobs_kept_as_documents_move_to_the_job_table(tmp_path: Path, vers
     ) == [(0,)]
     assert await asyncio.to_thread(raw_query, path, "SELECT count(*) FROM jobs") == [(2,)]
     assert set(await asyncio.to_thread(entries_per_index, path)) == {by_creation(NOTES).key}
+
+
+async def test_job_index_scans_read_only_what_their_range_needs() -> None:
+    from convexpy.store._sqlite_jobs import JOB_SCHEMA, STATE_CODES, scan_jobs
+    from convexpy.store.jobs import SCHEDULED_FUNCTIONS, JobState, completed_before, state_range
+
+    conn = sqlite3.connect(":memory:")
+    for statement in JOB_SCHEMA:
+        conn.execute(statement)
+    conn.execute("INSERT INTO job_names (num, name) VALUES (1, 'a:f')")
+    args = msgspec.msgpack.encode([{}])
+    rows = []
+    for n in range(2000):
+        state = "inProgress" if n % 500 == 7 else "pending" if n % 2 else "success"
+        completed = None if state != "success" else 10.0 + n
+        doc_id = new_id(SCHEDULED_FUNCTIONS)
+        rows.append((doc_id, 1.0 + n, 1, args, 100.0 + n % 50, STATE_CODES[state], completed, None))
+    conn.executemany("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    read_rows = 0
+
+    async def read(sql: str, params: list[object]) -> list[Any]:
+        nonlocal read_rows
+        found = conn.execute(sql, params).fetchall()
+        read_rows += len(found)
+        return found
+
+    running = await scan_jobs(read, state_range(JobState.IN_PROGRESS), "asc", 100)
+    assert [doc["state"]["kind"] for _, doc in running] == ["inProgress"] * 4
+    assert read_rows == 4  # not a page of pending jobs
+    read_rows = 0
+    due = await scan_jobs(read, state_range(JobState.PENDING, before=111.0), "asc", 10_000)
+    expected = [row for row in rows if row[5] == STATE_CODES["pending"] and row[4] < 111.0]
+    assert sorted(doc["_id"] for _, doc in due) == sorted(row[0] for row in expected)
+    at_bound = [row for row in rows if row[5] == STATE_CODES["pending"] and row[4] == 111.0]
+    assert at_bound and read_rows <= len(expected) + len(at_bound)  # those at 111.0 read, not kept
+    read_rows = 0
+    done = await scan_jobs(read, completed_before(float("inf")), "asc", 1)
+    assert [doc["completedTime"] for _, doc in done] == [10.0]
+    assert read_rows <= 256
+    conn.close()

@@ -253,7 +253,13 @@ def _leading_values(key: bytes) -> list[object]:
             at += 9
         elif tag == 0x07:  # string, 0x00 0x00 at its end
             end = key.find(b"\x00\x00", at + 1)
-            if end < 0 or b"\x00\xff" in key[at + 1 : end]:
+            if end < 0:
+                # The successor of a whole string (``prefix_successor``) ends
+                # 0x00 0x01: it bounds the string itself.
+                end = key.find(b"\x00\x01", at + 1)
+                if end < 0 or end + 2 != len(key):
+                    break
+            if b"\x00\xff" in key[at + 1 : end]:
                 break
             values.append(key[at + 1 : end].decode("utf-8", "replace"))
             at = end + 2
@@ -305,6 +311,17 @@ async def scan_jobs(
         if values:
             conditions.append(_row_compare(columns[: len(values)], op))
             params.extend(values)
+    high, low = key_range.high, key_range.low
+    if descending:
+
+        def beyond(key: bytes) -> bool:
+            return key < low
+
+    else:
+
+        def beyond(key: bytes) -> bool:
+            return high is not None and key >= high
+
     found: list[tuple[bytes, Document]] = []
     after: list[object] | None = None
     while len(found) < limit:
@@ -321,10 +338,14 @@ async def scan_jobs(
         for row in rows:
             doc = job_from_row(row[:8])
             key = index_key_of(index, doc)
-            if key is not None and key_range.contains(key):
+            if key is None:
+                continue
+            if key_range.contains(key):
                 found.append((key, doc))
                 if len(found) == limit:
-                    break
+                    return found
+            elif beyond(key):  # rows come in key order: the rest are beyond too
+                return found
         if len(rows) < page:
             break
         after = list(rows[-1][8:])
