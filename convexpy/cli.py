@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .convex_json import from_convex_json, to_convex_json, to_plain_json
 from .errors import FunctionNotFoundError, InvalidValueError
 from .functions import normalize_path
-from .values import from_convex_json, to_convex_json, to_plain_json
 
 if TYPE_CHECKING:
     from .server.logs import LogPrinter

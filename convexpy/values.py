@@ -1,4 +1,4 @@
-"""Convex values in Python: checks, limits, sizes and the Convex JSON codec.
+"""Convex values in Python: checks, limits, sizes and copies.
 
 A Convex value is one of ``None``, ``bool``, ``int`` (int64 range), ``float``
 (float64), ``str``, ``bytes``, ``list`` of values and ``dict`` with ``str``
@@ -13,16 +13,14 @@ is at most 1 MiB as measured by :func:`value_size`.
 Subclasses of the Python types above (``IntEnum`` members, ``str``
 subclasses such as :class:`convexpy.ids.Id`, ``OrderedDict``) count as the
 type they extend.
+
+How values travel as JSON is :mod:`convexpy.convex_json`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import math
 import reprlib
-import struct
 from typing import Any, TypeAlias
 
 from .errors import InvalidValueError
@@ -45,10 +43,7 @@ __all__ = [
     "describe_value",
     "find_invalid",
     "format_path",
-    "from_convex_json",
     "is_valid_field_name",
-    "to_convex_json",
-    "to_plain_json",
     "value_size",
 ]
 
@@ -218,7 +213,8 @@ def _field_name_problem(name: str) -> str:
 
 
 class _Bad(Exception):
-    """Raised inside the walk; ``parts`` is filled in, innermost first, on unwind."""
+    """A problem found inside a walk over a value (the checks here, the codec in
+    :mod:`convexpy.convex_json`); ``parts`` is filled in, innermost first, on unwind."""
 
     def __init__(self, problem: str, allowed: str = "") -> None:
         super().__init__(problem)
@@ -443,188 +439,7 @@ def value_size(value: object) -> int:
 
 
 # --------------------------------------------------------------------------
-# Convex JSON
-
-_INT64 = struct.Struct("<q")
-_FLOAT64 = struct.Struct("<d")
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _is_json_float(value: float) -> bool:
-    # JSON has no NaN/Infinity, and -0.0 would come back as 0.0.
-    return math.isfinite(value) and (value != 0.0 or math.copysign(1.0, value) > 0)
-
-
-def _encode(value: Any, plain: bool) -> object:
-    t = type(value)
-    if t is str or t is bool or value is None:
-        return value
-    if t is float:
-        if _is_json_float(value):
-            return value
-        if plain:
-            if math.isnan(value):
-                return "NaN"
-            if math.isinf(value):
-                return "Infinity" if value > 0 else "-Infinity"
-            return value
-        return {"$float": _b64(_FLOAT64.pack(value))}
-    if t is int:
-        if not INT64_MIN <= value <= INT64_MAX:
-            raise _Bad(
-                f"integer {_repr.repr(value)} is outside the int64 range",
-                f"ints must be between {INT64_MIN} and {INT64_MAX}",
-            )
-        return value if plain else {"$integer": _b64(_INT64.pack(value))}
-    if t is list or (t is not dict and isinstance(value, list)):
-        out: list[object] = []
-        for index, item in enumerate(value):
-            try:
-                out.append(_encode(item, plain))
-            except _Bad as bad:
-                bad.parts.append(index)
-                raise
-        return out
-    if isinstance(value, dict):
-        obj: dict[str, object] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise _Bad(
-                    f"object key {_repr.repr(key)} is not a str", "object keys must be strings"
-                )
-            if key.startswith("$"):
-                problem = _Bad(_field_name_problem(key), _FIELD_RULES)
-                problem.parts.append(key)
-                raise problem
-            try:
-                obj[str.__str__(key)] = _encode(item, plain)
-            except _Bad as bad:
-                bad.parts.append(key)
-                raise
-        return obj
-    if isinstance(value, bytes):
-        return _b64(bytes(value)) if plain else {"$bytes": _b64(bytes(value))}
-    if isinstance(value, str):
-        return str.__str__(value)
-    if isinstance(value, int):
-        return _encode(int(value), plain)
-    if isinstance(value, float):
-        return _encode(float(value), plain)
-    raise _Bad(f"unsupported type {type(value).__name__} ({_repr.repr(value)})", _ALLOWED)
-
-
-def to_convex_json(value: object) -> object:
-    """Encode a Convex value as a JSON-compatible structure in Convex JSON.
-
-    ``int`` becomes ``{"$integer": base64(8-byte little-endian)}``, ``bytes``
-    ``{"$bytes": base64}``, and floats that JSON cannot carry (NaN, ±inf,
-    -0.0) ``{"$float": base64(8-byte little-endian IEEE 754)}``; other floats
-    are JSON numbers. Raises :class:`InvalidValueError` for values that are
-    not Convex values (limits other than the int64 range are not checked).
-    """
-    try:
-        return _encode(value, plain=False)
-    except _Bad as bad:
-        raise _raise_invalid(bad, "$") from None
-
-
-def to_plain_json(value: object) -> object:
-    """Encode a Convex value as plain JSON for humans (logs, CLI output).
-
-    ints stay numbers, bytes become base64 strings, NaN and infinities become
-    the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``. Lossy: there is no
-    way back.
-    """
-    try:
-        return _encode(value, plain=True)
-    except _Bad as bad:
-        raise _raise_invalid(bad, "$") from None
-
-
-def _decode_b64(text: object, length: int | None, key: str) -> bytes:
-    if not isinstance(text, str):
-        raise _Bad(
-            f"{key} must hold a base64 string, got {describe_value(text)}",
-            "see the Convex JSON format",
-        )
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise _Bad(f"{key} holds invalid base64 {describe_value(text)}") from None
-    if length is not None and len(data) != length:
-        raise _Bad(f"{key} must encode exactly {length} bytes, got {len(data)}")
-    return data
-
-
-def _decode(obj: Any) -> object:
-    t = type(obj)
-    if t is str or t is bool or obj is None:
-        return obj
-    if t is float:
-        return obj
-    if t is int:
-        # JSON numbers are float64 in Convex; ints travel as {"$integer": ...}.
-        try:
-            return float(obj)
-        except OverflowError:
-            raise _Bad(f"number {_repr.repr(obj)} is too large for a float64") from None
-    if t is list:
-        out: list[object] = []
-        for index, item in enumerate(obj):
-            try:
-                out.append(_decode(item))
-            except _Bad as bad:
-                bad.parts.append(index)
-                raise
-        return out
-    if t is dict:
-        fields: dict[str, object] = obj
-        if len(fields) == 1:
-            ((key, item),) = fields.items()
-            if key == "$integer":
-                return _INT64.unpack(_decode_b64(item, 8, key))[0]
-            if key == "$float":
-                return _FLOAT64.unpack(_decode_b64(item, 8, key))[0]
-            if key == "$bytes":
-                return _decode_b64(item, None, key)
-        decoded: dict[str, object] = {}
-        for key, item in fields.items():
-            if not isinstance(key, str):
-                raise _Bad(
-                    f"object key {_repr.repr(key)} is not a str", "object keys must be strings"
-                )
-            if key.startswith("$"):
-                problem = _Bad(
-                    f"unknown special key {describe_value(key)}",
-                    "field names must not start with '$'; the special forms are "
-                    '{"$integer": ...}, {"$float": ...} and {"$bytes": ...}',
-                )
-                problem.parts.append(key)
-                raise problem
-            try:
-                decoded[key] = _decode(item)
-            except _Bad as bad:
-                bad.parts.append(key)
-                raise
-        return decoded
-    raise _Bad(f"unsupported type {type(obj).__name__} in JSON input", "expected parsed JSON")
-
-
-def from_convex_json(obj: object) -> object:
-    """Decode a parsed Convex JSON structure back into a Convex value.
-
-    The inverse of :func:`to_convex_json`: JSON numbers become floats, the
-    ``$integer`` / ``$float`` / ``$bytes`` forms decode back (their base64 and
-    lengths are checked), and any other key starting with ``$`` is refused.
-    Raises :class:`InvalidValueError` naming the path of a bad part.
-    """
-    try:
-        return _decode(obj)
-    except _Bad as bad:
-        raise _raise_invalid(bad, "$", prefix="Invalid Convex JSON") from None
+# Copies
 
 
 def copy_with_size(value: Any) -> tuple[Any, int]:

@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 from starlette.routing import Route
 
 from convexpy import Runtime
+from convexpy.convex_json import from_convex_json, to_clean_json, to_convex_json
 from convexpy.errors import CommitFailedError, FunctionNotFoundError, StoreClosedError
 from convexpy.server import create_app
-from convexpy.server.http import MAX_REQUEST_BYTES, identity_from_jwt, to_clean_json
-from convexpy.values import from_convex_json, to_convex_json
+from convexpy.server.http import MAX_REQUEST_BYTES, identity_from_jwt
 
 ADMIN_KEY = "test-admin-key"
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from convexpy.convex_json import from_convex_json, to_convex_json, to_plain_json
 from convexpy.errors import InvalidValueError
 from convexpy.values import (
     INT64_MAX,
@@ -23,10 +24,7 @@ from convexpy.values import (
     describe_value,
     find_invalid,
     format_path,
-    from_convex_json,
     is_valid_field_name,
-    to_convex_json,
-    to_plain_json,
     value_size,
 )
 

@@ -77,6 +77,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..context import UserIdentity
+from ..convex_json import from_convex_json, to_clean_json, to_convex_json, to_plain_json
 from ..db import DatabaseReader, SystemReader
 from ..errors import (
     ArgumentValidationError,
@@ -90,7 +91,6 @@ from ..errors import (
 from ..functions import FunctionKind
 from ..runtime import Runtime
 from ..store.jobs import SCHEDULED_FUNCTIONS
-from ..values import from_convex_json, to_convex_json, to_plain_json
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
@@ -102,7 +102,6 @@ __all__ = [
     "create_app",
     "identity_from_jwt",
     "store_fault",
-    "to_clean_json",
 ]
 
 logger = logging.getLogger("convexpy.server")
@@ -303,34 +302,6 @@ def store_fault(exc: BaseException, path: Path | None = None) -> StoreFault | No
 
 # --------------------------------------------------------------------------
 # Values
-
-
-def to_clean_json(value: object) -> object:
-    """Convex's ``"json"`` export: lossy but readable.
-
-    int64 becomes a decimal string, bytes a base64 string, NaN and infinities
-    the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``.
-    """
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return str(int(value))
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "Infinity" if value > 0 else "-Infinity"
-        return float(value)
-    if isinstance(value, str):
-        return str.__str__(value)
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, list):
-        return [to_clean_json(item) for item in value]
-    if isinstance(value, dict):
-        return {str(key): to_clean_json(item) for key, item in value.items()}
-    # Not a Convex value: let the encoder name the problem.
-    return to_convex_json(value)
 
 
 def _export(value: object, fmt: str) -> object:

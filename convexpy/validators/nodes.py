@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal, Union, cast
 
 import msgspec
 
+from ..convex_json import to_convex_json
 from ..ids import id_problem
 from ..values import (
     INT64_MAX,
@@ -22,7 +23,6 @@ from ..values import (
     describe_value,
     find_invalid,
     is_valid_field_name,
-    to_convex_json,
 )
 from .core import (
     _ALL_KINDS,
