@@ -25,7 +25,8 @@ from convexpy import Runtime
 from convexpy.convex_json import from_convex_json, to_clean_json, to_convex_json
 from convexpy.errors import CommitFailedError, FunctionNotFoundError, StoreClosedError
 from convexpy.server import create_app
-from convexpy.server.http import MAX_REQUEST_BYTES, identity_from_jwt
+from convexpy.server.auth import identity_from_jwt
+from convexpy.server.http import MAX_REQUEST_BYTES
 
 ADMIN_KEY = "test-admin-key"
 

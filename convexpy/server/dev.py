@@ -52,7 +52,8 @@ from ..runtime import Runtime
 from ..store import Store
 from ..store.memory import MemoryStore
 from ..store.sqlite import SqliteStore
-from .http import DEFAULT_BODY_TIMEOUT, ConvexApp, create_app, no_space, store_fault
+from .faults import no_space, store_fault
+from .http import DEFAULT_BODY_TIMEOUT, ConvexApp, create_app
 from .logs import LogPrinter
 
 __all__ = [

@@ -32,7 +32,7 @@ reported with its traceback (to the ``reporter``, else the
 ``convexpy.server`` logger) and answered 503 with ``{code, message}``: a
 store fault says what happened to the database (``DatabaseDamaged``,
 ``NoSpaceLeft``, ``CommitFailed``, ``StoreClosed``, ``DatabaseError``; see
-:func:`store_fault`), anything else is ``InternalServerError`` with the
+:func:`~convexpy.server.faults.store_fault`), anything else is ``InternalServerError`` with the
 details in the server log. A function that hits a store fault gets the same
 explanation as its ``errorMessage``.
 
@@ -49,48 +49,47 @@ Admin endpoints (``Convex <admin key>`` only), used by ``python -m convexpy``:
 ``GET /api/admin/functions``, ``GET /api/admin/tables`` and
 ``GET /api/admin/tables/{table}?limit=100&order=desc``. ``GET /`` is a small
 JSON status.
+
+This module is the app: its routes and endpoints. The wire format (bodies,
+formats, answers) is :mod:`~convexpy.server.wire`, who is calling
+:mod:`~convexpy.server.auth`, and what store failures mean
+:mod:`~convexpy.server.faults`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
-import errno
-import hmac
-import json
 import logging
 import math
-import os
-import sqlite3
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..context import UserIdentity
-from ..convex_json import from_convex_json, to_clean_json, to_convex_json, to_plain_json
+from ..convex_json import to_convex_json
 from ..db import DatabaseReader, SystemReader
-from ..errors import (
-    ArgumentValidationError,
-    CommitFailedError,
-    ConvexError,
-    FunctionNotFoundError,
-    StoreClosedError,
-    StoreUnavailableError,
-    error_text,
-)
+from ..errors import ArgumentValidationError, ConvexError, FunctionNotFoundError, error_text
 from ..functions import FunctionKind
 from ..runtime import Runtime
 from ..store.jobs import SCHEDULED_FUNCTIONS
+from .auth import Caller, request_caller, require_admin
+from .faults import StoreFault, store_fault
+from .wire import (
+    BodyReader,
+    RequestError,
+    ascii_int,
+    body_args,
+    body_format,
+    convex_error_body,
+    export_value,
+    json_response,
+)
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
@@ -98,10 +97,7 @@ __all__ = [
     "MAX_REQUEST_BYTES",
     "ConvexApp",
     "Reporter",
-    "StoreFault",
     "create_app",
-    "identity_from_jwt",
-    "store_fault",
 ]
 
 logger = logging.getLogger("convexpy.server")
@@ -120,16 +116,6 @@ eight bodies of the largest size, about 64 MiB."""
 DEFAULT_TABLE_LIMIT = 100
 MAX_TABLE_LIMIT = 10_000
 
-_FORMATS = {
-    "convex_encoded_json": "encoded",
-    "convex_json": "encoded",  # Convex's legacy alias
-    "json": "clean",
-    "convex_clean_json": "clean",  # Convex's legacy alias
-}
-
-# Registered JWT claims, which are not user attributes.
-_JWT_REGISTERED = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti"})
-
 
 class Reporter(Protocol):
     """Where the app reports what the runtime's events do not cover (the dev log)."""
@@ -147,315 +133,6 @@ class Reporter(Protocol):
         answered ``status`` with ``{code, message}``; show the traceback."""
 
 
-class RequestError(Exception):
-    """A request refused before any function ran: HTTP ``status`` with ``{code, message}``.
-
-    ``close`` asks the server to close the connection after the answer (the
-    rest of the request body was not read).
-    """
-
-    def __init__(self, status: int, code: str, message: str, *, close: bool = False) -> None:
-        self.status = status
-        self.code = code
-        self.message = message
-        self.close = close
-        super().__init__(message)
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who sent a request: the admin (trusted) or a user with an optional identity."""
-
-    trusted: bool
-    identity: UserIdentity | None
-
-
-_ANONYMOUS = Caller(trusted=False, identity=None)
-_ADMIN = Caller(trusted=True, identity=None)
-
-
-# --------------------------------------------------------------------------
-# Request input and store faults
-
-
-def ascii_int(text: str) -> int | None:
-    """``text`` as a non-negative integer if it is ASCII digits only, else None.
-
-    (``str.isdigit`` and ``int`` also take ``"²"``, ``"١٢"``, ``" 12"`` and ``"1_2"``.)
-    """
-    if not text or not text.isascii() or not text.isdigit():
-        return None
-    return int(text)
-
-
-@dataclass(frozen=True, slots=True)
-class StoreFault:
-    """What a store failure means, for people: a ``code`` and a one-line ``message``."""
-
-    code: str
-    message: str
-
-
-_SQLITE_DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
-_DAMAGED_TEXT = ("malformed", "not a database", "database corrupt")
-_FULL_TEXT = ("database or disk is full", "no space left on device")
-_NEARLY_FULL_BYTES = 1 << 20
-"""An I/O error on a file system with less free space than this is read as a full disk
-(SQLite says "disk I/O error" when it cannot grow its shared-memory file)."""
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """``exc``, then its causes and contexts (each once)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
-def _summary(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _sqlite_code(exc: BaseException) -> int | None:
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code & 0xFF if isinstance(code, int) else None
-
-
-def _nearly_full(path: Path | None) -> bool:
-    directory = None if path is None else path.parent
-    while directory is not None and not directory.exists() and directory != directory.parent:
-        directory = directory.parent
-    if directory is None:
-        return False
-    try:
-        stats = os.statvfs(directory)
-    except OSError:
-        return False
-    return stats.f_bavail * stats.f_frsize < _NEARLY_FULL_BYTES
-
-
-def no_space(exc: BaseException, path: Path | None = None) -> BaseException | None:
-    """The error in ``exc``'s chain that says the disk is full, if one does.
-
-    ``path`` is the file being written when the driver's error is only an I/O
-    error (then a file system with almost no free space counts as full).
-    """
-    for err in _chain(exc):
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-            return err
-        text = str(err).lower()
-        if _sqlite_code(err) == sqlite3.SQLITE_FULL or any(t in text for t in _FULL_TEXT):
-            return err
-    for err in _chain(exc):
-        io_error = isinstance(err, OSError) and err.errno == errno.EIO
-        sqlite_io = isinstance(err, sqlite3.Error) and (
-            _sqlite_code(err) == sqlite3.SQLITE_IOERR or "disk i/o error" in str(err).lower()
-        )
-        if (io_error or sqlite_io) and _nearly_full(path):
-            return err
-    return None
-
-
-def store_fault(exc: BaseException, path: Path | None = None) -> StoreFault | None:
-    """What ``exc`` means if it is a store fault (None if it is not one).
-
-    ``path`` is the database file, named in the message. Looks through the
-    exception's causes: the store wraps the driver's error.
-    """
-    where = "the database" if path is None else f"the database file {str(path)!r}"
-    subject = where[0].upper() + where[1:]
-    full = no_space(exc, path)
-    if full is not None:
-        return StoreFault(
-            "NoSpaceLeft",
-            f"No space left on device for {where} ({_summary(full)}): free some space; "
-            "nothing was written",
-        )
-    for err in _chain(exc):
-        damaged = _sqlite_code(err) in _SQLITE_DAMAGED
-        if damaged or (
-            isinstance(err, sqlite3.DatabaseError)
-            and any(t in str(err).lower() for t in _DAMAGED_TEXT)
-        ):
-            return StoreFault(
-                "DatabaseDamaged",
-                f"{subject} is damaged ({_summary(err)}), so convexpy cannot read it: "
-                "restore it from a backup while the server is stopped (or, if its data does "
-                "not matter, delete it to start empty)",
-            )
-    if isinstance(exc, StoreClosedError):
-        return StoreFault("StoreClosed", f"The store is closed: {exc}")
-    if isinstance(exc, CommitFailedError):
-        cause = exc.__cause__
-        reason = _summary(cause) if cause is not None else str(exc)
-        return StoreFault("CommitFailed", f"{subject} could not commit: {reason}")
-    if isinstance(exc, StoreUnavailableError):
-        return StoreFault("StoreUnavailable", f"{subject} is unavailable: {exc}")
-    for err in _chain(exc):
-        if isinstance(err, sqlite3.Error):
-            return StoreFault("DatabaseError", f"{subject} failed: {_summary(err)}")
-    return None
-
-
-# --------------------------------------------------------------------------
-# Values
-
-
-def _export(value: object, fmt: str) -> object:
-    if fmt == "clean":
-        to_convex_json(value)  # the same checks as the lossless format
-        return to_clean_json(value)
-    return to_convex_json(value)
-
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
-
-
-def _parse_body(raw: bytes) -> dict[str, Any]:
-    if not raw.strip():
-        raise RequestError(
-            400, "BadJsonBody", "Failed to parse the request body as JSON: the body is empty"
-        )
-    try:
-        body = json.loads(raw, parse_constant=_reject_constant)
-    except RecursionError:
-        raise RequestError(
-            400, "BadJsonBody", "Failed to parse the request body as JSON: nested too deeply"
-        ) from None
-    except ValueError as exc:
-        raise RequestError(
-            400, "BadJsonBody", f"Failed to parse the request body as JSON: {exc}"
-        ) from None
-    if not isinstance(body, dict):
-        raise RequestError(
-            400,
-            "BadJsonBody",
-            f"The request body must be a JSON object, got {_json_type(body)}",
-        )
-    return body
-
-
-def _reject_constant(name: str) -> object:
-    raise ValueError(f"{name} is not valid JSON (send it as Convex JSON: {{'$float': ...}})")
-
-
-def _format(body: dict[str, Any], default: str) -> str:
-    fmt = body.get("format")
-    if fmt is None:
-        return default
-    if not isinstance(fmt, str):
-        raise RequestError(400, "BadJsonBody", f"`format` must be a string, got {_json_type(fmt)}")
-    try:
-        return _FORMATS[fmt]
-    except KeyError:
-        raise RequestError(
-            400,
-            "BadFormat",
-            f"format param must be one of [`json`, `convex_encoded_json`]. Got {fmt}",
-        ) from None
-
-
-def _args(body: dict[str, Any]) -> dict[str, Any]:
-    raw = body.get("args")
-    if raw is None:
-        return {}
-    if isinstance(raw, list):
-        if len(raw) != 1:
-            raise RequestError(
-                400,
-                "BadJsonBody",
-                f"`args` must be an object or an array of one object, got an array of {len(raw)}",
-            )
-        raw = raw[0]
-    if not isinstance(raw, dict):
-        raise RequestError(400, "BadJsonBody", f"`args` must be an object, got {_json_type(raw)}")
-    try:
-        args = from_convex_json(raw)
-    except RecursionError:
-        raise RequestError(400, "BadConvexValue", "`args` are nested too deeply") from None
-    except ValueError as exc:
-        raise RequestError(400, "BadConvexValue", f"`args`: {exc}") from None
-    if not isinstance(args, dict):
-        raise RequestError(
-            400, "BadJsonBody", "`args` must be an object, got an encoded Convex scalar"
-        )
-    return args
-
-
-# --------------------------------------------------------------------------
-# Authorization
-
-
-def identity_from_jwt(token: str) -> UserIdentity:
-    """The identity a JWT's claims describe. DEVELOPMENT ONLY: the signature is not checked.
-
-    Raises :class:`RequestError` (401 ``InvalidAuthHeader``) for anything that
-    is not a JWT with string ``sub`` and ``iss`` claims.
-    """
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise RequestError(
-            401,
-            "InvalidAuthHeader",
-            "Could not parse the bearer token as a JWT (expected three base64url parts "
-            "separated by '.')",
-        )
-    try:
-        segment = parts[1] + "=" * (-len(parts[1]) % 4)
-        payload = json.loads(base64.urlsafe_b64decode(segment.encode("ascii")))
-    except (ValueError, binascii.Error, UnicodeEncodeError, RecursionError):
-        raise RequestError(
-            401, "InvalidAuthHeader", "Could not parse the bearer token's payload as JSON"
-        ) from None
-    if not isinstance(payload, dict):
-        raise RequestError(401, "InvalidAuthHeader", "The JWT payload is not a JSON object")
-    subject, issuer = payload.get("sub"), payload.get("iss")
-    if not isinstance(subject, str) or not subject or not isinstance(issuer, str) or not issuer:
-        raise RequestError(
-            401, "InvalidAuthHeader", "The JWT must have string `sub` and `iss` claims"
-        )
-
-    def text(name: str) -> str | None:
-        value = payload.get(name)
-        return value if isinstance(value, str) else None
-
-    verified = payload.get("email_verified")
-    known = {"name", "email", "email_verified", "picture"}
-    claims = {k: v for k, v in payload.items() if k not in _JWT_REGISTERED and k not in known}
-    return UserIdentity(
-        subject=subject,
-        issuer=issuer,
-        name=text("name"),
-        email=text("email"),
-        email_verified=verified if isinstance(verified, bool) else None,
-        picture_url=text("picture"),
-        claims=claims,
-    )
-
-
-# --------------------------------------------------------------------------
-# The app
-
-
-def _json_response(status: int, body: object, headers: dict[str, str] | None = None) -> Response:
-    content = json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
-    return Response(content, status_code=status, media_type="application/json", headers=headers)
-
-
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -463,10 +140,6 @@ def _a(kind: FunctionKind | str) -> str:
     """``"a query"``, ``"a mutation"``, ``"an action"``."""
     kind = str(kind)
     return f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"
-
-
-_BODY_BYTES = "convexpy.body_bytes"
-"""Scope key: bytes of the request's body counted against the app's budget."""
 
 
 class _Api:
@@ -482,11 +155,7 @@ class _Api:
         self.runtime = runtime
         self.admin_key = admin_key
         self.reporter = reporter
-        self.max_request_bytes = max_request_bytes
-        self.body_timeout = body_timeout
-        self.max_pending_body_bytes = max_pending_body_bytes
-        self.pending_body_bytes = 0
-        """Bytes of request bodies held by requests in progress."""
+        self.bodies = BodyReader(max_request_bytes, body_timeout, max_pending_body_bytes)
         self.reload_error: str | None = None
         """Why the last reload of the app failed (None once one succeeds); see ConvexApp."""
 
@@ -508,7 +177,7 @@ class _Api:
             except Exception as exc:
                 return self.server_error(request, exc)
             finally:
-                self.pending_body_bytes -= request.scope.pop(_BODY_BYTES, 0)
+                self.bodies.release(request)
 
         return guarded
 
@@ -518,7 +187,7 @@ class _Api:
                 request.method, request.url.path, err.status, err.code, err.message
             )
         headers = {"Connection": "close"} if err.close else None
-        return _json_response(err.status, {"code": err.code, "message": err.message}, headers)
+        return json_response(err.status, {"code": err.code, "message": err.message}, headers)
 
     def server_error(self, request: Request, exc: BaseException) -> Response:
         """An exception escaped an endpoint: report it with its traceback, answer 503."""
@@ -542,7 +211,7 @@ class _Api:
                 fault.message,
                 exc_info=exc,
             )
-        return _json_response(503, {"code": fault.code, "message": fault.message})
+        return json_response(503, {"code": fault.code, "message": fault.message})
 
     async def http_exception(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -562,113 +231,24 @@ class _Api:
     async def unhandled(self, request: Request, exc: Exception) -> Response:
         return self.server_error(request, exc)
 
-    async def read_body(self, request: Request) -> dict[str, Any]:
-        """The JSON object in the body, read within ``body_timeout`` seconds and
-        counted against the app's budget of pending body bytes."""
-        limit = self.max_request_bytes
-        too_large = RequestError(
-            413,
-            "PayloadTooLarge",
-            f"The request body is larger than the limit of {limit} bytes",
-        )  # (the server reads and drops the rest, so that the client sees the answer)
-        header = request.headers.get("content-length")
-        declared = None if header is None else ascii_int(header.strip())
-        if header is not None and declared is None:
-            raise RequestError(
-                400,
-                "BadRequest",
-                f"The Content-Length header must be a number of bytes, got {header!r}",
-                close=True,
-            )
-        if declared is not None and declared > limit:
-            raise too_large
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async with asyncio.timeout(self.body_timeout):
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > limit:
-                        raise too_large
-                    self.hold(request, len(chunk))
-                    chunks.append(chunk)
-        except TimeoutError:
-            expected = "" if declared is None else f" of {declared}"
-            raise RequestError(
-                408,
-                "RequestTimeout",
-                f"The request body did not arrive within {self.body_timeout:g} s "
-                f"({size}{expected} bytes received)",
-                close=True,
-            ) from None
-        except ClientDisconnect:
-            raise RequestError(400, "ClientDisconnected", "The client went away") from None
-        return _parse_body(b"".join(chunks))
-
-    def hold(self, request: Request, size: int) -> None:
-        """Count ``size`` more bytes of ``request``'s body (released when it is answered)."""
-        budget = self.max_pending_body_bytes
-        if self.pending_body_bytes + size > budget:
-            raise RequestError(
-                503,
-                "Overloaded",
-                f"The server is already holding {self.pending_body_bytes} bytes of request "
-                f"bodies (its limit is {budget}); try again when fewer requests are in flight",
-                close=True,
-            )
-        self.pending_body_bytes += size
-        request.scope[_BODY_BYTES] = request.scope.get(_BODY_BYTES, 0) + size
-
-    def caller(self, request: Request) -> Caller:
-        header = request.headers.get("authorization")
-        if header is None:
-            return _ANONYMOUS
-        scheme, _, credential = header.strip().partition(" ")
-        credential = credential.strip()
-        if scheme.lower() == "convex":
-            key = self.admin_key
-            if key and credential and hmac.compare_digest(credential.encode(), key.encode()):
-                return _ADMIN
-            raise RequestError(
-                401, "BadAdminKey", "The provided admin key was invalid for this instance"
-            )
-        if scheme.lower() == "bearer" and credential:
-            return Caller(trusted=False, identity=identity_from_jwt(credential))
-        raise RequestError(
-            401,
-            "InvalidAuthHeader",
-            "The Authorization header must be `Bearer <JWT>` or `Convex <admin key>`",
-        )
-
-    def require_admin(self, request: Request) -> None:
-        if request.headers.get("authorization") is None:
-            raise RequestError(
-                401,
-                "MissingAdminKey",
-                "This endpoint needs the header `Authorization: Convex <admin key>` "
-                "(the dev server prints the key and stores it in .convexpy/admin_key)",
-            )
-        if not self.caller(request).trusted:
-            raise RequestError(
-                401, "BadAdminKey", "The provided admin key was invalid for this instance"
-            )
-
     # -- functions -----------------------------------------------------------------
 
     def function_endpoint(self, kind: FunctionKind) -> Endpoint:
         async def endpoint(request: Request) -> Response:
-            caller = self.caller(request)
-            body = await self.read_body(request)
+            caller = request_caller(request, self.admin_key)
+            body = await self.bodies.read(request)
             path = body.get("path")
             if not isinstance(path, str):
                 problem = "missing field `path`" if path is None else "`path` must be a string"
                 raise RequestError(400, "BadJsonBody", problem)
-            return await self.call(kind, path, _args(body), caller, _format(body, "encoded"))
+            return await self.call(
+                kind, path, body_args(body), caller, body_format(body, "encoded")
+            )
 
         return endpoint
 
     async def run_endpoint(self, request: Request) -> Response:
-        caller = self.caller(request)
+        caller = request_caller(request, self.admin_key)
         parts = str(request.path_params.get("path", "")).strip("/").split("/")
         if len(parts) < 2 or not all(parts):
             raise RequestError(
@@ -676,9 +256,9 @@ class _Api:
                 "MissingIdentifier",
                 "Path or function name not provided in path, e.g. /api/run/messages/list",
             )
-        body = await self.read_body(request)
+        body = await self.bodies.read(request)
         path = "/".join(parts[:-1]) + ":" + parts[-1]
-        return await self.call(None, path, _args(body), caller, _format(body, "clean"))
+        return await self.call(None, path, body_args(body), caller, body_format(body, "clean"))
 
     async def call(
         self,
@@ -708,23 +288,23 @@ class _Api:
         except FunctionNotFoundError as exc:  # the app was reloaded under us
             raise self.not_found(exc) from None
         except ConvexError as exc:
-            return _json_response(200, self.convex_error(exc, logs, fmt))
+            return json_response(200, convex_error_body(exc, logs, fmt))
         except (Exception, SystemExit) as exc:
             if self.reporter is not None and not isinstance(exc, ArgumentValidationError):
                 self.reporter.function_exception(path, exc)
             fault = store_fault(exc, self.store_path)
             message = error_text(exc) if fault is None else fault.message
-            return _json_response(
+            return json_response(
                 200, {"status": "error", "errorMessage": message, "logLines": logs}
             )
         try:
-            exported = _export(value, fmt)
+            exported = export_value(value, fmt)
         except (ValueError, RecursionError) as exc:
             message = f"{path} returned a value that cannot be sent: {exc}"
-            return _json_response(
+            return json_response(
                 200, {"status": "error", "errorMessage": message, "logLines": logs}
             )
-        return _json_response(200, {"status": "success", "value": exported, "logLines": logs})
+        return json_response(200, {"status": "success", "value": exported, "logLines": logs})
 
     def not_found(self, exc: FunctionNotFoundError) -> RequestError:
         """404 ``FunctionNotFound``, saying so when the last reload failed."""
@@ -735,21 +315,6 @@ class _Api:
                 "code are not loaded"
             )
         return RequestError(404, "FunctionNotFound", message)
-
-    @staticmethod
-    def convex_error(exc: ConvexError, logs: list[str], fmt: str) -> dict[str, Any]:
-        body: dict[str, Any] = {"status": "error", "errorMessage": error_text(exc)}
-        try:
-            body["errorData"] = _export(exc.data, fmt)
-            if not isinstance(exc.data, str):  # Convex shows the data as JSON
-                plain = json.dumps(to_plain_json(exc.data), ensure_ascii=False)
-                body["errorMessage"] = f"ConvexError: {plain}"
-        except (ValueError, RecursionError) as problem:
-            body["errorMessage"] += f" (its data is not a Convex value: {problem})"
-        body["logLines"] = logs
-        return body
-
-    # -- status and admin ------------------------------------------------------------
 
     async def status(self, request: Request) -> Response:
         from .. import __version__
@@ -762,7 +327,7 @@ class _Api:
             state = "degraded"  # writes fail for now; reads and retries go on
         else:
             state = "running"
-        return _json_response(
+        return json_response(
             200,
             {
                 "name": "convexpy",
@@ -774,14 +339,14 @@ class _Api:
         )
 
     async def functions(self, request: Request) -> Response:
-        self.require_admin(request)
+        require_admin(request, self.admin_key)
         app = self.runtime.app
         items = [] if app is None else sorted(app.registry, key=lambda item: item[0])
         listed = [
             {"path": path, "kind": fn.kind.value, "visibility": fn.visibility.value}
             for path, fn in items
         ]
-        return _json_response(200, {"functions": listed, "reloadError": self.reload_error})
+        return json_response(200, {"functions": listed, "reloadError": self.reload_error})
 
     async def table_names(self) -> list[str]:
         runtime = self.runtime
@@ -793,13 +358,13 @@ class _Api:
         return sorted(names, key=lambda name: (name.startswith("_"), name))
 
     async def tables(self, request: Request) -> Response:
-        self.require_admin(request)
+        require_admin(request, self.admin_key)
         names = await self.table_names()
         listed = [{"name": name, "system": name.startswith("_")} for name in names]
-        return _json_response(200, {"tables": listed})
+        return json_response(200, {"tables": listed})
 
     async def table(self, request: Request) -> Response:
-        self.require_admin(request)
+        require_admin(request, self.admin_key)
         table = str(request.path_params["table"])
         limit_text = request.query_params.get("limit", str(DEFAULT_TABLE_LIMIT))
         limit = ascii_int(limit_text)
@@ -822,7 +387,7 @@ class _Api:
             docs = await query.take(limit + 1)
         finally:
             txn.release()
-        return _json_response(
+        return json_response(
             200,
             {
                 "table": table,
