@@ -178,6 +178,7 @@ def test_public_names_are_exported():
     modules = {
         "clock",
         "context",
+        "convex_json",
         "cron",
         "db",
         "errors",
