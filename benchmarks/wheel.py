@@ -1,7 +1,7 @@
 """The timer wheel against a heapq baseline, on the dispatcher's workload.
 
 Run: ``python benchmarks/wheel.py`` (sizes 1k, 10k, 100k and 1M timers, about
-three minutes), ``--sizes 1000,100000``, ``--repeat 5``, ``--json``.
+ten minutes), ``--sizes 1000,100000``, ``--repeat 3``, ``--json``.
 
 The workload is what the dispatcher gives its wheel: keys are job ids (real
 ones, from ``convexpy.ids.new_id``); deadlines are epoch milliseconds with a
@@ -10,7 +10,11 @@ and 1% up to a day ahead (further than the dispatcher ever loads, but the
 wheel must still take them). A tenth of the timers are cancelled before the
 advance runs. Advance moves the time the way the dispatcher does: either to
 the next deadline plus the lateness of a wake-up (0-1 ms), or in steps of
-1-5 ms; both end when every timer has been returned.
+1-5 ms; both end when every timer has been returned. The steady-state row
+runs the dispatcher's loop over the same timers arriving during a minute
+(each due within the minute after it arrives, a tenth cancelled on the way):
+wake at the next deadline, arrival or cancellation, add, cancel, advance.
+Its rate counts timers through the structure, the loop's own work included.
 
 Both structures get the same calls with the same arguments; each figure is
 the best of ``--repeat`` runs taken in alternation in this process, so the
@@ -132,6 +136,16 @@ class Workload:
             steps.append(now)
         steps.append(self.end)
         self.steps = steps
+        # Steady state: the same timers arrive over a minute, each due up to
+        # a minute after it arrives; a tenth are cancelled before they are due.
+        arrivals = sorted((T0 + rng.uniform(0, WINDOW_MS), key) for key in self.keys)
+        self.arrivals = [(at, key, at + rng.uniform(0, WINDOW_MS)) for at, key in arrivals]
+        cancelled = set(self.cancelled)
+        self.cancels = sorted(
+            (rng.uniform(at, deadline), key)
+            for at, key, deadline in self.arrivals
+            if key in cancelled
+        )
 
     def load(self, make: Factory) -> Timers:
         timers = make(T0)
@@ -211,6 +225,41 @@ def drain_in_steps(timers: Timers, steps: list[float]) -> list[tuple[float, str]
     return out
 
 
+def run_steady(timers: Timers, work: Workload) -> list[tuple[float, str]]:
+    """The dispatcher's loop under a steady load: wake at the next deadline,
+    arrival or cancellation (a little late), add what arrived, cancel what
+    was cancelled, take what is due."""
+    out: list[tuple[float, str]] = []
+    add, cancel, advance = timers.add, timers.cancel, timers.advance
+    next_deadline, extend = timers.next_deadline, out.extend
+    arrivals, cancels, lateness = work.arrivals, work.cancels, work.lateness
+    arrived = cancelled = wakes = 0
+    now = T0
+    while True:
+        wake = next_deadline()
+        if arrived < len(arrivals) and (wake is None or arrivals[arrived][0] < wake):
+            wake = arrivals[arrived][0]
+        if cancelled < len(cancels) and (wake is None or cancels[cancelled][0] < wake):
+            wake = cancels[cancelled][0]
+        if wake is None:
+            return out
+        now = max(now, wake) + lateness[wakes % len(lateness)]
+        wakes += 1
+        while arrived < len(arrivals) and arrivals[arrived][0] <= now:
+            _, key, deadline = arrivals[arrived]
+            add(key, deadline)
+            arrived += 1
+        while cancelled < len(cancels) and cancels[cancelled][0] <= now:
+            cancel(cancels[cancelled][1])
+            cancelled += 1
+        extend(advance(now))
+
+
+def op_steady(work: Workload, make: Factory) -> tuple[float, int]:
+    timers = make(T0)
+    return timed(lambda: run_steady(timers, work)), work.n
+
+
 def op_advance_to_next(work: Workload, make: Factory) -> tuple[float, int]:
     timers = work.load_and_cancel(make)
     return timed(lambda: drain_to_next(timers, work.lateness)), work.due
@@ -228,6 +277,7 @@ OPERATIONS: list[tuple[str, str, Operation]] = [
     ("cancel (10%, random order)", "cancels/s", op_cancel),
     ("advance to next deadline", "due/s", op_advance_to_next),
     ("advance in 1-5 ms steps", "due/s", op_advance_steps),
+    ("steady: arrive, cancel, advance", "timers/s", op_steady),
 ]
 
 
@@ -262,6 +312,9 @@ def check_same_results(work: Workload) -> None:
         results = [drain(work.load_and_cancel(make), arg) for make in SYSTEMS.values()]
         assert results[0] == results[1], f"{drain.__name__}: the wheel and heapq disagree"
         assert len(results[0]) == work.due
+    results = [run_steady(make(T0), work) for make in SYSTEMS.values()]
+    assert results[0] == results[1], "run_steady: the wheel and heapq disagree"
+    assert len(results[0]) == work.due
 
 
 def measure(sizes: list[int], repeat: int) -> list[dict[str, Any]]:
@@ -310,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
         default="1000,10000,100000,1000000",
         help="comma-separated numbers of timers (default 1000,10000,100000,1000000)",
     )
-    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (default 3)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per figure (default 5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     options = parser.parse_args(argv)
     sizes = [int(size) for size in options.sizes.split(",")]

@@ -5,17 +5,16 @@ wheel only as its time approaches, asks :meth:`TimerWheel.next_deadline` how
 long it may sleep, and calls :meth:`TimerWheel.advance` with the clock's time
 to collect what is due. The wheel is pure: it never reads a clock.
 
-Layout. Time is cut into *slots* of ``slot_ms`` (1,024 ms by default); the
+Layout. Time is cut into *slots* of ``slot_ms`` (2,048 ms by default); the
 slot of a deadline is ``floor(deadline_ms / slot_ms)``. The *head* holds the
 current slot and everything before it, sorted latest first, so that the next
-entry due is popped from its end. The next ``slots - 1`` slots (63 by
-default: the dispatcher's minute and a little more) form the *ring*: slot
-``s`` is the list at index ``s % slots``, its entries unsorted, in insertion
-order. A deadline beyond the ring waits in an *overflow* heap ordered by
-(deadline, insertion), and moves into the ring as soon as the ring reaches
-its slot. The current slot is the slot of the wheel's time, or a later one:
-when the head runs out, :meth:`~TimerWheel.next_deadline` makes the next
-occupied slot the head.
+entry due is popped from its end. The next ``slots - 1`` slots (31 by default:
+the dispatcher's minute and a little more) form the *ring*: slot ``s`` is the
+list at index ``s % slots``, unsorted but for entries of equal deadline, which
+stay in insertion order everywhere. A deadline beyond the ring waits in an
+*overflow* heap ordered by (deadline, insertion), and moves into the ring as
+soon as the ring reaches its slot. The current slot is the slot of the wheel's
+time.
 
 Work. Entries are ``(deadline_ms, key)`` tuples, made once and returned as
 they are. :meth:`~TimerWheel.add` only appends to an *incoming* list; the
@@ -28,10 +27,10 @@ of its slot: no heap operation per entry, except beyond the ring.
 Order and exactness. Slots only group: deadlines are compared exactly,
 fractions of a millisecond included, and slot numbers never decrease as
 deadlines grow, so every entry in a later slot than the head's has a later
-deadline than every entry in the head. Sorts are stable and every list keeps entries of
-equal deadline in insertion order, so ties come out in insertion order; an
-overflow entry reaches the ring before the ring can take any other entry for
-its slot.
+deadline than every entry in the head. Sorts are stable and every list keeps
+entries of equal deadline in insertion order, so ties come out in insertion
+order; an overflow entry reaches the ring before the ring can take any other
+entry for its slot.
 
 Cancellation is lazy: :meth:`~TimerWheel.cancel` forgets the key, and its
 entry stays where it is until the head passes it, or until cancelled entries
@@ -113,7 +112,7 @@ class TimerWheel(Generic[K]):
         "_now",
         "_overflow",
         "_per_ms",
-        "_placed",
+        "_placed_budget",
         "_quiet_until",
         "_ring",
         "_seq",
@@ -122,7 +121,7 @@ class TimerWheel(Generic[K]):
         "_slots",
     )
 
-    def __init__(self, now_ms: float, *, slot_ms: int = 1024, slots: int = 64) -> None:
+    def __init__(self, now_ms: float, *, slot_ms: int = 2048, slots: int = 32) -> None:
         self._slot_ms = float(_power_of_two(slot_ms, "slot_ms"))
         self._slots = _power_of_two(slots, "slots")
         if slots < 2:
@@ -141,11 +140,11 @@ class TimerWheel(Generic[K]):
         # (ties latest inserted first): the next entry due is at the end.
         self._head: list[_Entry[K]] = []
         self._ring: list[list[_Entry[K]]] = [[] for _ in range(slots)]
-        # (deadline, insertion number, entry) beyond the ring.
-        self._overflow: list[tuple[float, int, _Entry[K]]] = []
+        # (deadline, insertion number, slot, entry) beyond the ring.
+        self._overflow: list[tuple[float, int, int, _Entry[K]]] = []
         self._seq = 0
-        # Entries placed since cancelled ones were last counted.
-        self._placed = 0
+        # Entries to place before cancelled ones are counted again.
+        self._placed_budget = _GARBAGE_SLACK
         # Advancing to any time before this finds nothing due and stays in
         # the current slot: at most the earliest live deadline (once the
         # incoming entries are placed) and the start of the next slot.
@@ -225,22 +224,26 @@ class TimerWheel(Generic[K]):
                 self._move_to(target)
         self._now = now_ms
         head = self._head
-        pop = self._live.pop
+        live = self._live
+        pop = live.pop
         out: list[_Entry[K]] = []
         while head:
             entry = head[-1]
-            if entry[0] > now_ms:
-                # The earliest entry left: everything else is in later slots.
-                self._quiet_until = entry[0]
-                self._next_entry = entry
-                return out
-            del head[-1]
             key = entry[1]
+            if entry[0] > now_ms:
+                if live.get(key) is entry:
+                    # The earliest entry left: everything else is in later slots.
+                    self._quiet_until = entry[0]
+                    self._next_entry = entry
+                    return out
+                del head[-1]  # cancelled
+                continue
+            del head[-1]
             found = pop(key, None)
             if found is entry:
                 out.append(entry)
             elif found is not None:
-                self._live[key] = found  # the current entry of a re-added key: keep it
+                live[key] = found  # the current entry of a re-added key: keep it
         # What is left is in later slots.
         self._quiet_until = self._slot_end
         self._next_entry = None
@@ -283,34 +286,35 @@ class TimerWheel(Generic[K]):
         """Put the incoming entries where they belong: head, ring or overflow."""
         batch = self._incoming
         self._incoming = []
-        self._placed += len(batch)
         cur = self._cur
         reach = cur + self._slots
         per_ms = self._per_ms
         ring = self._ring
         mask = self._mask
-        current: list[_Entry[K]] = []  # for the head: due, or due in this slot
+        current: list[_Entry[K]] | None = None  # for the head: due, or in this slot
         for entry in batch:
             slot = floor(entry[0] * per_ms)
             if slot > cur:
                 if slot < reach:
                     ring[slot & mask].append(entry)
                 else:
-                    self._push_overflow(entry)
+                    self._push_overflow(entry, slot)
+            elif current is None:
+                current = [entry]
             else:
                 current.append(entry)
-        if current:
-            # Entries placed elsewhere are in later slots than the head's.
+        if current is not None:
             self._merge_into_head(current)
-            first = min(current, key=_deadline)
-            if first[0] < self._quiet_until:
-                self._quiet_until = first[0]
-            # The earliest entry held before was the earliest of all held
-            # then; an entry earlier still is the earliest now.
-            known = self._next_entry
-            if known is not None and first[0] < known[0]:
-                self._next_entry = first
-        if self._placed > len(self._live) + _GARBAGE_SLACK:
+        first = batch[0] if len(batch) == 1 else min(batch, key=_deadline)
+        if first[0] < self._quiet_until:
+            self._quiet_until = first[0]
+        # The earliest entry held before was the earliest of all held then;
+        # an entry earlier still is the earliest now.
+        known = self._next_entry
+        if known is not None and first[0] < known[0]:
+            self._next_entry = first
+        self._placed_budget -= len(batch)
+        if self._placed_budget < 0:
             self._drop_cancelled()
 
     def _merge_into_head(self, entries: list[_Entry[K]]) -> None:
@@ -326,16 +330,16 @@ class TimerWheel(Generic[K]):
             head += entries
             _sort_latest_first(head)
 
-    def _push_overflow(self, entry: _Entry[K]) -> None:
+    def _push_overflow(self, entry: _Entry[K], slot: int) -> None:
         seq = self._seq
         self._seq = seq + 1
-        heapq.heappush(self._overflow, (entry[0], seq, entry))
+        heapq.heappush(self._overflow, (entry[0], seq, slot, entry))
 
     def _drop_cancelled(self) -> None:
         """Drop cancelled entries if they outnumber live ones (counting what
         is held is O(slots); it happens once per so many placed entries)."""
-        self._placed = 0
         live = self._live
+        self._placed_budget = len(live) + _GARBAGE_SLACK
         held = len(self._head) + sum(map(len, self._ring)) + len(self._overflow)
         if held <= 2 * len(live) + _GARBAGE_SLACK:
             return
@@ -346,7 +350,7 @@ class TimerWheel(Generic[K]):
             if bucket:
                 bucket[:] = [entry for entry in bucket if live.get(entry[1]) is entry]
         overflow = self._overflow
-        overflow[:] = [item for item in overflow if live.get(item[2][1]) is item[2]]
+        overflow[:] = [item for item in overflow if live.get(item[3][1]) is item[3]]
         heapq.heapify(overflow)
 
     def _move_to(self, target: int) -> None:
@@ -367,59 +371,59 @@ class TimerWheel(Generic[K]):
                 else:
                     head, ring[index] = bucket, head
         overflow = self._overflow
-        per_ms = self._per_ms
-        if overflow and floor(overflow[0][0] * per_ms) <= target:
+        if overflow and overflow[0][2] <= target:
             # Only after a jump past the whole ring, which is empty now.
             heappop = heapq.heappop
-            while overflow and floor(overflow[0][0] * per_ms) <= target:
-                head.append(heappop(overflow)[2])
+            while overflow and overflow[0][2] <= target:
+                head.append(heappop(overflow)[3])
         _sort_latest_first(head)
         self._head = head
         self._cur = target
         self._slot_end = self._next_slot_start()
         reach = target + self._slots
-        if overflow and floor(overflow[0][0] * per_ms) < reach:
+        if overflow and overflow[0][2] < reach:
             # Into the ring, in (deadline, insertion) order, before anything
             # else can be placed in these slots.
             live = self._live
             heappop = heapq.heappop
-            while overflow and floor(overflow[0][0] * per_ms) < reach:
-                entry = heappop(overflow)[2]
+            while overflow and overflow[0][2] < reach:
+                item = heappop(overflow)
+                entry = item[3]
                 if live.get(entry[1]) is entry:
-                    ring[floor(entry[0] * per_ms) & mask].append(entry)
+                    ring[item[2] & mask].append(entry)
 
     def _find_next(self) -> float:
         """Work out the earliest live deadline (some entry is live), dropping
-        the cancelled entries found on the way. When the head runs out, the
-        next occupied slot becomes the head, ahead of the wheel's time."""
+        the cancelled entries found on the way. Past the head, that is the
+        earliest live entry of the next occupied slot: its list is sorted
+        where it is, and the head takes it over sorted when time gets there."""
         live = self._live
-        while True:
-            head = self._head
-            while head:
-                entry = head[-1]
-                if live.get(entry[1]) is entry:
-                    return self._found_next(entry)
-                del head[-1]
-            self._move_to(self._next_occupied())
-
-    def _next_occupied(self) -> int:
-        """The first slot after the current one holding entries (a live entry
-        is held, so there is one)."""
+        head = self._head
+        while head:
+            entry = head[-1]
+            if live.get(entry[1]) is entry:
+                return self._found_next(entry)
+            del head[-1]
         ring = self._ring
         mask = self._mask
         cur = self._cur
         for slot in range(cur + 1, cur + self._slots):
-            if ring[slot & mask]:
-                return slot
+            bucket = ring[slot & mask]
+            if bucket:
+                bucket.sort(key=_deadline)
+                for entry in bucket:
+                    if live.get(entry[1]) is entry:
+                        return self._found_next(entry)
+                bucket.clear()
         overflow = self._overflow
-        live = self._live
         while True:
-            entry = overflow[0][2]
+            entry = overflow[0][3]
             if live.get(entry[1]) is entry:
-                return floor(entry[0] * self._per_ms)
+                return self._found_next(entry)
             heapq.heappop(overflow)
 
     def _found_next(self, entry: _Entry[K]) -> float:
         self._next_entry = entry
-        self._quiet_until = min(entry[0], self._slot_end)
+        slot_end = self._slot_end
+        self._quiet_until = entry[0] if entry[0] < slot_end else slot_end
         return entry[0]
