@@ -99,7 +99,7 @@ class TimerWheel(Generic[K]):
     placed in O(1) (O(log n) beyond the ring) and sorted into the head once
     with the m entries of its slot, O(log m) each; :meth:`advance` returns k
     entries in O(k). :meth:`next_deadline` is O(1) unless it has to look past
-    cancelled entries or move the head to the next occupied slot.
+    cancelled entries or sort the next occupied slot.
     """
 
     __slots__ = (
@@ -179,11 +179,15 @@ class TimerWheel(Generic[K]):
         :attr:`now_ms` is returned by the next :meth:`advance`. Raises
         ``ValueError`` for a deadline that is NaN or infinite.
         """
-        # x - x is 0 for a finite x, and NaN (which is true) otherwise.
-        if deadline_ms - deadline_ms:
+        # x * 0.0 is 0 for a finite x, NaN (which is true) for NaN and the
+        # infinities, and an OverflowError for an int beyond any float.
+        try:
+            if deadline_ms * 0.0:
+                raise OverflowError
+        except OverflowError:
             raise ValueError(
                 f"deadline_ms must be a finite number of epoch milliseconds, got {deadline_ms!r}"
-            )
+            ) from None
         entry = (deadline_ms, key)
         self._incoming.append(entry)
         self._live[key] = entry
