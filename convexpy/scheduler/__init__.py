@@ -1,1 +1,3 @@
-"""Durable scheduling: the timer wheel, the job table and the executor."""
+"""Durable scheduling: ``ctx.scheduler``, the dispatcher that starts due jobs,
+the runner that runs them, retention, and the timer wheel (see ``host.py``
+for what it needs of the runtime)."""

@@ -243,8 +243,9 @@ class Dispatcher:
             self._retention_task is None or self._retention_task.done()
         ):
             self._retention_task = asyncio.create_task(self._clean_up(now))
+        next_job = wheel.next_deadline()
         deadline = min(
-            wheel.next_deadline() or float("inf"),
+            float("inf") if next_job is None else next_job,
             float("inf") if self._window_full else self._next_load,
             retention.next_at,
         )

@@ -1,35 +1,52 @@
-"""A hierarchical timer wheel: which of the near-future jobs are due now.
+"""A timer wheel: which of the near-future jobs are due now.
 
 The durable store holds every scheduled job; the runtime loads a job into the
 wheel only as its time approaches, asks :meth:`TimerWheel.next_deadline` how
 long it may sleep, and calls :meth:`TimerWheel.advance` with the clock's time
 to collect what is due. The wheel is pure: it never reads a clock.
 
-Layout. Time is cut into integer *ticks* of ``tick_ms``. Level ``L`` has
-``slots_per_level`` (``S``) slots, each ``S**L`` ticks wide, used as a ring:
-an entry sits at the lowest level whose ring still reaches its tick, so level
-0 holds the next ``S`` ticks one per slot, level 1 the next ``S*S`` ticks in
-blocks of ``S``, and so on. When the current tick reaches the start of an
-occupied slot, its entries are *cascaded*: placed again, now at a lower level.
-A level-0 slot cascades into the *ready* bucket, whose entries are compared
-with the exact (fractional) time on every advance, so ticks only index: they
-never make an entry due early or late. Entries beyond the top level's ring
-wait in an *overflow* heap and move into the wheel once it reaches them.
+Layout. Time is cut into *slots* of ``slot_ms`` (2,048 ms by default); the
+slot of a deadline is ``floor(deadline_ms / slot_ms)``. The *head* holds the
+current slot and everything before it, sorted latest first, so that the next
+entry due is popped from its end. The next ``slots - 1`` slots (31 by default:
+the dispatcher's minute and a little more) form the *ring*: slot ``s`` is the
+list at index ``s % slots``, unsorted but for entries of equal deadline, which
+stay in insertion order everywhere. A deadline beyond the ring waits in an
+*overflow* heap ordered by (deadline, insertion), and moves into the ring as
+soon as the ring reaches its slot. The current slot is the slot of the wheel's
+time.
 
-Each level keeps a bitmask of its occupied slots, so finding the next slot
-with work is a few integer operations however far away it is, and advance
-jumps from one such slot to the next. Entries whose tick the new time has
-already reached skip the lower levels and go straight to ready, a whole slot
-at a time when it lies entirely in the past. Advancing therefore costs time
-in proportion to the entries and occupied slots passed, never to the number
-of ticks: a virtual clock can jump a month in one call.
+Work. Entries are ``(deadline_ms, key)`` tuples, made once and returned as
+they are. :meth:`~TimerWheel.add` only appends to an *incoming* list; the
+next :meth:`~TimerWheel.advance` or :meth:`~TimerWheel.next_deadline` puts
+the batch where it belongs. When the current slot moves on, the slots it
+reaches are sorted into the head with one sort, in C. So an entry costs a
+few Python operations to add, to place and to take, plus its share of a sort
+of its slot: no heap operation per entry, except beyond the ring.
+
+Order and exactness. Slots only group: deadlines are compared exactly,
+fractions of a millisecond included, and slot numbers never decrease as
+deadlines grow, so every entry in a later slot than the head's has a later
+deadline than every entry in the head. Sorts are stable and every list keeps
+entries of equal deadline in insertion order, so ties come out in insertion
+order; an overflow entry reaches the ring before the ring can take any other
+entry for its slot.
+
+Cancellation is lazy: :meth:`~TimerWheel.cancel` forgets the key, and its
+entry stays where it is until the head passes it, or until cancelled entries
+outnumber live ones by ``_GARBAGE_SLACK`` (counted once per that many
+placements), when they are all dropped. An entry counts only while it is the
+very tuple its key maps to, which also makes re-adding a key leave the old
+entry behind as cancelled. Memory is proportional to the live entries, plus
+what was added since the last advance or next_deadline.
 """
 
 from __future__ import annotations
 
 import heapq
-import math
+from bisect import bisect_left
 from collections.abc import Hashable
+from math import floor, inf, nextafter
 from operator import itemgetter
 from typing import Generic, TypeVar
 
@@ -37,125 +54,106 @@ __all__ = ["TimerWheel"]
 
 K = TypeVar("K", bound=Hashable)
 
-# (deadline_ms, insertion sequence number). Tuples compare by deadline first,
-# and the sequence number is unique, so they sort into the order ``advance``
-# promises without ever comparing keys (which need not be orderable).
-_Entry = tuple[float, int]
+# (deadline_ms, key): what advance returns, created once by add.
+_Entry = tuple[float, K]
 
-_by_entry = itemgetter(0)
-
-# A tick later than any tick of a finite float deadline (floats stay below 2**1024).
-_NEVER = 1 << 1100
+_deadline = itemgetter(0)
 
 
-class _Bucket(dict[K, _Entry]):
-    """One slot's entries, key -> entry, knowing its place in the occupancy masks.
+def _minus_deadline(entry: _Entry[K]) -> float:
+    return -entry[0]
 
-    Each key in the wheel maps to the bucket holding it, so cancel finds the
-    entry and clears the slot's occupancy bit without a search. ``level`` is
-    -1 for the ready and overflow buckets, which have no bit.
-    """
 
-    __slots__ = ("bit", "keep", "level")
+# Cancelled entries are dropped once they outnumber live ones by this many.
+_GARBAGE_SLACK = 1024
 
-    def __init__(self, level: int, bit: int, full: int) -> None:
-        super().__init__()
-        self.level = level
-        self.bit = bit
-        self.keep = full & ~bit
+# Up to this many entries are sorted into the head one by one (bisection and
+# insertion); more are merged with one sort.
+_SMALL_MERGE = 8
+
+
+def _sort_latest_first(entries: list[_Entry[K]]) -> None:
+    """Sort entries given in insertion order (for equal deadlines) into the
+    head's order, so that popping from the end takes them in deadline and
+    then insertion order."""
+    entries.sort(key=_deadline)
+    entries.reverse()
+
+
+def _power_of_two(value: int, name: str) -> int:
+    if not isinstance(value, int) or value < 1 or value & (value - 1):
+        raise ValueError(f"{name} must be a power of two, got {value!r}")
+    return value
 
 
 class TimerWheel(Generic[K]):
     """Keys with deadlines (epoch milliseconds), handed back once they are due.
 
     ``now_ms`` is the wheel's starting time; afterwards the wheel's notion of
-    now is the last value given to :meth:`advance`. ``tick_ms`` is the width
-    of a level-0 slot; it affects only speed and memory, never which entries
-    are due: deadlines are compared exactly, fractions of a millisecond
-    included. The wheel reaches :attr:`horizon_ms` ahead
-    (``(slots_per_level - 1) * slots_per_level ** (levels - 1)`` ticks, about
-    49.5 days with the defaults); later deadlines are still accepted and kept
-    in a heap until the wheel reaches them.
+    now is the last value given to :meth:`advance`. ``slot_ms`` and ``slots``
+    (powers of two) shape the wheel: it reaches ``(slots - 1) * slot_ms``
+    past the current slot without the overflow heap. They affect speed and
+    memory only, never which entries are due or in what order.
 
-    Costs: :meth:`add` and :meth:`cancel` are O(1) (O(log n) for a deadline
-    beyond the horizon); :meth:`advance` costs O(k log k) for the k entries it
-    returns plus O(levels) per occupied slot and per entry it cascades, which
-    each entry does at most ``levels`` times.
+    Costs: :meth:`add` and :meth:`cancel` are O(1). Each entry is later
+    placed in O(1) (O(log n) beyond the ring) and sorted into the head once
+    with the m entries of its slot, O(log m) each; :meth:`advance` returns k
+    entries in O(k). :meth:`next_deadline` is O(1) unless it has to look past
+    cancelled entries or sort the next occupied slot.
     """
 
     __slots__ = (
         "_cur",
-        "_ev",
-        "_ev_over",
-        "_event",
-        "_full",
-        "_heap",
-        "_levels",
-        "_next",
-        "_next_valid",
+        "_head",
+        "_incoming",
+        "_live",
+        "_mask",
+        "_next_entry",
         "_now",
-        "_occ",
         "_overflow",
-        "_ready",
+        "_per_ms",
+        "_placed_budget",
+        "_quiet_until",
+        "_ring",
         "_seq",
+        "_slot_end",
+        "_slot_ms",
         "_slots",
-        "_spans",
-        "_tick_ms",
-        "_wheel",
-        "_where",
     )
 
-    def __init__(
-        self,
-        now_ms: float,
-        *,
-        tick_ms: int = 1,
-        slots_per_level: int = 256,
-        levels: int = 4,
-    ) -> None:
-        if not tick_ms > 0:
-            raise ValueError(f"tick_ms must be positive, got {tick_ms!r}")
-        if slots_per_level < 2:
-            raise ValueError(f"slots_per_level must be at least 2, got {slots_per_level!r}")
-        if levels < 1:
-            raise ValueError(f"levels must be at least 1, got {levels!r}")
-        self._tick_ms = tick_ms
-        self._slots = slots_per_level
-        self._levels = levels
-        # Ticks per slot at each level: 1, S, S*S, ...
-        self._spans: list[int] = [1]
-        for _ in range(1, levels):
-            self._spans.append(self._spans[-1] * slots_per_level)
-        full = (1 << slots_per_level) - 1
-        self._full = full
-        self._cur = self._tick(now_ms, "now_ms")
+    def __init__(self, now_ms: float, *, slot_ms: int = 2048, slots: int = 32) -> None:
+        self._slot_ms = float(_power_of_two(slot_ms, "slot_ms"))
+        self._slots = _power_of_two(slots, "slots")
+        if slots < 2:
+            raise ValueError(f"slots must be at least 2, got {slots!r}")
+        # Multiplying by the inverse of a power of two is exact (short of
+        # underflow near zero, where slot numbers still never decrease).
+        self._per_ms = 1.0 / slot_ms
+        self._mask = slots - 1
+        self._cur = self._slot(now_ms, "now_ms")
         self._now = now_ms
-        self._wheel: list[list[_Bucket[K]]] = [
-            [_Bucket(level, 1 << i, full) for i in range(slots_per_level)]
-            for level in range(levels)
-        ]
-        self._occ = [0] * levels
-        # Entries whose tick has been reached: due as soon as now >= deadline.
-        self._ready: _Bucket[K] = _Bucket(-1, 0, full)
-        # Entries beyond the top level's reach. The heap orders them for
-        # moving into the wheel; cancelled ones stay in it until popped or
-        # compacted, recognised by their sequence number no longer matching.
-        self._overflow: _Bucket[K] = _Bucket(-1, 0, full)
-        self._heap: list[tuple[float, int, K]] = []
-        self._where: dict[K, _Bucket[K]] = {}
+        # key -> its entry; an entry anywhere else that is not its key's
+        # entry here is cancelled.
+        self._live: dict[K, _Entry[K]] = {}
+        self._incoming: list[_Entry[K]] = []
+        # The current slot and everything before it, sorted latest first
+        # (ties latest inserted first): the next entry due is at the end.
+        self._head: list[_Entry[K]] = []
+        self._ring: list[list[_Entry[K]]] = [[] for _ in range(slots)]
+        # (deadline, insertion number, slot, entry) beyond the ring.
+        self._overflow: list[tuple[float, int, int, _Entry[K]]] = []
         self._seq = 0
-        # Ticks at which work may be waiting: per level, the start of its
-        # first occupied slot; for overflow, when the wheel first reaches its
-        # earliest entry; and the minimum of them all. Each may be too early
-        # (cancel does not update them; an event with nothing to do is
-        # harmless) but never too late, and advance() skips straight from
-        # one event to the next.
-        self._ev = [_NEVER] * levels
-        self._ev_over = _NEVER
-        self._event = _NEVER
-        # Cache for next_deadline(): exact while _next_valid.
-        self._next: float | None = None
-        self._next_valid = True
+        # Entries to place before cancelled ones are counted again.
+        self._placed_budget = _GARBAGE_SLACK
+        # Advancing to any time before this finds nothing due and stays in
+        # the current slot: at most the earliest live deadline (once the
+        # incoming entries are placed) and the start of the next slot.
+        self._slot_end = self._next_slot_start()
+        self._quiet_until = self._slot_end
+        # The entry with the earliest deadline held, when known; if it is
+        # live, its deadline is the next one (taking entries out keeps that
+        # true while it is live).
+        self._next_entry: _Entry[K] | None = None
 
     # -- public API ---------------------------------------------------------
 
@@ -164,26 +162,14 @@ class TimerWheel(Generic[K]):
         """The time of the last :meth:`advance` (or the starting time)."""
         return self._now
 
-    @property
-    def horizon_ms(self) -> float:
-        """How far ahead of :attr:`now_ms` deadlines are held without overflow.
-
-        Any deadline earlier than ``now_ms + horizon_ms`` lives in the wheel
-        proper; later ones go to the overflow heap, which still works but
-        costs O(log n) per add. The wheel's actual reach is up to one
-        top-level slot further, depending on where now falls in that slot;
-        one tick is subtracted so that float rounding cannot break the promise.
-        """
-        return ((self._slots - 1) * self._spans[-1] - 1) * self._tick_ms
-
     def __len__(self) -> int:
-        return len(self._where)
+        return len(self._live)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._where
+        return key in self._live
 
     def __repr__(self) -> str:
-        return f"<TimerWheel now_ms={self._now!r} entries={len(self._where)}>"
+        return f"<TimerWheel now_ms={self._now!r} entries={len(self._live)}>"
 
     def add(self, key: K, deadline_ms: float) -> None:
         """Hold ``key`` until ``deadline_ms`` (epoch milliseconds).
@@ -193,38 +179,22 @@ class TimerWheel(Generic[K]):
         :attr:`now_ms` is returned by the next :meth:`advance`. Raises
         ``ValueError`` for a deadline that is NaN or infinite.
         """
-        t = self._tick(deadline_ms, "deadline_ms")
-        if key in self._where:
-            self.cancel(key)
-        seq = self._seq
-        self._seq = seq + 1
-        self._place(key, (deadline_ms, seq), t)
-        if self._next_valid:
-            nxt = self._next
-            if nxt is None or deadline_ms < nxt:
-                self._next = deadline_ms
+        # x * 0.0 is 0 for a finite x, NaN (which is true) for NaN and the
+        # infinities, and an OverflowError for an int beyond any float.
+        try:
+            if deadline_ms * 0.0:
+                raise OverflowError
+        except OverflowError:
+            raise ValueError(
+                f"deadline_ms must be a finite number of epoch milliseconds, got {deadline_ms!r}"
+            ) from None
+        entry = (deadline_ms, key)
+        self._incoming.append(entry)
+        self._live[key] = entry
 
     def cancel(self, key: K) -> bool:
         """Forget ``key``; return whether it was present."""
-        bucket = self._where.pop(key, None)
-        if bucket is None:
-            return False
-        entry = bucket.pop(key)
-        if not bucket and bucket.level >= 0:
-            # The level's event tick may now be early; that is allowed.
-            self._occ[bucket.level] &= bucket.keep
-        elif bucket is self._overflow:
-            # Cancelled overflow entries linger in the heap; rebuild it before
-            # they outnumber the live ones, so memory stays proportional.
-            heap = self._heap
-            if len(heap) > 2 * len(bucket) + 64:
-                heap[:] = [(e[0], e[1], k) for k, e in bucket.items()]
-                heapq.heapify(heap)
-        if self._next_valid:
-            nxt = self._next
-            if nxt is not None and entry[0] <= nxt:
-                self._next_valid = False
-        return True
+        return self._live.pop(key, None) is not None
 
     def advance(self, now_ms: float) -> list[tuple[float, K]]:
         """Move the wheel to ``now_ms`` and return what is due, removing it.
@@ -236,249 +206,228 @@ class TimerWheel(Generic[K]):
         entries added with past deadlines) but not go below it: that, or a
         non-finite ``now_ms``, raises ``ValueError``.
         """
+        if self._incoming:
+            self._place()
+        if now_ms < self._quiet_until and now_ms >= self._now:
+            self._now = now_ms
+            return []
         if not now_ms >= self._now:
             if now_ms != now_ms:
                 raise ValueError("now_ms must be a finite number of epoch milliseconds, got nan")
             raise ValueError(
                 f"time went backwards: advance({now_ms!r}) after the wheel reached {self._now!r}"
             )
-        target = self._tick(now_ms, "now_ms")
+        if now_ms >= self._slot_end:
+            try:
+                target = floor(now_ms * self._per_ms)
+            except OverflowError:
+                raise ValueError(
+                    f"now_ms must be a finite number of epoch milliseconds, got {now_ms!r}"
+                ) from None
+            if target > self._cur:
+                self._move_to(target)
         self._now = now_ms
-        if target >= self._event:
-            self._run_to(target)
-        else:
-            self._cur = target
-
-        ready = self._ready
-        if not ready:
-            return []
-        due = [(entry, key) for key, entry in ready.items() if entry[0] <= now_ms]
-        if not due:
-            return []
-        where = self._where
-        if len(due) == len(ready):
-            ready.clear()
-            for _, key in due:
-                del where[key]
-        else:
-            for _, key in due:
-                del ready[key]
-                del where[key]
-        due.sort(key=_by_entry)
-        self._next_valid = False
-        return [(entry[0], key) for entry, key in due]
+        head = self._head
+        live = self._live
+        pop = live.pop
+        out: list[_Entry[K]] = []
+        while head:
+            entry = head[-1]
+            key = entry[1]
+            if entry[0] > now_ms:
+                if live.get(key) is entry:
+                    # The earliest entry left: everything else is in later slots.
+                    self._quiet_until = entry[0]
+                    self._next_entry = entry
+                    return out
+                del head[-1]  # cancelled
+                continue
+            del head[-1]
+            found = pop(key, None)
+            if found is entry:
+                out.append(entry)
+            elif found is not None:
+                live[key] = found  # the current entry of a re-added key: keep it
+        # What is left is in later slots.
+        self._quiet_until = self._slot_end
+        self._next_entry = None
+        return out
 
     def next_deadline(self) -> float | None:
         """The earliest deadline held, exactly, or ``None`` if the wheel is empty.
 
-        The runtime sleeps until this time, then calls :meth:`advance`. The
-        answer is cached, so asking repeatedly is cheap; recomputing it looks
-        at no more than one slot per level.
+        The runtime sleeps until this time, then calls :meth:`advance`.
         """
-        if not self._next_valid:
-            self._next = self._compute_next()
-            self._next_valid = True
-        return self._next
+        if self._incoming:
+            self._place()
+        entry = self._next_entry
+        if entry is not None and self._live.get(entry[1]) is entry:
+            return entry[0]
+        if not self._live:
+            return None
+        return self._find_next()
 
     # -- internals ----------------------------------------------------------
 
-    def _tick(self, ms: float, name: str) -> int:
-        # floor(ms / tick_ms) is monotonic in ms even with float rounding
-        # (correctly rounded division and floor both are). That is all
-        # exactness needs: deadline <= now implies tick(deadline) <= tick(now),
-        # so an entry whose tick has not been reached is never due.
+    def _slot(self, ms: float, name: str) -> int:
         try:
-            return math.floor(ms / self._tick_ms)
+            return floor(ms * self._per_ms)
         except (OverflowError, ValueError):
             raise ValueError(
                 f"{name} must be a finite number of epoch milliseconds, got {ms!r}"
             ) from None
 
-    def _place(self, key: K, entry: _Entry, t: int) -> None:
-        """Put ``entry`` (at tick ``t``) in the bucket the current tick calls for."""
+    def _next_slot_start(self) -> float:
+        """A time before which every deadline is in the current slot or
+        earlier: where the next slot starts. (Near zero, where rounding
+        may blur that, an earlier time, which costs only speed.)"""
+        start = (self._cur + 1) * self._slot_ms
+        if floor(nextafter(start, -inf) * self._per_ms) > self._cur:
+            return -inf
+        return start
+
+    def _place(self) -> None:
+        """Put the incoming entries where they belong: head, ring or overflow."""
+        batch = self._incoming
+        self._incoming = []
         cur = self._cur
-        delta = t - cur
-        slots = self._slots
-        bucket: _Bucket[K]
-        if delta <= 0:
-            bucket = self._ready
-        elif delta < slots:
-            bucket = self._wheel[0][t % slots]
-            if not bucket:
-                self._occ[0] |= bucket.bit
-                if t < self._ev[0]:
-                    self._ev[0] = t
-                    if t < self._event:
-                        self._event = t
+        reach = cur + self._slots
+        per_ms = self._per_ms
+        ring = self._ring
+        mask = self._mask
+        current: list[_Entry[K]] | None = None  # for the head: due, or in this slot
+        for entry in batch:
+            slot = floor(entry[0] * per_ms)
+            if slot > cur:
+                if slot < reach:
+                    ring[slot & mask].append(entry)
+                else:
+                    self._push_overflow(entry, slot)
+            elif current is None:
+                current = [entry]
+            else:
+                current.append(entry)
+        if current is not None:
+            self._merge_into_head(current)
+        first = batch[0] if len(batch) == 1 else min(batch, key=_deadline)
+        if first[0] < self._quiet_until:
+            self._quiet_until = first[0]
+        # The earliest entry held before was the earliest of all held then;
+        # an entry earlier still is the earliest now.
+        known = self._next_entry
+        if known is not None and first[0] < known[0]:
+            self._next_entry = first
+        self._placed_budget -= len(batch)
+        if self._placed_budget < 0:
+            self._drop_cancelled()
+
+    def _merge_into_head(self, entries: list[_Entry[K]]) -> None:
+        """Sort entries due in the current slot or earlier, in insertion
+        order, into the head."""
+        head = self._head
+        if len(entries) <= _SMALL_MERGE:
+            for entry in entries:
+                # Before (so taken after) every entry with the same deadline.
+                head.insert(bisect_left(head, -entry[0], key=_minus_deadline), entry)
         else:
-            spans = self._spans
-            for level in range(1, self._levels):
-                span = spans[level]
-                block = t // span
-                # The ring of level L covers blocks cur//span .. cur//span + S - 1.
-                # The lowest level that fits never picks the current block
-                # (the level below would have fitted), so the slot at the
-                # current position is always empty and ring indices never clash.
-                if block - cur // span < slots:
-                    bucket = self._wheel[level][block % slots]
-                    if not bucket:
-                        self._occ[level] |= bucket.bit
-                        start = block * span
-                        if start < self._ev[level]:
-                            self._ev[level] = start
-                            if start < self._event:
-                                self._event = start
-                    break
-            else:
-                bucket = self._overflow
-                heapq.heappush(self._heap, (entry[0], entry[1], key))
-                start = self._overflow_start(t)
-                if start < self._ev_over:
-                    self._ev_over = start
-                    if start < self._event:
-                        self._event = start
-        bucket[key] = entry
-        self._where[key] = bucket
+            head.reverse()
+            head += entries
+            _sort_latest_first(head)
 
-    def _overflow_start(self, t: int) -> int:
-        """The first tick at which the top level's ring reaches tick ``t``."""
-        span = self._spans[-1]
-        return (t // span - self._slots + 1) * span
+    def _push_overflow(self, entry: _Entry[K], slot: int) -> None:
+        seq = self._seq
+        self._seq = seq + 1
+        heapq.heappush(self._overflow, (entry[0], seq, slot, entry))
 
-    def _first_slot(self, level: int) -> tuple[int, int] | None:
-        """(block number, slot index) of the level's next occupied slot."""
-        m = self._occ[level]
-        if not m:
-            return None
-        slots = self._slots
-        bc = self._cur // self._spans[level]
-        # Rotate the ring so the slot after the current one is bit 0; the
-        # lowest set bit is then the distance to the next occupied slot.
-        i = bc % slots + 1
-        r = ((m >> i) | (m << (slots - i))) & self._full
-        j = (r & -r).bit_length() - 1
-        return bc + 1 + j, (i + j) % slots
-
-    def _overflow_top(self) -> tuple[float, int, K] | None:
-        """The earliest live overflow entry, dropping cancelled ones on the way."""
-        heap = self._heap
-        overflow = self._overflow
-        while heap:
-            top = heap[0]
-            entry = overflow.get(top[2])
-            if entry is not None and entry[1] == top[1]:
-                return top
-            heapq.heappop(heap)
-        return None
-
-    def _run_to(self, target: int) -> None:
-        """Move the current tick to ``target``, cascading every slot passed."""
-        tick_ms = self._tick_ms
-        slots = self._slots
-        spans = self._spans
-        wheel = self._wheel
-        occ = self._occ
-        ev = self._ev
-        ready = self._ready
-        where = self._where
-        place = self._place
-        floor = math.floor
-        while True:
-            event = min(min(ev), self._ev_over)
-            if event > target:
-                break
-            # Jump straight to the next tick with work: nothing in between.
-            self._cur = event
-            for level in range(self._levels):
-                if ev[level] != event:
-                    continue
-                span = spans[level]
-                bucket = wheel[level][event // span % slots]
-                if bucket:
-                    occ[level] &= bucket.keep
-                    # Entries whose tick target reaches go straight to ready
-                    # rather than down level by level; a whole slot of them
-                    # moves in one C-level update. This is what makes a jump
-                    # of days cheap.
-                    if event + span - 1 <= target:
-                        ready.update(bucket)
-                        where.update(dict.fromkeys(bucket, ready))
-                        bucket.clear()
-                    else:
-                        items = list(bucket.items())
-                        bucket.clear()
-                        # The rest land on a lower level: their tick is less
-                        # than one slot of this level away.
-                        for key, entry in items:
-                            t = floor(entry[0] / tick_ms)
-                            if t <= target:
-                                ready[key] = entry
-                                where[key] = ready
-                            else:
-                                place(key, entry, t)
-                first = self._first_slot(level)
-                ev[level] = _NEVER if first is None else first[0] * span
-            if self._ev_over == event:
-                self._pull_overflow()
-        # Every event left is after target, so the rings stay valid there,
-        # and everything moved to ready has reached its tick.
-        self._cur = target
-        self._event = min(min(ev), self._ev_over)
-
-    def _pull_overflow(self) -> None:
-        """Move overflow entries the top level now reaches into the wheel."""
-        heap = self._heap
-        overflow = self._overflow
-        self._ev_over = _NEVER
-        while True:
-            top = self._overflow_top()
-            if top is None:
-                return
-            t = self._tick(top[0], "deadline_ms")
-            start = self._overflow_start(t)
-            if start > self._cur:
-                self._ev_over = start
-                return
-            heapq.heappop(heap)
-            key = top[2]
-            entry = overflow.pop(key)
-            self._place(key, entry, t)
-
-    def _compute_next(self) -> float | None:
-        ready = self._ready
-        if ready:
-            # Ready entries have reached their tick and all others have not,
-            # so by monotonicity of ticks the earliest deadline is among them.
-            return min(ready.values())[0]
-        best: float | None = None
-        best_t = 0
-        slots = self._slots
-        for level in range(self._levels):
-            if not self._occ[level]:
-                continue
-            span = self._spans[level]
-            # The level's event tick is usually the start of its first
-            # occupied slot; only if a cancel emptied that slot must we search.
-            bucket = self._wheel[level][self._ev[level] // span % slots]
+    def _drop_cancelled(self) -> None:
+        """Drop cancelled entries if they outnumber live ones (counting what
+        is held is O(slots); it happens once per so many placed entries)."""
+        live = self._live
+        self._placed_budget = len(live) + _GARBAGE_SLACK
+        held = len(self._head) + sum(map(len, self._ring)) + len(self._overflow)
+        if held <= 2 * len(live) + _GARBAGE_SLACK:
+            return
+        # Filtering keeps the order of what is left, and the overflow's
+        # insertion numbers keep its ties in order.
+        self._head = [entry for entry in self._head if live.get(entry[1]) is entry]
+        for bucket in self._ring:
             if bucket:
-                start = self._ev[level]
-            else:
-                first = self._first_slot(level)
-                if first is None:
-                    continue
-                start = self._ev[level] = first[0] * span
-                bucket = self._wheel[level][first[1]]
-            # A slot starting after the best tick so far holds only later
-            # deadlines; and a level's later slots start after everything in
-            # its first one, so at most one slot per level is scanned.
-            if best is not None and start > best_t:
-                continue
-            d = min(bucket.values())[0]
-            if best is None or d < best:
-                best = d
-                best_t = self._tick(d, "deadline_ms")
-        if best is not None:
-            return best
-        # Overflow entries are all later than anything in the wheel proper.
-        top = self._overflow_top()
-        return None if top is None else top[0]
+                bucket[:] = [entry for entry in bucket if live.get(entry[1]) is entry]
+        overflow = self._overflow
+        overflow[:] = [item for item in overflow if live.get(item[3][1]) is item[3]]
+        heapq.heapify(overflow)
+
+    def _move_to(self, target: int) -> None:
+        """Make slot ``target``, after the current one, the head: what is left
+        of the head and every slot up to ``target`` are sorted into it."""
+        cur = self._cur
+        ring = self._ring
+        mask = self._mask
+        head = self._head
+        head.reverse()
+        for slot in range(cur + 1, min(target, cur + self._slots - 1) + 1):
+            index = slot & mask
+            bucket = ring[index]
+            if bucket:
+                if head:
+                    head += bucket
+                    bucket.clear()
+                else:
+                    head, ring[index] = bucket, head
+        overflow = self._overflow
+        if overflow and overflow[0][2] <= target:
+            # Only after a jump past the whole ring, which is empty now.
+            heappop = heapq.heappop
+            while overflow and overflow[0][2] <= target:
+                head.append(heappop(overflow)[3])
+        _sort_latest_first(head)
+        self._head = head
+        self._cur = target
+        self._slot_end = self._next_slot_start()
+        reach = target + self._slots
+        if overflow and overflow[0][2] < reach:
+            # Into the ring, in (deadline, insertion) order, before anything
+            # else can be placed in these slots.
+            live = self._live
+            heappop = heapq.heappop
+            while overflow and overflow[0][2] < reach:
+                item = heappop(overflow)
+                entry = item[3]
+                if live.get(entry[1]) is entry:
+                    ring[item[2] & mask].append(entry)
+
+    def _find_next(self) -> float:
+        """Work out the earliest live deadline (some entry is live), dropping
+        the cancelled entries found on the way. Past the head, that is the
+        earliest live entry of the next occupied slot: its list is sorted
+        where it is, and the head takes it over sorted when time gets there."""
+        live = self._live
+        head = self._head
+        while head:
+            entry = head[-1]
+            if live.get(entry[1]) is entry:
+                return self._found_next(entry)
+            del head[-1]
+        ring = self._ring
+        mask = self._mask
+        cur = self._cur
+        for slot in range(cur + 1, cur + self._slots):
+            bucket = ring[slot & mask]
+            if bucket:
+                bucket.sort(key=_deadline)
+                for entry in bucket:
+                    if live.get(entry[1]) is entry:
+                        return self._found_next(entry)
+                bucket.clear()
+        overflow = self._overflow
+        while True:
+            entry = overflow[0][3]
+            if live.get(entry[1]) is entry:
+                return self._found_next(entry)
+            heapq.heappop(overflow)
+
+    def _found_next(self, entry: _Entry[K]) -> float:
+        self._next_entry = entry
+        slot_end = self._slot_end
+        self._quiet_until = entry[0] if entry[0] < slot_end else slot_end
+        return entry[0]
