@@ -304,13 +304,23 @@ async def scan_jobs(
     descending = order == "desc"
     direction = " DESC" if descending else ""
     order_by = ", ".join(f"j.{column}{direction}" for column in columns)
+    lows = [] if key_range.low is None else _column_values(index.name, key_range.low)
+    highs = [] if key_range.high is None else _column_values(index.name, key_range.high)
+    # Columns equal at both ends become equalities, and the bounds compare
+    # the columns after them: SQLite seeks an index on an equality and then a
+    # row value, but not on a row value that starts with the partial index's
+    # own column (state).
+    fixed = 0
+    while fixed < min(len(lows), len(highs)) and lows[fixed] == highs[fixed]:
+        fixed += 1
     conditions = [f"j.{holds}"] if holds else []
-    params: list[object] = []
-    for bound, op in ((key_range.low, ">="), (key_range.high, "<=")):
-        values = [] if bound is None else _column_values(index.name, bound)
-        if values:
-            conditions.append(_row_compare(columns[: len(values)], op))
-            params.extend(values)
+    conditions += [f"j.{column} = ?" for column in columns[:fixed]]
+    params: list[object] = list(lows[:fixed])
+    for values, op in ((lows, ">="), (highs, "<=")):
+        if len(values) > fixed:
+            conditions.append(_row_compare(columns[fixed : len(values)], op))
+            params.extend(values[fixed:])
+    rest = columns[fixed:]
     high, low = key_range.high, key_range.low
     if descending:
 
@@ -327,9 +337,9 @@ async def scan_jobs(
     while len(found) < limit:
         where = list(conditions)
         page_params = list(params)
-        if after is not None:
-            where.append(_row_compare(columns, "<" if descending else ">"))
-            page_params.extend(after)
+        if after is not None and rest:
+            where.append(_row_compare(rest, "<" if descending else ">"))
+            page_params.extend(after[fixed:])
         sql = f"SELECT {COLUMNS}, {', '.join('j.' + c for c in columns)} FROM {FROM}"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -346,7 +356,7 @@ async def scan_jobs(
                     return found
             elif beyond(key):  # rows come in key order: the rest are beyond too
                 return found
-        if len(rows) < page:
+        if len(rows) < page or not rest:
             break
         after = list(rows[-1][8:])
     return found
