@@ -38,7 +38,7 @@ from .base import (
     Write,
 )
 from .jobs import job_changes
-from .keys import encode_index_key, encode_suffix, prefix_encoder
+from .keys import encode_suffix, index_key_of, prefix_encoder
 from .occ import Commit, CommitLog, IndexChange
 
 __all__ = [
@@ -52,18 +52,6 @@ __all__ = [
 logger = logging.getLogger("convexpy.store")
 
 Rows = list[tuple[bytes, Document]]
-
-
-def index_key_of(index: IndexDef, doc: Document) -> bytes | None:
-    """The key of ``doc`` in ``index`` (None: a sparse or partial index leaves it out)."""
-    return encode_index_key(
-        doc,
-        index.fields,
-        doc["_creationTime"],
-        doc["_id"],
-        sparse=index.sparse,
-        where=index.where,
-    )
 
 
 def write_failure(exc: BaseException) -> Exception:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import functools
 import struct
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
 
 __all__ = [
     "MISSING",
+    "IndexShape",
     "encode_fields",
     "encode_index_key",
+    "index_key_of",
     "encode_suffix",
     "encode_prefix",
     "encode_value",
@@ -142,6 +144,31 @@ def encode_index_key(
     if prefix is None:
         return None
     return prefix + encode_suffix(creation_time, doc_id)
+
+
+class IndexShape(Protocol):
+    """What a key needs of an index (``convexpy.store.types.IndexDef`` has it)."""
+
+    @property
+    def fields(self) -> tuple[str, ...]: ...
+
+    @property
+    def sparse(self) -> bool: ...
+
+    @property
+    def where(self) -> tuple[str, tuple[str, ...]] | None: ...
+
+
+def index_key_of(index: IndexShape, doc: dict[str, object]) -> bytes | None:
+    """The key of ``doc`` in ``index`` (None: a sparse or partial index leaves it out)."""
+    return encode_index_key(
+        doc,
+        index.fields,
+        doc["_creationTime"],  # type: ignore[arg-type]
+        doc["_id"],  # type: ignore[arg-type]
+        sparse=index.sparse,
+        where=index.where,
+    )
 
 
 def encode_fields(

@@ -7,7 +7,7 @@ from typing import Any
 from convexpy.ids import new_id
 from convexpy.store import IndexDef, KeyRange, ReadSet, Store, Write
 from convexpy.store.base import Document, Order
-from convexpy.store.keys import encode_index_key, encode_prefix, prefix_successor
+from convexpy.store.keys import encode_prefix, index_key_of, prefix_successor
 
 T0 = 1.7e12
 TASKS = "tasks"
@@ -140,20 +140,8 @@ def ids(docs: list[Document]) -> list[str]:
     return [doc["_id"] for doc in docs]
 
 
-def key_of(index: IndexDef, doc: Document) -> bytes | None:
-    """The key of ``doc`` in ``index`` (``convexpy.store.keys``, the port's key format)."""
-    return encode_index_key(
-        doc,
-        index.fields,
-        doc["_creationTime"],
-        doc["_id"],
-        sparse=index.sparse,
-        where=index.where,
-    )
-
-
 def assert_keys(index: IndexDef, rows: list[tuple[bytes, Document]], order: Order) -> None:
     """Every returned key is the document's key in ``index``, and keys are in order."""
     keys = [key for key, _ in rows]
-    assert keys == [key_of(index, doc) for _, doc in rows]
+    assert keys == [index_key_of(index, doc) for _, doc in rows]
     assert keys == sorted(set(keys), reverse=order == "desc")
