@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +72,28 @@ def built(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(SqliteStore, "_backfill", spy)
     return keys
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``"2m"``) mounted at the new directory ``mount``
+    for the block: a disk a test can fill. Mounting needs root; under
+    ``CI=true`` failing to mount fails the test (a missing capability must
+    show), elsewhere it skips it."""
+    mount.mkdir()
+    command = ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mount)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        problem = result.stderr.strip() if result.returncode else ""
+    except OSError as exc:
+        problem = str(exc)
+    if problem:
+        reason = f"cannot mount a tmpfs (root needed): {problem}"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    try:
+        yield mount
+    finally:
+        if subprocess.run(["umount", str(mount)], check=False).returncode:
+            subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import anyio
 import pytest
+from conftest import mounted_tmpfs
 
 from convexpy import Runtime
 from convexpy.db import SystemReader
@@ -193,23 +193,9 @@ async def test_background_work_survives_commits_failing_for_a_while(
 
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs, mounted for the test (needs root; under CI it must work)."""
-    mount = tmp_path / "tmpfs"
-    mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot mount a tmpfs for the full-disk test: {result.stderr.strip()}")
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
+    """A 4 MiB disk to fill."""
+    with mounted_tmpfs(tmp_path / "tmpfs", "4m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def _fill(filler: Path) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from conftest import mounted_tmpfs
 from e2e_helpers import dev_server, run_cli, write_app
 
 from convexpy import Runtime
@@ -51,24 +52,8 @@ class Disk:
 
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Disk]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    command = ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(mount)]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        problem = result.stderr.strip() if result.returncode else ""
-    except OSError as exc:
-        problem = str(exc)
-    if problem:
-        reason = f"cannot mount a tmpfs for the full-disk tests (root needed): {problem}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "2m") as mount:
         yield Disk(mount)
-    finally:
-        if subprocess.run(["umount", str(mount)], check=False).returncode:
-            subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 async def dev(app_dir: Path, db: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
