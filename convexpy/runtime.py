@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, nullcontext
@@ -36,7 +35,7 @@ from .scheduler.api import ActionScheduler, MutationScheduler
 from .scheduler.dispatcher import Dispatcher
 from .schema_check import SCHEMAS, check_documents, record_schema
 from .store import Store, store_from_url
-from .store.base import ConflictError
+from .store.base import ConflictError, conflict_pause_s
 from .store.health import failure_delay_ms
 from .store.jobs import SCHEDULED_FUNCTIONS, SYSTEM_INDEXES
 from .unawaited import IN_ACTION, IN_MUTATION, IN_QUERY, CallTracker, awaited
@@ -381,7 +380,7 @@ class Runtime:
                         "same documents: narrow the reads (use an index) or spread the writes.",
                         table=exc.table,
                     ) from None
-                await asyncio.sleep(_conflict_backoff(attempt))
+                await asyncio.sleep(conflict_pause_s(attempt))
 
     async def mutation_attempt(
         self,
@@ -461,7 +460,7 @@ class Runtime:
                 return result
             except ConflictError:
                 conflicts += 1
-                await asyncio.sleep(_conflict_backoff(min(conflicts, 10)))
+                await asyncio.sleep(conflict_pause_s(min(conflicts, 10)))
             except StoreUnavailableError:
                 if wait is None:
                     raise
@@ -510,8 +509,3 @@ class Runtime:
     ) -> Any:
         """Run a scheduled action (no identity: Convex does not pass it on)."""
         return await self.run_action(path, fn, args, None, job_id=job_id)
-
-
-def _conflict_backoff(attempt: int) -> float:
-    """Full-jitter backoff in seconds: up to 2 ms doubling per attempt, capped at 1 s."""
-    return random.uniform(0, min(1.0, 0.002 * 2**attempt))

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from ..errors import StoreUnavailableError, error_text
 from ..functions import ConvexFunction, FunctionKind
 from ..logcapture import capture
-from ..store.base import ConflictError
+from ..store.base import ConflictError, Document
 from ..store.health import failure_delay_ms
 from ..store.jobs import SCHEDULED_FUNCTIONS, JobState, ended
 from ..unawaited import IN_MUTATION
@@ -90,17 +90,7 @@ class JobRunner:
         """Run one job: read it to learn its kind (an action, or anything that
         cannot be batched), then run it as an action or as a batch of one."""
         host = self._host
-        failures = 0
-        while True:
-            txn = host.transaction(writable=False)
-            try:
-                job = await txn.get(job_id)
-                break
-            except StoreUnavailableError:
-                failures += 1
-                await self._pause(failure_delay_ms(failures), 1, True)
-            finally:
-                txn.release()
+        job = await self._store_retrying(functools.partial(self._read_job, job_id))
         if job is None or job["state"]["kind"] != _PENDING:
             return
         found = host.job_function(job["name"])
@@ -111,6 +101,13 @@ class JobRunner:
             # Mutations, and the failures of missing functions and queries,
             # are recorded by the batch path.
             await self.run_batch([job_id])
+
+    async def _read_job(self, job_id: str) -> Document | None:
+        txn = self._host.transaction(writable=False)
+        try:
+            return await txn.get(job_id)
+        finally:
+            txn.release()
 
     # -- scheduled mutations ---------------------------------------------------------
 

@@ -73,6 +73,12 @@ T = TypeVar("T")
 logger = logging.getLogger("convexpy.store")
 
 
+def conflict_pause_s(attempt: int) -> float:
+    """Full-jitter backoff in seconds before a conflicting transaction's next
+    try: up to 2 ms doubling per attempt, capped at 1 s."""
+    return random.uniform(0, min(1.0, 0.002 * 2**attempt))
+
+
 class DueJob(NamedTuple):
     """A pending job as :meth:`Store.due_jobs` lists it."""
 
@@ -363,4 +369,4 @@ class Store(ABC):
                 conflicts += 1
             finally:
                 self.release(snapshot)
-            await asyncio.sleep(random.uniform(0, min(1.0, 0.002 * 2 ** min(conflicts, 10))))
+            await asyncio.sleep(conflict_pause_s(min(conflicts, 10)))

@@ -96,10 +96,6 @@ class StoreHealth:
         self._waiting: set[asyncio.Event] = set()
         self._fatal_listeners: list[Callable[[str], None]] = []
 
-    @property
-    def failing(self) -> bool:
-        return self.error is not None
-
     def write_failed(self, exc: BaseException) -> None:
         """A write failed for a reason other than a conflict."""
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
