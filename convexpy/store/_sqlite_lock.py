@@ -94,25 +94,24 @@ def _has_open(pid: int, target: os.stat_result) -> bool:
     return False
 
 
-def _command_line(pid: int) -> str:
+def _arguments(pid: int) -> list[str] | None:
+    """The command line of process ``pid`` (None: gone; empty: exiting)."""
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return "?"
-    return " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)
-
-
-def _writer_started_by(pid: int) -> int | None:
-    """The pid of the runtime that started writer process ``pid`` (None: not a writer)."""
-    try:
-        args = [
-            a.decode(errors="replace")
-            for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if a
-        ]
-    except OSError:
         return None
-    if not any(arg.endswith(WRITER_MARK) for arg in args):
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def _command_line(pid: int) -> str:
+    args = _arguments(pid)
+    return "?" if args is None else " ".join(args)
+
+
+def _writer_started_by(args: list[str] | None) -> int | None:
+    """The pid of the runtime that started a writer process with command line
+    ``args`` (None: not a writer)."""
+    if not args or not any(arg.endswith(WRITER_MARK) for arg in args):
         return None
     # The writer's last argument is the pid of the runtime that started it.
     return int(args[-1]) if args[-1].isdecimal() else None
@@ -121,21 +120,21 @@ def _writer_started_by(pid: int) -> int | None:
 def _going_away(pid: int) -> bool:
     """Whether ``pid`` is exiting, or a SQLite writer process whose runtime is
     gone (killed with it, it is about to exit)."""
+    args = _arguments(pid)
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        command = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return True  # gone already
     state, parent = stat.rpartition(")")[2].split()[:2]
-    if state in ("Z", "X") or not command:  # a zombie, or tearing down its memory
+    if state in ("Z", "X") or not args:  # a zombie, or tearing down its memory
         return True
-    started_by = _writer_started_by(pid)
+    started_by = _writer_started_by(args)
     return started_by is not None and int(parent) != started_by
 
 
 def _locked_message(path: Path, holders: list[tuple[int, str]]) -> str:
     me = os.getpid()
-    if any(_writer_started_by(pid) == me for pid, _ in holders):
+    if any(_writer_started_by(_arguments(pid)) == me for pid, _ in holders):
         return (
             f"the database {str(path)!r} is already open in this process (PID {me}), by "
             "another store: close it first"
