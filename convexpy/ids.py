@@ -151,25 +151,73 @@ def encode_id(table_num: int, internal_id: bytes) -> str:
 
 _RANDOM_CHARS = 17
 """Random base32 characters in a new id: 85 bits."""
+_TAIL_BYTES = 11
+"""The internal id's bytes after the clock: the 85 random bits and 3 zero bits."""
 _POOL_IDS = 512
 _BYTE_TO_CHAR = bytes(ord(_ALPHABET[b & 31]) for b in range(256))
-_tails: list[tuple[str, int, int]] = []
-"""Ready random tails: (17 characters, byte sum, running-sum sum) of their 11 bytes."""
+
+
+def _sum_tables() -> tuple[list[bytes], list[bytes]]:
+    # Random character k of a tail (its 5 bits, from a random byte's low 5)
+    # lands in known bits of known tail bytes, so its share of the tail's
+    # Fletcher sums (byte sum, and each byte times the bytes from it to the
+    # end) is a function of the character alone: one translate table per
+    # position and sum, modulo 256 like the sums.
+    sums, weighted = [], []
+    for k in range(_RANDOM_CHARS):
+        by_sum, by_weighted = bytearray(256), bytearray(256)
+        for byte in range(256):
+            digit = byte & 31
+            total = total_weighted = 0
+            for i in range(5):
+                if digit >> (4 - i) & 1:
+                    bit = 5 * k + i
+                    value = 1 << (7 - bit % 8)
+                    total += value
+                    total_weighted += value * (_TAIL_BYTES - bit // 8)
+            by_sum[byte], by_weighted[byte] = total & 0xFF, total_weighted & 0xFF
+        sums.append(bytes(by_sum))
+        weighted.append(bytes(by_weighted))
+    return sums, weighted
+
+
+_SUM_TABLES, _WEIGHTED_TABLES = _sum_tables()
+
+
+def _lanes(data: bytes) -> int:
+    """``data`` as an int with one byte per 16-bit lane, so that adding up to
+    257 of them never carries from a lane into the next."""
+    wide = bytearray(2 * len(data))
+    wide[::2] = data
+    return int.from_bytes(wide, "little")
 
 
 def _refill() -> None:
     # One getrandom() call per 512 ids. Each random byte becomes one
-    # character (its low 5 bits), translated in C. The internal id's last
-    # 11 bytes are those 85 bits and 3 zero bits; their Fletcher sums are
-    # worked out here, in one pass, so new_id only adds the head's.
-    text = os.urandom(_RANDOM_CHARS * _POOL_IDS).translate(_BYTE_TO_CHAR).decode("ascii")
-    digits = text.translate(_TO_DIGITS)
-    tails = []
-    for at in range(0, len(text), _RANDOM_CHARS):
-        tail = (int(digits[at : at + _RANDOM_CHARS], 32) << 3).to_bytes(11, "big")
-        tails.append((text[at : at + _RANDOM_CHARS], sum(tail), sum(accumulate(tail))))
-    tails.reverse()  # popped from the end
-    _tails[:] = tails
+    # character (its low 5 bits), translated in C. The tails' Fletcher sums
+    # are added up position by position for all 512 at once, in 16-bit lanes
+    # of big ints (see _sum_tables), so new_id only adds the head's.
+    global _pool_text, _pool_sums, _pool_weighted, _pool_next
+    raw = os.urandom(_RANDOM_CHARS * _POOL_IDS)
+    sums = weighted = 0
+    for k in range(_RANDOM_CHARS):
+        column = raw[k::_RANDOM_CHARS]
+        sums += _lanes(column.translate(_SUM_TABLES[k]))
+        weighted += _lanes(column.translate(_WEIGHTED_TABLES[k]))
+    _pool_text = raw.translate(_BYTE_TO_CHAR).decode("ascii")
+    _pool_sums = sums.to_bytes(2 * _POOL_IDS, "little")[::2]
+    _pool_weighted = weighted.to_bytes(2 * _POOL_IDS, "little")[::2]
+    _pool_next = 0
+
+
+_pool_text = ""
+"""Random tails of 17 characters, one after another."""
+_pool_sums = b""
+"""The byte sum of each tail, modulo 256."""
+_pool_weighted = b""
+"""The sum of each tail's running byte sums, modulo 256."""
+_pool_next = _POOL_IDS
+"""The next unused tail."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -187,22 +235,29 @@ _last_prefix: tuple[str, int, str, int, int] = ("", -1, "", 0, 0)
 
 def new_id(table: str) -> str:
     """A fresh id for a document of ``table``: time-prefixed, 85 random bits."""
-    global _last_prefix
+    global _last_prefix, _pool_next
     ms = int(time.time() * 1000)
     last = _last_prefix
     if last[1] != ms or last[0] != table:
         last = _last_prefix = (table, ms, *_time_prefix(table, ms))
-    if not _tails:
+    if _pool_next == _POOL_IDS:
         _refill()
-    chars, tail_sum, tail_sums = _tails.pop()
+    at = _pool_next
+    _pool_next = at + 1
     # Fletcher-16 of head + tail from the sums of each.
     head_sum = last[3]
-    low = head_sum + tail_sum
-    high = last[4] + 11 * head_sum + tail_sums
+    low = head_sum + _pool_sums[at]
+    high = last[4] + _TAIL_BYTES * head_sum + _pool_weighted[at]
     footer = (((high & 0xFF) << 8) | (low & 0xFF)) ^ _VERSION
     # 3 zero bits, the footer little-endian, 1 bit of padding: 4 characters.
     bits = (((footer & 0xFF) << 8) | (footer >> 8)) << 1
-    return last[2] + chars + _PAIRS[bits >> 10] + _PAIRS[bits & 1023]
+    start = at * _RANDOM_CHARS
+    return (
+        last[2]
+        + _pool_text[start : start + _RANDOM_CHARS]
+        + _PAIRS[bits >> 10]
+        + _PAIRS[bits & 1023]
+    )
 
 
 def _shown(value: object) -> str:

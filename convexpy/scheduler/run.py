@@ -247,7 +247,7 @@ class JobRunner:
             "job": outcome.job_id,
             "path": outcome.path,
             "kind": kind,
-            "outcome": outcome.state.value,
+            "outcome": outcome.state._value_,
             "duration_ms": ended_at - outcome.started,
         }
         if outcome.error is not None:
