@@ -2,7 +2,8 @@
 
 Run as ``python sync_client_child.py URL``. Each input line is a JSON command
 ``{"op": ..., ...}``; each output line the JSON answer ``{"ok": value}`` or
-``{"error": kind, "message": ..., "data": ...}``. The client's Rust side holds
+``{"error": kind, "message": ..., "data": ...}`` (the client's own output,
+the functions' log lines, goes to stderr). The client's Rust side holds
 the GIL while it waits (``next`` on a subscription included), so it gets a
 process of its own, and the test that drives it applies the deadlines.
 
@@ -15,6 +16,7 @@ Ops: ``query`` / ``mutation`` / ``action`` (``path``, ``args``),
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -35,6 +37,10 @@ def plain(value: Any) -> Any:
 
 
 def main() -> None:
+    # Answers go to the real stdout; the client prints the functions' log lines
+    # to file descriptor 1, which now goes to stderr.
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
     client = ConvexClient(sys.argv[1])
     subscriptions: list[Any] = []
     for line in sys.stdin:
@@ -62,7 +68,7 @@ def main() -> None:
             answer = {"error": "ConvexError", "message": str(exc), "data": plain(exc.data)}
         except Exception as exc:
             answer = {"error": type(exc).__name__, "message": str(exc)}
-        print(json.dumps(answer), flush=True)
+        print(json.dumps(answer), file=answers, flush=True)
 
 
 if __name__ == "__main__":

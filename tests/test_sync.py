@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import write_app
+from e2e_helpers import SYNC_APP, write_app
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -25,34 +25,11 @@ from convexpy.server.sync import SyncLimits, _Connection, decode_ts, encode_ts
 
 ADMIN_KEY = "test-admin-key"
 
-LIVE_APP = {
-    "live.py": """
-from convexpy import ConvexError, action, mutation
-
-
-@mutation
-async def refuse(ctx, code: int) -> None:
-    await ctx.db.insert("tasks", {"text": "never"})
-    raise ConvexError({"code": code})
-
-
-@action
-async def shout(ctx, text: str) -> str:
-    print("shouting", text)
-    return text.upper()
-
-
-@action
-async def explode(ctx) -> None:
-    raise RuntimeError("kaboom")
-""",
-}
-
 
 @pytest.fixture
 def app_dir(tmp_path: Path) -> Path:
     root = write_app(tmp_path / "convex")
-    return write_app(root, LIVE_APP)
+    return write_app(root, SYNC_APP)
 
 
 class Server:

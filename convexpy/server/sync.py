@@ -20,6 +20,8 @@ What the clients rely on, and this module keeps:
 * A successful mutation's response carries its commit's ``ts`` and is
   followed by a transition whose ``ts`` is at least that: the client returns
   the mutation's result only then, so it sees its own write in every query.
+  (A failed one is followed by a transition too, as in Convex: the Rust
+  client waits for one when the failure carries ``errorData``.)
   Mutations of one connection run one at a time, in order; actions at once.
 * Anything wrong with a message (bad JSON, an unknown type, a version that
   does not follow) gets ``FatalError`` with the reason and the socket is
@@ -466,12 +468,12 @@ class _Connection:
             request_id, path, args = await self.mutations.get()
             response, ok = await self._call(FunctionKind.MUTATION, request_id, path, args)
             self.requests -= 1
-            if ok:
-                ts = self.hub.durable_ts()  # at or after the mutation's own commit
-                response["ts"] = encode_ts(ts)
-                self.need_ts = max(ts, self.need_ts or 0)
-            else:
-                response["ts"] = None
+            # At or after the mutation's own commit. A transition follows every
+            # response, failures too: the Rust client completes a failure that
+            # carries errorData only on the next transition.
+            ts = self.hub.durable_ts()
+            response["ts"] = encode_ts(ts) if ok else None
+            self.need_ts = max(ts, self.need_ts or 0)
             self.send(response)
             self.flush()
 
