@@ -112,6 +112,14 @@ class Client:
         assert message["type"] == f"{kind}Response" and message["requestId"] == request_id
         return message
 
+    async def mutate(self, path: str, args: dict[str, Any]) -> dict[str, Any]:
+        """A mutation's response; a transition must follow it (failed or not)."""
+        response = await self.request("Mutation", path, args)
+        transition = await self.transition()
+        if response["success"]:
+            assert decode_ts(transition["endVersion"]["ts"]) >= decode_ts(response["ts"])
+        return response
+
     async def closed(self) -> tuple[int, str]:
         """Wait for the server to close the socket: its code and reason."""
         with pytest.raises(ConnectionClosed) as info:
@@ -170,7 +178,7 @@ async def test_failures_are_responses_and_query_failed(app_dir: Path) -> None:
         assert "errorData" not in failed[0]
         assert failed[1]["type"] == "QueryFailed" and failed[1]["errorData"] == "no"
 
-        refused = await client.request("Mutation", "live:refuse", {"code": 7})
+        refused = await client.mutate("live:refuse", {"code": 7})
         assert refused["success"] is False and refused["ts"] is None
         assert refused["errorData"] == {"code": to_convex_json(7)}
         assert refused["result"] == 'ConvexError: {"code": 7}'
@@ -185,9 +193,9 @@ async def test_failures_are_responses_and_query_failed(app_dir: Path) -> None:
         }
         boom = await client.request("Action", "live:explode", {})
         assert boom["success"] is False and "kaboom" in boom["result"]
-        missing = await client.request("Mutation", "tasks:nope", {})
+        missing = await client.mutate("tasks:nope", {})
         assert missing["success"] is False and "tasks:nope" in missing["result"]
-        bad_args = await client.request("Mutation", "tasks:add", {"text": 3})
+        bad_args = await client.mutate("tasks:add", {"text": 3})
         assert bad_args["success"] is False and "text" in bad_args["result"]
 
 
