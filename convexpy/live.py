@@ -28,10 +28,11 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from .context import UserIdentity
 from .convex_json import from_convex_json, to_convex_json
+from .db import Transaction
 from .errors import ConvexError, error_text
 from .functions import FunctionKind
 from .runtime import Runtime
@@ -218,8 +219,6 @@ class LiveQueries:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._unwatch: Callable[[], None] | None = None
-        self._idle = asyncio.Event()
-        self._idle.set()
 
     async def __aenter__(self) -> LiveQueries:
         self.start()
@@ -296,26 +295,16 @@ class LiveQueries:
         store.release(snapshot)
         return snapshot.ts
 
-    async def settled(self) -> None:
-        """Wait until no round is running or due (tests)."""
-        while self._wake.is_set() or not self._idle.is_set():
-            await asyncio.sleep(0)
-            await self._idle.wait()
-
     # -- rounds ----------------------------------------------------------------
 
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            self._idle.clear()
             try:
                 await self._round()
-            except Exception:  # a bug of ours: keep serving the others
+            except Exception:  # the store failed, or a bug of ours: try again on the next commit
                 logger.exception("a live query round failed")
-            finally:
-                if not self._wake.is_set():
-                    self._idle.set()
 
     async def _round(self) -> None:
         commits, self._commits = self._commits, []
@@ -324,9 +313,17 @@ class LiveQueries:
         if commits and len(self._index):
             stale |= self._index.touched(commits)
         runtime = self.runtime
-        # Opened in one step, the transactions share one snapshot.
-        txns = {live: runtime.transaction(writable=False) for live in stale}
-        ts = next(iter(txns.values())).snapshot.ts if txns else self.durable_ts()
+        txns: dict[LiveQuery, Transaction] = {}
+        try:
+            # Opened in one step, the transactions share one snapshot.
+            for live in stale:
+                txns[live] = runtime.transaction(writable=False)
+            ts = next(iter(txns.values())).snapshot.ts if txns else self.durable_ts()
+        except BaseException:
+            for txn in txns.values():
+                txn.release()
+            self._stale |= stale  # run them in the next round
+            raise
         ran = await asyncio.gather(*(self._execute(live, txn) for live, txn in txns.items()))
         changed: set[LiveQuery] = set()
         for live, (outcome, reads) in zip(txns, ran, strict=True):
@@ -344,7 +341,7 @@ class LiveQueries:
             except Exception:
                 logger.exception("a live query observer failed")
 
-    async def _execute(self, live: LiveQuery, txn: Any) -> tuple[Outcome, ReadSet]:
+    async def _execute(self, live: LiveQuery, txn: Transaction) -> tuple[Outcome, ReadSet]:
         logs: list[str] = []
         self.runs += 1
         try:

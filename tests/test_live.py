@@ -177,6 +177,16 @@ async def test_an_error_is_an_outcome_and_still_watches_its_reads(app_dir: Path)
         assert hub.runs == runs + 1  # broken read tasks before it failed; the other read nothing
 
 
+async def test_invalidate_all_reruns_everything(app_dir: Path) -> None:
+    async with Runtime(app_dir) as rt, LiveQueries(rt) as hub:
+        w = Watcher(hub)
+        queries = {w.watch("tasks:texts"), w.watch("tasks:of_owner", {"owner": "ada"})}
+        assert await w.round() == queries
+        hub.invalidate_all()  # the app was reloaded
+        assert await w.round() == set()  # same results
+        assert hub.runs == 4
+
+
 async def test_same_result_is_not_a_change(app_dir: Path) -> None:
     async with Runtime(app_dir) as rt, LiveQueries(rt) as hub:
         w = Watcher(hub)

@@ -4,6 +4,7 @@ against the real uvicorn server in this process."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -39,8 +40,8 @@ class Server:
         self.server = server
 
     @asynccontextmanager
-    async def client(self) -> AsyncIterator[Client]:
-        async with connect(self.url + "/api/sync") as ws:
+    async def client(self, path: str = "/api/sync") -> AsyncIterator[Client]:
+        async with connect(self.url + path) as ws:
             client = Client(ws)
             await client.send({"type": "Connect", "sessionId": "s", "connectionCount": 0})
             yield client
@@ -168,6 +169,44 @@ async def test_canonical_paths_from_a_reconnecting_client(app_dir: Path) -> None
     async with serving(app_dir) as server, server.client() as client:
         await client.modify(add(0, "nested/deep.js:hello", {"name": "js"}))
         assert updated(await client.transition()) == {0: "hello js"}
+
+
+async def test_the_javascript_clients_versioned_path(app_dir: Path) -> None:
+    async with serving(app_dir) as server, server.client("/api/1.17.0/sync") as client:
+        await client.modify(add(0, "nested/deep:hello"))
+        assert updated(await client.transition()) == {0: "hello world"}
+
+
+def unsigned_jwt(claims: dict[str, Any]) -> str:
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'none'})}.{part(claims)}.sig"
+
+
+async def test_user_auth_changes_identity_and_reruns_queries(app_dir: Path) -> None:
+    async with serving(app_dir) as server, server.client() as client:
+        await client.modify(add(0, "values:whoami"))
+        assert updated(await client.transition()) == {0: None}
+        token = unsigned_jwt({"sub": "u1", "iss": "https://issuer", "name": "Ada"})
+        await client.send(
+            {"type": "Authenticate", "baseVersion": 0, "tokenType": "User", "value": token}
+        )
+        transition = await client.transition()
+        assert transition["endVersion"] == {**client.version, "identity": 1}
+        assert updated(transition) == {
+            0: {"subject": "u1", "issuer": "https://issuer", "name": "Ada"}
+        }
+        await client.send({"type": "Authenticate", "baseVersion": 1, "tokenType": "None"})
+        assert updated(await client.transition()) == {0: None}
+
+        await client.send(
+            {"type": "Authenticate", "baseVersion": 2, "tokenType": "User", "value": "x.y"}
+        )
+        error = await client.recv()
+        assert error["type"] == "AuthError" and "JWT" in error["error"]
+        assert error["authUpdateAttempted"] is True
+        await client.closed()
 
 
 async def test_failures_are_responses_and_query_failed(app_dir: Path) -> None:

@@ -505,6 +505,7 @@ def create_app(
         Route("/api/admin/functions", guard(api.functions), methods=["GET"]),
         Route("/api/admin/tables", guard(api.tables), methods=["GET"]),
         Route("/api/admin/tables/{table}", guard(api.table), methods=["GET"]),
-        WebSocketRoute("/api/sync", sync.endpoint),
+        WebSocketRoute("/api/sync", sync.endpoint),  # the Rust (and Python) client
+        WebSocketRoute("/api/{version}/sync", sync.endpoint),  # the JavaScript client
     ]
     return ConvexApp(api, routes, sync)
