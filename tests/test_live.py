@@ -91,6 +91,14 @@ def app_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Both embedded stores: the SQLite one reports commits when its writer is done."""
+    if request.param == "memory":
+        return "memory"
+    return f"sqlite:///{tmp_path / 'db' / 'data.sqlite3'}"
+
+
 class Watcher:
     """Subscriptions on a LiveQueries, with each round's changes recorded."""
 
@@ -115,8 +123,8 @@ class Watcher:
                 await self.changes.get()
 
 
-async def test_a_subscription_reruns_on_its_writes_only(app_dir: Path) -> None:
-    async with Runtime(app_dir) as rt, LiveQueries(rt) as hub:
+async def test_a_subscription_reruns_on_its_writes_only(app_dir: Path, store: str) -> None:
+    async with Runtime(app_dir, store=store) as rt, LiveQueries(rt) as hub:
         w = Watcher(hub)
         texts = w.watch("tasks:texts")
         assert await w.round() == {texts}
@@ -130,8 +138,8 @@ async def test_a_subscription_reruns_on_its_writes_only(app_dir: Path) -> None:
         assert hub.runs == 2
 
 
-async def test_index_ranges_and_ids_decide(app_dir: Path) -> None:
-    async with Runtime(app_dir) as rt, LiveQueries(rt) as hub:
+async def test_index_ranges_and_ids_decide(app_dir: Path, store: str) -> None:
+    async with Runtime(app_dir, store=store) as rt, LiveQueries(rt) as hub:
         w = Watcher(hub)
         task = await rt.mutation("tasks:add", {"text": "x", "owner": "ada"})
         ada = w.watch("tasks:of_owner", {"owner": "ada"})
@@ -149,8 +157,8 @@ async def test_index_ranges_and_ids_decide(app_dir: Path) -> None:
         assert hub.runs == runs + 3
 
 
-async def test_identical_subscriptions_share_one_execution(app_dir: Path) -> None:
-    async with Runtime(app_dir) as rt, LiveQueries(rt) as hub:
+async def test_identical_subscriptions_share_one_execution(app_dir: Path, store: str) -> None:
+    async with Runtime(app_dir, store=store) as rt, LiveQueries(rt) as hub:
         w = Watcher(hub)
         first = w.watch("tasks:of_owner", {"owner": "ada"})
         second = w.watch("tasks:of_owner", {"owner": "ada"})
@@ -163,8 +171,10 @@ async def test_identical_subscriptions_share_one_execution(app_dir: Path) -> Non
         assert len(hub) == 0
 
 
-async def test_an_error_is_an_outcome_and_still_watches_its_reads(app_dir: Path) -> None:
-    async with Runtime(app_dir) as rt, LiveQueries(rt) as hub:
+async def test_an_error_is_an_outcome_and_still_watches_its_reads(
+    app_dir: Path, store: str
+) -> None:
+    async with Runtime(app_dir, store=store) as rt, LiveQueries(rt) as hub:
         w = Watcher(hub)
         broken = w.watch("tasks:broken")
         missing = w.watch("tasks:nope")
@@ -177,8 +187,8 @@ async def test_an_error_is_an_outcome_and_still_watches_its_reads(app_dir: Path)
         assert hub.runs == runs + 1  # broken read tasks before it failed; the other read nothing
 
 
-async def test_invalidate_all_reruns_everything(app_dir: Path) -> None:
-    async with Runtime(app_dir) as rt, LiveQueries(rt) as hub:
+async def test_invalidate_all_reruns_everything(app_dir: Path, store: str) -> None:
+    async with Runtime(app_dir, store=store) as rt, LiveQueries(rt) as hub:
         w = Watcher(hub)
         queries = {w.watch("tasks:texts"), w.watch("tasks:of_owner", {"owner": "ada"})}
         assert await w.round() == queries
@@ -187,8 +197,8 @@ async def test_invalidate_all_reruns_everything(app_dir: Path) -> None:
         assert hub.runs == 4
 
 
-async def test_same_result_is_not_a_change(app_dir: Path) -> None:
-    async with Runtime(app_dir) as rt, LiveQueries(rt) as hub:
+async def test_same_result_is_not_a_change(app_dir: Path, store: str) -> None:
+    async with Runtime(app_dir, store=store) as rt, LiveQueries(rt) as hub:
         w = Watcher(hub)
         task = await rt.mutation("tasks:add", {"text": "x"})
         one = w.watch("tasks:one", {"id": task})
@@ -199,9 +209,9 @@ async def test_same_result_is_not_a_change(app_dir: Path) -> None:
         assert one.outcome is first
 
 
-async def test_scheduled_writes_reach_subscriptions(app_dir: Path) -> None:
+async def test_scheduled_writes_reach_subscriptions(app_dir: Path, store: str) -> None:
     clock = VirtualClock()
-    async with Runtime(app_dir, clock=clock) as rt, LiveQueries(rt) as hub:
+    async with Runtime(app_dir, store=store, clock=clock) as rt, LiveQueries(rt) as hub:
         w = Watcher(hub)
         jobs = w.watch("tasks:jobs")
         texts = w.watch("tasks:texts")
@@ -214,8 +224,8 @@ async def test_scheduled_writes_reach_subscriptions(app_dir: Path) -> None:
         await w.until(texts, ["later"])
 
 
-async def test_ts_follows_commits_and_never_goes_back(app_dir: Path) -> None:
-    async with Runtime(app_dir) as rt, LiveQueries(rt) as hub:
+async def test_ts_follows_commits_and_never_goes_back(app_dir: Path, store: str) -> None:
+    async with Runtime(app_dir, store=store) as rt, LiveQueries(rt) as hub:
         w = Watcher(hub)
         w.watch("tasks:texts")
         await w.round()
