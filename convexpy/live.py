@@ -33,13 +33,20 @@ from typing import Generic, TypeVar
 from .context import UserIdentity
 from .convex_json import from_convex_json, to_convex_json
 from .db import Transaction
-from .errors import ConvexError, error_text
+from .errors import ConvexError, ConvexpyError, error_text
 from .functions import FunctionKind
 from .runtime import Runtime
 from .store.base import ReadSet
 from .store.occ import Commit
 
-__all__ = ["LiveQueries", "LiveQuery", "Outcome", "QueryKey", "ReadSetIndex"]
+__all__ = [
+    "LiveQueries",
+    "LiveQuery",
+    "Outcome",
+    "QueryKey",
+    "QueryTimeoutError",
+    "ReadSetIndex",
+]
 
 logger = logging.getLogger("convexpy.live")
 
@@ -174,6 +181,10 @@ def _error_digest(exc: BaseException) -> tuple[str, object]:
     return error_text(exc), data
 
 
+class QueryTimeoutError(ConvexpyError, TimeoutError):
+    """A live query ran longer than :attr:`LiveQueries.query_timeout`."""
+
+
 class LiveQuery:
     """One subscribed query: its caller, last outcome and how many hold it."""
 
@@ -204,8 +215,12 @@ class LiveQueries:
     outcome changed (possibly empty: ``ts`` moved).
     """
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, *, query_timeout: float = 60.0) -> None:
+        if not query_timeout > 0:
+            raise ValueError(f"query_timeout must be a positive number, got {query_timeout!r}")
         self.runtime = runtime
+        self.query_timeout = query_timeout
+        """Seconds a query may run in a round before it fails (a round waits for all)."""
         self.ts = 0
         """Every published outcome is the query's result as of this commit timestamp."""
         self.runs = 0
@@ -348,15 +363,21 @@ class LiveQueries:
             args = from_convex_json(live.args)
             if not isinstance(args, dict):
                 raise ValueError("the arguments must be an object")
-            value = await self.runtime.call(
-                FunctionKind.QUERY,
-                live.path,
-                args,
-                identity=live.identity,
-                trusted=live.trusted,
-                logs=logs,
-                txn=txn,
-            )
+            try:
+                async with asyncio.timeout(self.query_timeout):
+                    value = await self.runtime.call(
+                        FunctionKind.QUERY,
+                        live.path,
+                        args,
+                        identity=live.identity,
+                        trusted=live.trusted,
+                        logs=logs,
+                        txn=txn,
+                    )
+            except TimeoutError:
+                raise QueryTimeoutError(
+                    f"{live.path} did not finish within {self.query_timeout:g} s"
+                ) from None
             outcome = Outcome(value=to_convex_json(value), logs=tuple(logs))
         except Exception as exc:
             outcome = Outcome(error=exc, logs=tuple(logs))

@@ -10,12 +10,14 @@ import pytest
 
 from convexpy import Runtime
 from convexpy.clock import VirtualClock
-from convexpy.live import LiveQueries, LiveQuery, ReadSetIndex
+from convexpy.live import LiveQueries, LiveQuery, QueryTimeoutError, ReadSetIndex
 from convexpy.store.base import KeyRange, ReadSet, Write
 from convexpy.store.occ import Commit
 
 APP = {
     "tasks.py": """
+import asyncio
+
 from convexpy import internal, internal_mutation, mutation, query, v
 
 
@@ -56,6 +58,12 @@ async def one(ctx, id: str):
 async def broken(ctx) -> None:
     await ctx.db.query("tasks").collect()
     raise ValueError("broken on purpose")
+
+
+@query
+async def stuck(ctx) -> None:
+    await ctx.db.query("tasks").collect()
+    await asyncio.sleep(3600)
 
 
 @mutation
@@ -195,6 +203,16 @@ async def test_invalidate_all_reruns_everything(app_dir: Path, store: str) -> No
         hub.invalidate_all()  # the app was reloaded
         assert await w.round() == set()  # same results
         assert hub.runs == 4
+
+
+async def test_a_stuck_query_fails_and_the_round_goes_on(app_dir: Path, store: str) -> None:
+    async with Runtime(app_dir, store=store) as rt, LiveQueries(rt, query_timeout=0.2) as hub:
+        w = Watcher(hub)
+        stuck, texts = w.watch("tasks:stuck"), w.watch("tasks:texts")
+        assert await w.round() == {stuck, texts}
+        assert isinstance(stuck.outcome and stuck.outcome.error, QueryTimeoutError)
+        assert "tasks:stuck did not finish within 0.2 s" in str(stuck.outcome.error)
+        assert texts.outcome is not None and texts.outcome.value == []
 
 
 async def test_same_result_is_not_a_change(app_dir: Path, store: str) -> None:

@@ -88,6 +88,9 @@ class SyncLimits:
     ping_interval: float = 15.0
     """Seconds of silence after which the server sends ``Ping`` (the Rust client
     gives up on a server silent for 30 s)."""
+    query_timeout: float = 60.0
+    """Seconds a subscribed query may run before it fails (Convex's sync worker
+    gives up after 60 s too); every client waits for the slowest query of a round."""
 
 
 class ProtocolError(Exception):
@@ -472,7 +475,7 @@ class _Connection:
             # response, failures too: the Rust client completes a failure that
             # carries errorData only on the next transition.
             ts = self.hub.durable_ts()
-            response["ts"] = encode_ts(ts) if ok else None
+            response["ts"] = self.wire_ts(ts) if ok else None
             self.need_ts = max(ts, self.need_ts or 0)
             self.send(response)
             self.flush()
@@ -537,14 +540,21 @@ class _Connection:
         self.send(
             {
                 "type": "Transition",
-                "startVersion": _version(self.query_set, self.identity, self.ts),
-                "endVersion": _version(query_set, identity, ts),
+                "startVersion": self.version(self.query_set, self.identity, self.ts),
+                "endVersion": self.version(query_set, identity, ts),
                 "modifications": list(modifications.values()),
             }
         )
         self.query_set, self.identity, self.ts = query_set, identity, ts
         self.active = active
         self.hold()
+
+    def wire_ts(self, ts: int) -> str:
+        """A store timestamp as the protocol sends it (0 stays 0: the initial version)."""
+        return encode_ts(ts and self.server.epoch + ts)
+
+    def version(self, query_set: int, identity: int, ts: int) -> dict[str, Any]:
+        return {"querySet": query_set, "identity": identity, "ts": self.wire_ts(ts)}
 
     def hold(self) -> None:
         """Hold exactly the live queries the client has or asked for."""
@@ -588,10 +598,6 @@ def _short(reason: str) -> str:
     return data[:120].decode(errors="ignore") + "..."
 
 
-def _version(query_set: int, identity: int, ts: int) -> dict[str, Any]:
-    return {"querySet": query_set, "identity": identity, "ts": encode_ts(ts)}
-
-
 def _modification(query_id: int, outcome: Outcome) -> dict[str, Any]:
     logs = list(outcome.logs)
     if outcome.error is None:
@@ -627,7 +633,11 @@ class SyncServer:
         self.runtime = runtime
         self.admin_key = admin_key
         self.limits = limits or SyncLimits()
-        self.hub = LiveQueries(runtime)
+        self.hub = LiveQueries(runtime, query_timeout=self.limits.query_timeout)
+        self.epoch = int(runtime.clock.now() * 1_000_000)
+        """Added to the store's commit timestamps on the wire: nanoseconds since the
+        Unix epoch when the server started, so that they keep growing across
+        restarts (clients remember the largest they saw)."""
         self.hub.observers.append(self._round_done)
         self.connections: set[_Connection] = set()
         self.closed = False
