@@ -285,7 +285,11 @@ class LiveQueries:
     def release(self, live: LiveQuery) -> None:
         """Drop one hold; the last one forgets the query."""
         live.refs -= 1
-        if live.refs <= 0 and self._queries.get(live.key) is live:
+        if live.refs <= 0:
+            self._forget(live)
+
+    def _forget(self, live: LiveQuery) -> None:
+        if self._queries.get(live.key) is live:
             del self._queries[live.key]
             self._index.remove(live)
             self._stale.discard(live)
@@ -327,6 +331,10 @@ class LiveQueries:
         self._stale = set()
         if commits and len(self._index):
             stale |= self._index.touched(commits)
+        for live in [live for live in stale if live.refs <= 0]:
+            # Made by :meth:`query` but never retained (its caller failed).
+            self._forget(live)
+            stale.discard(live)
         runtime = self.runtime
         txns: dict[LiveQuery, Transaction] = {}
         try:

@@ -315,6 +315,23 @@ async def test_limits(app_dir: Path) -> None:
                 "type": "FatalError",
                 "error": "Message too large: over the limit of 1000 bytes",
             }
+        async with server.client() as client:  # 700 characters, 1400 bytes
+            event = {"type": "Event", "eventType": "x", "event": "é" * 700}
+            await client.send(json.dumps(event, ensure_ascii=False))
+            fatal = await client.recv()
+            assert "Message too large" in fatal["error"]
+
+
+async def test_a_refused_query_set_change_holds_nothing(app_dir: Path) -> None:
+    async with serving(app_dir) as server, server.client() as client:
+        await client.modify(add(0, "tasks:texts"), add(0, "values:nothing"))
+        fatal = await client.recv()
+        assert fatal["type"] == "FatalError" and "Duplicate query ID: 0" in fatal["error"]
+        await client.closed()
+        hub = server.app.sync.hub
+        async with asyncio.timeout(10):
+            while len(hub):  # noqa: ASYNC110 (the next round drops what nobody holds)
+                await asyncio.sleep(0.01)
 
 
 async def test_pings_keep_a_quiet_connection_alive(app_dir: Path) -> None:

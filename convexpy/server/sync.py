@@ -286,7 +286,8 @@ class _Connection:
                 if text is None:
                     raise ProtocolError("Binary messages are not part of the protocol: send JSON")
                 limit = self.limits.max_message_bytes
-                if len(text) > limit and len(text.encode()) > limit:
+                # (A character is 1 to 4 bytes: encode only when it may matter.)
+                if len(text) > limit or (4 * len(text) > limit and len(text.encode()) > limit):
                     raise ProtocolError(f"Message too large: over the limit of {limit} bytes")
                 await self.handle(text)
         except ProtocolError as exc:
@@ -303,21 +304,22 @@ class _Connection:
                 },
             )
             return
-        except Exception as exc:  # the client went away, or a bug of ours
-            if not isinstance(exc, OSError):
-                logger.exception("sync connection failed")
-                self.close(
-                    1011,
-                    "InternalServerError",
-                    {
-                        "type": "FatalError",
-                        "error": (
-                            f"The server failed handling a message ({type(exc).__name__}); "
-                            "the details are in the server log"
-                        ),
-                    },
-                )
+        except OSError:  # the client went away
             self.done.set()
+            return
+        except Exception as exc:  # a bug of ours
+            logger.exception("sync connection failed")
+            self.close(
+                1011,
+                "InternalServerError",
+                {
+                    "type": "FatalError",
+                    "error": (
+                        f"The server failed handling a message ({type(exc).__name__}); "
+                        "the details are in the server log"
+                    ),
+                },
+            )
             return
         if not self.closing:
             self.done.set()
