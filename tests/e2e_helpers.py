@@ -263,9 +263,11 @@ async def dev_server(
     db: Path | None,
     *args: str,
     cwd: Path | None = None,
+    port: int | None = None,
 ) -> AsyncIterator[DevServer]:
-    """Start the dev server on a free port with ``--db db`` (or ``--memory``) and wait for it."""
-    port = free_port()
+    """Start the dev server on ``port`` (default: a free one) with ``--db db`` (or
+    ``--memory``) and wait for it."""
+    port = port or free_port()
     command = [sys.executable, "-m", "convexpy", "dev", str(app_dir), "--port", str(port)]
     command += ["--memory"] if db is None else ["--db", str(db)]
     command += list(args)
