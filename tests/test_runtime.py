@@ -184,6 +184,7 @@ def test_public_names_are_exported():
         "errors",
         "functions",
         "ids",
+        "live",
         "loader",
         "runtime",
         "scheduler",

@@ -69,7 +69,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..convex_json import to_convex_json
@@ -80,6 +80,7 @@ from ..runtime import Runtime
 from ..store.jobs import SCHEDULED_FUNCTIONS
 from .auth import Caller, request_caller, require_admin
 from .faults import StoreFault, store_fault
+from .sync import SyncLimits, SyncServer
 from .wire import (
     BodyReader,
     RequestError,
@@ -433,13 +434,20 @@ class ConvexApp(Starlette):
     it as ``reloadError``.
     """
 
-    def __init__(self, api: _Api, routes: list[Route]) -> None:
+    def __init__(self, api: _Api, routes: list[BaseRoute], sync: SyncServer) -> None:
         super().__init__(
             routes=routes,
             middleware=[Middleware(_CatchAll, api=api)],
             exception_handlers={HTTPException: api.http_exception, Exception: api.unhandled},
         )
         self._api = api
+        self.sync = sync
+        """The websocket sync protocol at ``/api/sync`` (see :mod:`~convexpy.server.sync`)."""
+
+    async def close(self, reason: str = "The server is shutting down") -> None:
+        """Close the sync protocol's sockets with ``reason`` and stop its live queries
+        (before the runtime stops)."""
+        await self.sync.close(reason)
 
     @property
     def reload_error(self) -> str | None:
@@ -458,6 +466,7 @@ def create_app(
     max_request_bytes: int = MAX_REQUEST_BYTES,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     max_pending_body_bytes: int = DEFAULT_MAX_PENDING_BODY_BYTES,
+    sync_limits: SyncLimits | None = None,
 ) -> ConvexApp:
     """The HTTP API of ``runtime`` (which must be running while the app serves).
 
@@ -467,7 +476,10 @@ def create_app(
     ``body_timeout`` seconds (else 408 ``RequestTimeout``) and be at most
     ``max_request_bytes`` (else 413); the bodies of all requests in progress
     together are held to ``max_pending_body_bytes`` (else 503 ``Overloaded``),
-    so slow or many uploads cannot take the server's memory.
+    so slow or many uploads cannot take the server's memory. ``sync_limits``
+    bounds what a websocket client of ``/api/sync`` may do (see
+    :class:`~convexpy.server.sync.SyncLimits`); call :meth:`ConvexApp.close`
+    before the runtime stops.
     """
     if not (isinstance(body_timeout, int | float) and 0 < body_timeout < math.inf):
         raise ValueError(f"body_timeout must be a positive number of seconds, got {body_timeout!r}")
@@ -481,7 +493,8 @@ def create_app(
         runtime, admin_key, reporter, max_request_bytes, float(body_timeout), max_pending_body_bytes
     )
     guard = api.guard
-    routes = [
+    sync = SyncServer(runtime, admin_key, sync_limits)
+    routes: list[BaseRoute] = [
         Route("/", guard(api.status), methods=["GET"]),
         Route("/api/query", guard(api.function_endpoint(FunctionKind.QUERY)), methods=["POST"]),
         Route(
@@ -492,5 +505,7 @@ def create_app(
         Route("/api/admin/functions", guard(api.functions), methods=["GET"]),
         Route("/api/admin/tables", guard(api.tables), methods=["GET"]),
         Route("/api/admin/tables/{table}", guard(api.table), methods=["GET"]),
+        WebSocketRoute("/api/sync", sync.endpoint),  # the Rust (and Python) client
+        WebSocketRoute("/api/{version}/sync", sync.endpoint),  # the JavaScript client
     ]
-    return ConvexApp(api, routes)
+    return ConvexApp(api, routes, sync)
