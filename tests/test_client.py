@@ -7,11 +7,10 @@ from pathlib import Path
 
 import anyio
 import pytest
+from e2e_helpers import SERVER_APP, DevServer, dev_server, free_port, write_app
 
 from convexpy.client import AsyncConvexClient, ConnectionLostError, FunctionError, Subscription
 from convexpy.errors import ConvexError
-
-from .e2e_helpers import SERVER_APP, DevServer, dev_server, free_port, write_app
 
 pytestmark = pytest.mark.slow
 
