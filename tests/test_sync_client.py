@@ -184,7 +184,7 @@ async def test_a_subscription_resumes_after_a_server_restart(app_dir: Path, tmp_
 async def test_the_readme_example_works(tmp_path: Path) -> None:
     from test_readme import blocks
 
-    [(_, app), (_, script)] = blocks("## Live queries")
+    (_, app), (_, script) = blocks("## Live queries")[:2]
     header, _, source = app.partition("\n")
     assert header == "# convex/counter.py"
     app_dir = tmp_path / "convex"
