@@ -178,7 +178,8 @@ def test_public_names_are_exported():
     modules = {
         "clock",
         "context",
-        "convex_json",
+        "clock",
+        "client",
         "cron",
         "db",
         "errors",
