@@ -177,9 +177,9 @@ def test_public_names_are_exported():
     public = {n for n in dir(convexpy) if not n.startswith("_")}
     modules = {
         "clock",
-        "context",
-        "clock",
         "client",
+        "context",
+        "convex_json",
         "cron",
         "db",
         "errors",
