@@ -22,6 +22,7 @@ from .ids import decode_id, new_id, table_number
 from .queries import IndexRangeBuilder, Order, Query
 from .store.base import Document, IndexDef, KeyRange, ReadSet, Store, Write
 from .store.engine import overlay_scan
+from .store.keys import index_key_of
 from .unawaited import CallTracker, track
 from .values import check_document, copy_value
 
@@ -201,12 +202,15 @@ class Transaction:
         self, index: IndexDef, key_range: KeyRange, order: Order, limit: int
     ) -> list[tuple[bytes, Document]]:
         """Index rows as this transaction sees them; records the range read."""
-        own = {w.id: w.new for w in self.writes.values() if w.table == index.table}
+        own = {
+            w.id: (None if w.new is None else index_key_of(index, w.new), w.new)
+            for w in self.writes.values()
+            if w.table == index.table
+        }
         if own:
             rows = await overlay_scan(
                 lambda r, o, n: self.store.scan(self.snapshot, r, o, n),
                 lambda: own,
-                index,
                 key_range,
                 order,
                 limit,

@@ -30,6 +30,8 @@ from collections import Counter
 from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
+from sortedcontainers import SortedDict
+
 from .context import UserIdentity
 from .convex_json import from_convex_json, to_convex_json
 from .db import Transaction
@@ -53,6 +55,65 @@ logger = logging.getLogger("convexpy.live")
 T = TypeVar("T", bound=Hashable)
 
 
+class _Ranges(Generic[T]):
+    """The key ranges of many owners over one index, to find those holding a key.
+
+    The ranges' ends cut the key space into segments; each segment (keyed by
+    its first key) holds the set of owners whose ranges cover all of it. A
+    key's owners are then one bisection away, whatever the number of ranges
+    (a commit is checked against a thousand subscriptions in microseconds).
+    Adding or removing a range touches the segments it covers: one or two
+    for the usual equality lookups, every one for a scan of a whole table.
+    """
+
+    __slots__ = ("_segments",)
+
+    def __init__(self) -> None:
+        self._segments: SortedDict[bytes, set[T]] = SortedDict({b"": set()})
+
+    def add(self, low: bytes, high: bytes | None, owner: T) -> None:
+        segments = self._segments
+        self._cut(low)
+        if high is not None:
+            self._cut(high)
+        for start in segments.irange(low, high, inclusive=(True, False)):
+            segments[start].add(owner)
+
+    def remove(self, spans: Iterable[tuple[bytes, bytes | None]], owner: T) -> None:
+        """Take ``owner`` out of all its ``spans`` (every range it added)."""
+        segments = self._segments
+        ends: set[bytes] = set()
+        for low, high in spans:
+            for start in segments.irange(low, high, inclusive=(True, False)):
+                segments[start].discard(owner)
+            ends.add(low)
+            if high is not None:
+                ends.add(high)
+        for end in ends:
+            self._join(end)
+
+    def owners(self, key: bytes) -> set[T]:
+        segments = self._segments
+        owners: set[T] = segments.peekitem(segments.bisect_right(key) - 1)[1]
+        return owners
+
+    def __bool__(self) -> bool:
+        return len(self._segments) > 1 or bool(self._segments[b""])
+
+    def _cut(self, at: bytes) -> None:
+        """Start a segment at ``at`` (its owners: those of the segment it splits)."""
+        segments = self._segments
+        if at not in segments:
+            segments[at] = set(self.owners(at))
+
+    def _join(self, at: bytes) -> None:
+        """Merge the segment starting at ``at`` into the one before, if they agree."""
+        segments = self._segments
+        owners = segments.get(at)
+        if at and owners is not None and segments.peekitem(segments.index(at) - 1)[1] == owners:
+            del segments[at]
+
+
 class ReadSetIndex(Generic[T]):
     """The read sets of many owners, to find those a commit touches. Pure.
 
@@ -62,9 +123,9 @@ class ReadSetIndex(Generic[T]):
     def __init__(self) -> None:
         self._reads: dict[T, ReadSet] = {}
         self._by_id: dict[str, set[T]] = {}
-        self._by_index: dict[str, dict[T, list[tuple[bytes, bytes | None]]]] = {}
+        self._by_index: dict[str, _Ranges[T]] = {}
         self._tables: Counter[str] = Counter()
-        """How many owners scanned an index of each table."""
+        """How many ranges were scanned in an index of each table."""
 
     def __len__(self) -> int:
         return len(self._reads)
@@ -75,12 +136,11 @@ class ReadSetIndex(Generic[T]):
         for doc_id in reads.ids:
             self._by_id.setdefault(doc_id, set()).add(owner)
         for key_range in reads.ranges:
-            owners = self._by_index.setdefault(key_range.index, {})
-            ranges = owners.get(owner)
+            ranges = self._by_index.get(key_range.index)
             if ranges is None:
-                ranges = owners[owner] = []
-                self._tables[_table_of(key_range.index)] += 1
-            ranges.append((key_range.low, key_range.high))
+                ranges = self._by_index[key_range.index] = _Ranges()
+            ranges.add(key_range.low, key_range.high, owner)
+            self._tables[_table_of(key_range.index)] += 1
 
     def remove(self, owner: T) -> None:
         reads = self._reads.pop(owner, None)
@@ -92,15 +152,20 @@ class ReadSetIndex(Generic[T]):
                 owners.discard(owner)
                 if not owners:
                     del self._by_id[doc_id]
-        for index in {key_range.index for key_range in reads.ranges}:
-            by_owner = self._by_index.get(index)
-            if by_owner is not None and by_owner.pop(owner, None) is not None:
-                table = _table_of(index)
-                self._tables[table] -= 1
-                if self._tables[table] <= 0:
-                    del self._tables[table]
-                if not by_owner:
-                    del self._by_index[index]
+        spans: dict[str, list[tuple[bytes, bytes | None]]] = {}
+        for key_range in reads.ranges:
+            spans.setdefault(key_range.index, []).append((key_range.low, key_range.high))
+        for index, index_spans in spans.items():
+            ranges = self._by_index.get(index)
+            if ranges is None:
+                continue
+            ranges.remove(index_spans, owner)
+            if not ranges:
+                del self._by_index[index]
+            table = _table_of(index)
+            self._tables[table] -= len(index_spans)
+            if self._tables[table] <= 0:
+                del self._tables[table]
 
     def touched(self, commits: Iterable[Commit]) -> set[T]:
         """The owners whose read set a write of ``commits`` touches."""
@@ -112,25 +177,18 @@ class ReadSetIndex(Generic[T]):
             if self._tables.keys().isdisjoint(commit.tables):
                 continue  # no scanned index of a written table: no key to encode
             for index, _, old, new in commit.index_changes:
-                owners = self._by_index.get(index)
-                if not owners:
+                ranges = self._by_index.get(index)
+                if ranges is None:
                     continue
-                for owner, ranges in owners.items():
-                    if owner not in hit and _any_in(ranges, old, new):
-                        hit.add(owner)
+                if old is not None:
+                    hit |= ranges.owners(old)
+                if new is not None:
+                    hit |= ranges.owners(new)
         return hit
 
 
 def _table_of(index: str) -> str:
     return index.rpartition(".")[0]
-
-
-def _any_in(ranges: list[tuple[bytes, bytes | None]], *keys: bytes | None) -> bool:
-    for low, high in ranges:
-        for key in keys:
-            if key is not None and key >= low and (high is None or key < high):
-                return True
-    return False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -7,10 +7,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from convexpy import Runtime
 from convexpy.clock import VirtualClock
-from convexpy.live import LiveQueries, LiveQuery, QueryTimeoutError, ReadSetIndex
+from convexpy.live import LiveQueries, LiveQuery, QueryTimeoutError, ReadSetIndex, _Ranges
 from convexpy.store.base import KeyRange, ReadSet, Write
 from convexpy.store.occ import Commit
 
@@ -293,3 +295,35 @@ def test_read_set_index_skips_key_work_for_unscanned_tables() -> None:
 
     other = Commit(1, [Write("o1", "other", None, {"_id": "o1"})], explode)
     assert index.touched([other]) == set()
+
+
+_range = st.tuples(st.binary(max_size=3), st.one_of(st.none(), st.binary(max_size=3)))
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 5), _range, st.booleans()), max_size=40),
+    st.lists(st.binary(max_size=4), max_size=20),
+)
+def test_ranges_find_exactly_the_owners_whose_ranges_hold_a_key(
+    steps: list[tuple[int, tuple[bytes, bytes | None], bool]], keys: list[bytes]
+) -> None:
+    ranges: _Ranges[int] = _Ranges()
+    held: dict[int, list[tuple[bytes, bytes | None]]] = {}
+    for owner, (low, high), add in steps:
+        if high is not None and high <= low:
+            continue  # an empty range: scans never make one
+        if add:
+            ranges.add(low, high, owner)
+            held.setdefault(owner, []).append((low, high))
+        elif owner in held:  # an owner's ranges go all together, as ReadSetIndex does
+            ranges.remove(held.pop(owner), owner)
+        for key in keys:
+            expected = {
+                o
+                for o, spans in held.items()
+                if any(lo <= key and (hi is None or key < hi) for lo, hi in spans)
+            }
+            assert ranges.owners(key) == expected
+    for owner in list(held):
+        ranges.remove(held.pop(owner), owner)
+    assert not ranges  # back to one empty segment: churn leaves nothing behind

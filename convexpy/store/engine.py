@@ -39,7 +39,7 @@ from .base import (
 )
 from .jobs import job_changes
 from .keys import encode_suffix, index_key_of, prefix_encoder
-from .occ import Commit, CommitLog, IndexChange
+from .occ import Commit, CommitLog, IndexChange, Keyed
 
 __all__ = [
     "LatestVersionStore",
@@ -65,8 +65,7 @@ def write_failure(exc: BaseException) -> Exception:
 
 async def overlay_scan(
     fetch: Callable[[KeyRange, Order, int], Awaitable[Rows]],
-    changes: Callable[[], Mapping[str, Document | None]],
-    index: IndexDef,
+    changes: Callable[[], Mapping[str, Keyed]],
     key_range: KeyRange,
     order: Order,
     limit: int,
@@ -74,10 +73,11 @@ async def overlay_scan(
     """Scan an index range from ``fetch``, with some documents replaced.
 
     ``changes()`` maps document ids to the version to show instead of the
-    fetched one (None: the document does not exist). It is called after each
-    fetch, so changes that land while a fetch is in flight are seen. Used for
-    snapshot reads over the latest state (changes are before-images) and for
-    a transaction reading its own writes (changes are its pending writes).
+    fetched one, with its key in the index (a None key: not in the index, or
+    the document does not exist). It is called after each fetch, so changes
+    that land while a fetch is in flight are seen. Used for snapshot reads
+    over the latest state (changes are before-images) and for a transaction
+    reading its own writes (changes are its pending writes).
     """
     result: Rows = []
     remaining = key_range
@@ -90,11 +90,8 @@ async def overlay_scan(
         if changed:
             chunk = [row for row in rows if row[1]["_id"] not in changed]
             bound = None if exhausted else rows[-1][0]
-            for version in changed.values():
-                if version is None:
-                    continue
-                key = index_key_of(index, version)
-                if key is None or not remaining.contains(key):
+            for key, version in changed.values():
+                if key is None or version is None or not remaining.contains(key):
                     continue
                 if bound is not None and (key < bound if descending else key > bound):
                     continue
@@ -388,11 +385,10 @@ class LatestVersionStore(Store):
         self, snapshot: Snapshot, key_range: KeyRange, order: Order, limit: int
     ) -> list[tuple[bytes, Document]]:
         self._check_open()
-        index = self._index(key_range.index)
+        self._index(key_range.index)  # raises for an unknown index
         return await overlay_scan(
             self._base_scan,
-            lambda: self._log.versions_at(snapshot, index.table),
-            index,
+            lambda: self._log.versions_at(snapshot, key_range.index),
             key_range,
             order,
             limit,

@@ -24,13 +24,17 @@ from collections.abc import Callable
 from .jobs import JobChanges
 from .types import Document, ReadSet, Snapshot, Write
 
-__all__ = ["Commit", "CommitLog", "IndexChange"]
+__all__ = ["Commit", "CommitLog", "IndexChange", "Keyed"]
 
 
 IndexChange = tuple[str, str, "bytes | None", "bytes | None"]
 """``(index key, document id, old key, new key)``: an index entry of the document
 moved from ``old`` to ``new`` (None: absent). A plain tuple: there is one per
 index per write, and the engine makes them by the hundred thousand."""
+
+
+Keyed = tuple["bytes | None", "Document | None"]
+"""A document version and its key in one index (None: no entry, or no document)."""
 
 
 class Commit:
@@ -196,24 +200,33 @@ class CommitLog:
                 found = (True, write.new)
         return found
 
-    def versions_at(self, snapshot: Snapshot, table: str) -> dict[str, Document | None]:
-        """Every document of ``table`` whose latest version is not the one the
-        snapshot sees, with the one it sees (see :meth:`version_at`)."""
+    def versions_at(self, snapshot: Snapshot, index: str) -> dict[str, Keyed]:
+        """Every document with an entry in ``index`` whose latest version is
+        not the one the snapshot sees: the version it sees (see
+        :meth:`version_at`) with that version's key in ``index`` (None: no
+        entry). The keys come from each commit's index changes, worked out
+        once per commit however many scans need them (so an index configured
+        after a commit was made is not in its changes: only code loaded after
+        the index scans it, on snapshots that see that commit)."""
         ts = snapshot.ts
-        versions: dict[str, Document | None] = {}
+        versions: dict[str, Keyed] = {}
         settled: set[str] = set()
+        table = index.rpartition(".")[0]
         for commit in self.after(snapshot.durable):
+            if table not in commit.tables:
+                continue
             seen = commit.ts <= ts
-            for write in commit.writes:
-                if write.table != table:
+            by_id = commit.by_id
+            for changed, doc_id, old, new in commit.index_changes:
+                if changed != index:
                     continue
                 if seen:
-                    versions[write.id] = write.new
-                elif write.id not in settled:
+                    versions[doc_id] = (new, by_id[doc_id].new)
+                elif doc_id not in settled:
                     # The first write after the snapshot: its before-image is
                     # the version the snapshot sees (the last one it saw, if any).
-                    settled.add(write.id)
-                    versions[write.id] = write.old
+                    settled.add(doc_id)
+                    versions[doc_id] = (old, by_id[doc_id].old)
         return versions
 
 
