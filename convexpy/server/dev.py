@@ -178,6 +178,12 @@ class _Server(uvicorn.Server):
     def capture_signals(self) -> Generator[None, None, None]:
         yield
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        app = self.config.app
+        if isinstance(app, ConvexApp) and app.dashboard is not None:
+            app.dashboard.close()  # its waiting log polls would hold up the stop
+        await super().shutdown(sockets)
+
 
 class _Signals:
     """SIGINT/SIGTERM: the first asks for a graceful stop, the second exits at once.
@@ -364,6 +370,7 @@ async def _banner(
             ("API", printer.style(url, "cyan", "bold")),
             ("data", data),
             ("admin key", f"{admin_key}  ({state_dir / ADMIN_KEY_FILE})"),
+            ("dashboard", printer.style(f"{url}/dashboard#key={admin_key}", "cyan")),
         ]
     )
     if printer.verbosity >= 1:
@@ -680,6 +687,8 @@ async def _start(
     app = create_app(
         runtime, admin_key=admin_key, reporter=printer, body_timeout=options.body_timeout
     )
+    if app.dashboard is not None:
+        app.dashboard.watch()
     pid = os.getpid()
     info = {"app": str(options.app_dir.resolve()), "data": data, "state": str(state_dir)}
     for directory in info_dirs:

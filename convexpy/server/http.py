@@ -48,7 +48,8 @@ checking the signature; a token that is not such a JWT gets 401.
 Admin endpoints (``Convex <admin key>`` only), used by ``python -m convexpy``:
 ``GET /api/admin/functions``, ``GET /api/admin/tables`` and
 ``GET /api/admin/tables/{table}?limit=100&order=desc``. ``GET /`` is a small
-JSON status.
+JSON status. ``GET /dashboard`` and the admin endpoints it uses are
+:mod:`~convexpy.server.dashboard`.
 
 This module is the app: its routes and endpoints. The wire format (bodies,
 formats, answers) is :mod:`~convexpy.server.wire`, who is calling
@@ -79,6 +80,7 @@ from ..functions import FunctionKind
 from ..runtime import Runtime
 from ..store.jobs import SCHEDULED_FUNCTIONS
 from .auth import Caller, request_caller, require_admin
+from .dashboard import Dashboard
 from .faults import StoreFault, store_fault
 from .wire import (
     BodyReader,
@@ -433,6 +435,9 @@ class ConvexApp(Starlette):
     it as ``reloadError``.
     """
 
+    dashboard: Dashboard | None = None
+    """The dashboard's state (``GET /dashboard``; see :mod:`~convexpy.server.dashboard`)."""
+
     def __init__(self, api: _Api, routes: list[Route]) -> None:
         super().__init__(
             routes=routes,
@@ -493,4 +498,7 @@ def create_app(
         Route("/api/admin/tables", guard(api.tables), methods=["GET"]),
         Route("/api/admin/tables/{table}", guard(api.table), methods=["GET"]),
     ]
-    return ConvexApp(api, routes)
+    dashboard = Dashboard(runtime, admin_key, api.bodies)
+    app = ConvexApp(api, [*routes, *dashboard.routes(guard)])
+    app.dashboard = dashboard
+    return app
