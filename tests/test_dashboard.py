@@ -378,8 +378,10 @@ def test_percentiles_and_per_second_buckets() -> None:
     assert percentile([], 0.5) is None
     assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
     assert percentile([float(i) for i in range(1, 101)], 0.99) == 99.0
-    now = [10_500.0]
+    now = [6_000.0]
     stats = JobStats(lambda: now[0], seconds=5)
+    assert [p["t"] for p in stats.series()] == [6000]  # nothing before counting began
+    now[0] = 10_500.0
     for lateness in (1.0, 2.0, 30.0):
         stats.add({"type": "job", "lateness_ms": lateness})
     stats.add({"type": "call"})

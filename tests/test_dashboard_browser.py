@@ -281,6 +281,11 @@ async def test_a_log_line_arrives_live_and_filters_apply(dash: Dash) -> None:
     await dash.call("mutation", "notes:later", {"body": "job", "delay_ms": 0})
     job = page.locator('#log-list li[data-path="notes:add_later"]')
     await expect(job).to_contain_text("adding 'job' later")
+    async with httpx.AsyncClient(base_url=dash.server.url) as http:
+        await http.post("/api/query", json={"path": "notes:boom", "args": {}})
+    boom = page.locator('#log-list li[data-path="notes:boom"]')
+    await expect(boom.locator(".badge").last).to_have_text("error")
+    await expect(boom.locator(".log-error")).to_contain_text("<b>not bold</b>")
     await dash.screenshot("logs")
     function = page.locator("#page-logs").get_by_label("Function")
     await function.fill("shout")
@@ -322,10 +327,13 @@ async def test_data_is_shown_as_text_never_as_html(dash: Dash) -> None:
 
 async def test_health_shows_counts_and_charts(dash: Dash) -> None:
     page = dash.page
-    for i in range(3):
-        await dash.call("mutation", "notes:later", {"body": str(i), "delay_ms": 0})
     await dash.call("mutation", "notes:later", {"body": "late", "delay_ms": 3_600_000})
     await dash.open("Health")
+    for i in range(12):
+        await dash.call("mutation", "notes:later", {"body": str(i), "delay_ms": 250 * i})
+    # The page refreshes itself until all twelve have run (the heartbeat cron adds a few).
+    jobs = page.locator(".card", has_text="Jobs (last min)")
+    await expect(jobs.locator(".value")).to_have_text(re.compile(r"^(1[2-9]|[2-9]\d)$"))
     pending = page.locator(".card", has_text="Pending jobs")
     await expect(pending.locator(".value")).to_have_text(re.compile(r"^[1-9]\d*$"))
     late = page.locator(".card", has_text="Lateness p50")

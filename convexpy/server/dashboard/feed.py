@@ -152,6 +152,8 @@ class JobStats:
         self.seconds = seconds
         self._samples = samples
         self._buckets: dict[int, tuple[list[int], list[float]]] = {}
+        self._since = int(now() // 1000)
+        """The first second counted: the series starts there, not with made-up zeros."""
 
     def add(self, event: Mapping[str, Any]) -> None:
         """A runtime listener: count a finished job."""
@@ -185,12 +187,13 @@ class JobStats:
         return {"jobs": jobs, "p50": percentile(lateness, 0.5), "p99": percentile(lateness, 0.99)}
 
     def series(self) -> list[dict[str, Any]]:
-        """One point per second of the window, oldest first: ``{t, jobs, p50, p99}``
-        (``t`` in epoch ms; p50 and p99 of lateness in ms, None without jobs)."""
+        """One point per second of the window since counting began, oldest first:
+        ``{t, jobs, p50, p99}`` (``t`` in epoch ms; p50 and p99 of lateness in ms,
+        None without jobs)."""
         now = int(self._now() // 1000)
         self._forget(now)
         points = []
-        for second in range(now - self.seconds + 1, now + 1):
+        for second in range(max(self._since, now - self.seconds + 1), now + 1):
             count, lateness = self._buckets.get(second, ([0], []))
             ordered = sorted(lateness)
             points.append(

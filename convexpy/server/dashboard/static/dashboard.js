@@ -673,15 +673,16 @@ async function loadHealth() {
   clear(
     $("health-cards"),
     card("Jobs/s (last 10 s)", perSecond.toFixed(1)),
+    card("Jobs (last min)", String(late.jobs)),
     card("Lateness p50 (last min)", late.p50 === null ? "–" : formatDuration(late.p50)),
     card("Lateness p99 (last min)", late.p99 === null ? "–" : formatDuration(late.p99)),
     card("Pending jobs", cap(data.pending)),
     card("Running actions", cap(data.running)),
   );
   const points = data.jobs.slice(-120);
-  lineChart($("chart-jobs"), points.map((p) => p.t), [points.map((p) => p.jobs)], ["jobs/s"]);
+  lineChart($("chart-jobs"), points.map((p) => p.t), [points.map((p) => p.jobs)], ["jobs/s"], true);
   lineChart($("chart-lateness"), points.map((p) => p.t), [points.map((p) => p.p50), points.map((p) => p.p99)], ["p50", "p99"]);
-  lineChart($("chart-pending"), data.pendingSeries.map((p) => p.t), [data.pendingSeries.map((p) => p.pending)], ["pending"]);
+  lineChart($("chart-pending"), data.pendingSeries.map((p) => p.t), [data.pendingSeries.map((p) => p.pending)], ["pending"], true);
 }
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -700,10 +701,11 @@ function niceMax(value) {
   return 10 * power;
 }
 
-function lineChart(box, times, series, names) {
-  const width = 560, height = 180, left = 46, right = 10, top = 10, bottom = 24;
+function lineChart(box, times, series, names, counts) {
+  const width = 480, height = 180, left = 46, right = 10, top = 10, bottom = 24;
   const values = series.flat().filter((v) => v !== null && v !== undefined);
-  const max = niceMax(values.length ? Math.max(...values) : 0);
+  const highest = niceMax(values.length ? Math.max(...values) : 0);
+  const max = counts ? Math.max(4, highest) : highest; // whole numbers on a count's axis
   const t0 = times.length ? times[0] : 0;
   const t1 = times.length > 1 ? times[times.length - 1] : t0 + 1;
   const x = (t) => left + ((t - t0) / (t1 - t0 || 1)) * (width - left - right);
@@ -722,7 +724,11 @@ function lineChart(box, times, series, names) {
     // A gap (no jobs that second) breaks the line rather than drawing zero lateness.
     let run = [];
     const flush = () => {
-      if (run.length) chart.append(svg("polyline", { class: "line s" + i, points: run.join(" ") }));
+      if (run.length > 1) chart.append(svg("polyline", { class: "line s" + i, points: run.join(" ") }));
+      else if (run.length === 1) {
+        const [cx, cy] = run[0].split(",");
+        chart.append(svg("circle", { class: "dot s" + i, cx, cy, r: 3 }));
+      }
       run = [];
     };
     points.forEach((v, j) => {
