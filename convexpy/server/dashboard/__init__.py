@@ -44,7 +44,7 @@ from ...convex_json import to_convex_json
 from ...cron.compile import compile_schedule
 from ...cron.runner import CRON_JOBS
 from ...db import DatabaseReader, SystemReader, Transaction
-from ...errors import CronSpecError
+from ...errors import CronSpecError, InvalidValueError
 from ...ids import is_id_of
 from ...runtime import Runtime
 from ...scheduler.api import cancel_in
@@ -251,9 +251,7 @@ class Dashboard:
         """A paginated read; a cursor that is not one of this query's is a 400."""
         try:
             return await self._read(body)
-        except (ValueError, TypeError) as exc:
-            if "cursor" not in str(exc):
-                raise
+        except InvalidValueError as exc:  # paginate()'s word on a foreign cursor
             raise RequestError(400, "BadQueryArgs", str(exc)) from None
 
     async def scheduled(self, request: Request) -> Response:

@@ -22,6 +22,7 @@ const state = {
   selectedDoc: null,
   jobsCursor: null,
   jobsMessage: null,
+  jobsTicket: 0,
   logs: [],
   logAfter: 0,
   logPaused: false,
@@ -462,13 +463,15 @@ async function loadJobs(more, message) {
   const body = $("jobs-table").tBodies[0];
   const status = $("jobs-status");
   const params = { state: $("job-state").value, function: $("job-function").value, limit: 25, cursor: more ? state.jobsCursor : null };
+  const ticket = ++state.jobsTicket; // only the answer to the latest request is shown
   let data;
   try {
     data = await api("GET", "/api/admin/scheduled" + query(params));
   } catch (err) {
-    status.textContent = (err.code ? err.code + ": " : "") + err.message;
+    if (ticket === state.jobsTicket) status.textContent = (err.code ? err.code + ": " : "") + err.message;
     return;
   }
+  if (ticket !== state.jobsTicket) return;
   if (!more && !message && state.jobsMessage && Date.now() < state.jobsMessage.until) message = state.jobsMessage.text;
   if (message && !(state.jobsMessage && state.jobsMessage.text === message)) state.jobsMessage = { text: message, until: Date.now() + 10000 };
   state.jobsCursor = data.isDone ? null : data.cursor;
@@ -591,9 +594,11 @@ async function pollLogs() {
   if (state.logPolling) return;
   state.logPolling = true;
   let failures = 0;
+  let wait = 0; // the first answer comes at once: the page is live from then on
   while (state.key) {
     try {
-      const data = await api("GET", "/api/admin/logs" + query({ after: state.logAfter, wait: 20 }));
+      const data = await api("GET", "/api/admin/logs" + query({ after: state.logAfter, wait }));
+      wait = 20;
       failures = 0;
       if (data.last < state.logAfter) state.logs = []; // the server restarted
       state.logAfter = data.last;
