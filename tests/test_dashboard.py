@@ -145,7 +145,12 @@ async def test_documents_refuse_bad_input_with_4xx(client: Client) -> None:
     await client.refused("GET", docs + "?limit=abc", 400, "BadQueryArgs")
     await client.refused("GET", docs + "?order=up", 400, "BadQueryArgs")
     message = await client.refused("GET", docs + "?cursor=nonsense", 400, "BadQueryArgs")
-    assert "cursor" in message
+    assert "'nonsense' is not a cursor of this listing" in message
+    message = await client.refused("GET", docs + "?cursor=" + "A" * 5000, 400, "BadQueryArgs")
+    assert len(message) < 300
+    # A cursor of another listing (pending jobs, by scheduled time) is not one of this table's.
+    pending = await client.get("/api/admin/scheduled", state="pending", limit=1)
+    await client.refused("GET", docs + "?cursor=" + pending["cursor"], 400, "BadQueryArgs")
     await client.refused("GET", "/api/admin/tables/nope/documents", 404, "TableNotFound")
 
 

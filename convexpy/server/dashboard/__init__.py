@@ -235,7 +235,7 @@ class Dashboard:
             )
             return page
 
-        page = await self._paged(body)
+        page = await self._paged(body, cursor)
         return json_response(
             200,
             {
@@ -247,12 +247,20 @@ class Dashboard:
             },
         )
 
-    async def _paged(self, body: Callable[[Transaction], Awaitable[Any]]) -> Any:
+    async def _paged(
+        self, body: Callable[[Transaction], Awaitable[Any]], cursor: str | None
+    ) -> Any:
         """A paginated read; a cursor that is not one of this query's is a 400."""
         try:
             return await self._read(body)
-        except InvalidValueError as exc:  # paginate()'s word on a foreign cursor
-            raise RequestError(400, "BadQueryArgs", str(exc)) from None
+        except InvalidValueError:  # paginate()'s word on a foreign cursor
+            shown = cursor if cursor is None or len(cursor) <= 60 else cursor[:60] + "..."
+            raise RequestError(
+                400,
+                "BadQueryArgs",
+                f"cursor {shown!r} is not a cursor of this listing: pass the `cursor` of the "
+                "previous page with the same filters, or none for the first page",
+            ) from None
 
     async def scheduled(self, request: Request) -> Response:
         limit = _int_param(request, "limit", DEFAULT_PAGE, MAX_PAGE)
@@ -284,7 +292,7 @@ class Dashboard:
             page: dict[str, Any] = await query.paginate({"numItems": limit, "cursor": cursor})
             return page
 
-        page = await self._paged(body)
+        page = await self._paged(body, cursor)
         return json_response(
             200,
             {
