@@ -54,17 +54,17 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def _start_server(store: str, tmp: str) -> tuple[subprocess.Popen[bytes], str]:
+async def _start_server(store: str, tmp: str) -> tuple[asyncio.subprocess.Process, str]:
     port = _free_port()
     command = [sys.executable, "-m", "convexpy", "dev", str(APP_DIR), "--port", str(port)]
     command += ["--memory"] if store == "memory" else ["--db", f"{tmp}/live.sqlite3"]
     command += ["--no-watch", "--quiet"]
-    proc = subprocess.Popen(command, cwd=tmp, stdout=subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(*command, cwd=tmp, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(timeout=2) as http:
         deadline = time.monotonic() + 30
         while True:
-            if proc.poll() is not None:
+            if proc.returncode is not None:
                 raise SystemExit(f"the dev server exited with status {proc.returncode}")
             try:
                 if (await http.get(url + "/")).status_code == 200:
@@ -88,11 +88,11 @@ async def run(
             )
         finally:
             proc.terminate()
-            proc.wait(30)
+            await asyncio.wait_for(proc.wait(), 30)
 
 
 async def _measure(
-    proc: subprocess.Popen[bytes],
+    proc: asyncio.subprocess.Process,
     url: str,
     store: str,
     subscriptions: int,

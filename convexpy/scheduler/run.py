@@ -56,6 +56,8 @@ class Outcome(NamedTuple):
     started: float
     logs: list[str] | None
     """What its handler printed or logged (None: not captured)."""
+    scheduled: float
+    """The job's ``scheduledTime`` (its lateness is ``started - scheduled``)."""
 
 
 def conflict_delay_ms(attempt: int) -> float:
@@ -191,11 +193,23 @@ class JobRunner:
                     else:
                         txn.put(SCHEDULED_FUNCTIONS, job, ended(job, JobState.SUCCESS, now()))
                         outcomes.append(
-                            Outcome(job_id, path, JobState.SUCCESS, None, started, logs)
+                            Outcome(
+                                job_id,
+                                path,
+                                JobState.SUCCESS,
+                                None,
+                                started,
+                                logs,
+                                job["scheduledTime"],
+                            )
                         )
                         continue
                 txn.put(SCHEDULED_FUNCTIONS, job, ended(job, JobState.FAILED, now(), error))
-                outcomes.append(Outcome(job_id, path, JobState.FAILED, error, started, logs))
+                outcomes.append(
+                    Outcome(
+                        job_id, path, JobState.FAILED, error, started, logs, job["scheduledTime"]
+                    )
+                )
             await txn.commit()
         finally:
             txn.release()
@@ -209,7 +223,8 @@ class JobRunner:
         """Run a scheduled action at most once (see the module docstring)."""
         host = self._host
         started = host.clock.now()
-        if await self._store_retrying(functools.partial(host.store.start_action, job_id)) is None:
+        job = await self._store_retrying(functools.partial(host.store.start_action, job_id))
+        if job is None:
             return  # cancelled, or started elsewhere
         error: str | None = None
         with capture() if host.capture_logs else _NO_CAPTURE as lines:
@@ -225,7 +240,9 @@ class JobRunner:
         logs = None if lines is None else lines.finish()
         if host.listening:
             self._emit(
-                Outcome(job_id, path, state, error, started, logs), "action", host.clock.now()
+                Outcome(job_id, path, state, error, started, logs, job["scheduledTime"]),
+                "action",
+                host.clock.now(),
             )
 
     async def _store_retrying(self, operation: Callable[[], Awaitable[Any]]) -> Any:
@@ -249,6 +266,7 @@ class JobRunner:
             "kind": kind,
             "outcome": outcome.state._value_,
             "duration_ms": ended_at - outcome.started,
+            "lateness_ms": max(0.0, outcome.started - outcome.scheduled),
         }
         if outcome.error is not None:
             event["error"] = outcome.error

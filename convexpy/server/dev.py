@@ -179,7 +179,8 @@ class _Server(uvicorn.Server):
         yield
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        # Websocket clients first, with a reason (uvicorn would close them with 1012).
+        # Websocket clients first, with a reason (uvicorn would close them with 1012),
+        # and the dashboard's waiting log polls (they would hold up the stop).
         app = self.config.app
         if isinstance(app, ConvexApp):
             await app.close()
@@ -371,6 +372,7 @@ async def _banner(
             ("API", printer.style(url, "cyan", "bold")),
             ("data", data),
             ("admin key", f"{admin_key}  ({state_dir / ADMIN_KEY_FILE})"),
+            ("dashboard", printer.style(f"{url}/dashboard#key={admin_key}", "cyan")),
         ]
     )
     if printer.verbosity >= 1:
@@ -692,6 +694,8 @@ async def _start(
     app = create_app(
         runtime, admin_key=admin_key, reporter=printer, body_timeout=options.body_timeout
     )
+    if app.dashboard is not None:
+        app.dashboard.watch()
     pid = os.getpid()
     info = {"app": str(options.app_dir.resolve()), "data": data, "state": str(state_dir)}
     for directory in info_dirs:

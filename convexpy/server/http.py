@@ -48,7 +48,8 @@ checking the signature; a token that is not such a JWT gets 401.
 Admin endpoints (``Convex <admin key>`` only), used by ``python -m convexpy``:
 ``GET /api/admin/functions``, ``GET /api/admin/tables`` and
 ``GET /api/admin/tables/{table}?limit=100&order=desc``. ``GET /`` is a small
-JSON status.
+JSON status. ``GET /dashboard`` and the admin endpoints it uses are
+:mod:`~convexpy.server.dashboard`.
 
 This module is the app: its routes and endpoints. The wire format (bodies,
 formats, answers) is :mod:`~convexpy.server.wire`, who is calling
@@ -79,6 +80,7 @@ from ..functions import FunctionKind
 from ..runtime import Runtime
 from ..store.jobs import SCHEDULED_FUNCTIONS
 from .auth import Caller, request_caller, require_admin
+from .dashboard import Dashboard
 from .faults import StoreFault, store_fault
 from .sync import SyncLimits, SyncServer
 from .wire import (
@@ -434,6 +436,9 @@ class ConvexApp(Starlette):
     it as ``reloadError``.
     """
 
+    dashboard: Dashboard | None = None
+    """The dashboard's state (``GET /dashboard``; see :mod:`~convexpy.server.dashboard`)."""
+
     def __init__(self, api: _Api, routes: list[BaseRoute], sync: SyncServer) -> None:
         super().__init__(
             routes=routes,
@@ -445,8 +450,11 @@ class ConvexApp(Starlette):
         """The websocket sync protocol at ``/api/sync`` (see :mod:`~convexpy.server.sync`)."""
 
     async def close(self, reason: str = "The server is shutting down") -> None:
-        """Close the sync protocol's sockets with ``reason`` and stop its live queries
-        (before the runtime stops)."""
+        """Close the sync protocol's sockets with ``reason``, stop its live
+        queries and answer the dashboard's waiting log polls (before the
+        runtime stops)."""
+        if self.dashboard is not None:
+            self.dashboard.close()
         await self.sync.close(reason)
 
     @property
@@ -508,4 +516,7 @@ def create_app(
         WebSocketRoute("/api/sync", sync.endpoint),  # the Rust (and Python) client
         WebSocketRoute("/api/{version}/sync", sync.endpoint),  # the JavaScript client
     ]
-    return ConvexApp(api, routes, sync)
+    dashboard = Dashboard(runtime, admin_key, api.bodies)
+    app = ConvexApp(api, [*routes, *dashboard.routes(guard)], sync)
+    app.dashboard = dashboard
+    return app
