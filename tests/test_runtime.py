@@ -199,6 +199,7 @@ def test_public_names_are_exported():
         "server",
         "cli",
         "unawaited",
+        "auth",
     }
     assert public - modules <= set(convexpy.__all__)
 
