@@ -32,7 +32,7 @@ from auth_helpers import (
     jwks_server,
 )
 from cryptography.hazmat.primitives import serialization
-from e2e_helpers import SERVER_APP, write_app
+from e2e_helpers import SERVER_APP, free_port, write_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -228,6 +228,10 @@ async def test_a_valid_token_becomes_the_identity(
         ({"exp": None}, "InvalidAuthHeader", ["exp"]),
         ({"exp": "tomorrow"}, "InvalidAuthHeader", ["exp"]),
         ({"sub": None}, "InvalidAuthHeader", ["sub"]),
+        ({"exp": float("nan")}, "InvalidAuthHeader", ["exp"]),
+        ({"nbf": float("inf")}, "InvalidAuthHeader", ["nbf"]),
+        ({"exp": -1e300}, "TokenExpired", ["expired"]),
+        ({"nbf": 1e300}, "TokenNotYetValid", ["1e+300"]),
     ],
 )
 async def test_claims_that_do_not_check_out_are_refused(
@@ -327,7 +331,7 @@ async def test_keys_that_cannot_be_fetched_are_a_401(
     providers = [
         custom(server("/missing.json")),
         custom(server("/not-jwks.json"), issuer="https://b.example"),
-        custom("http://127.0.0.1:9/jwks.json", issuer="https://c.example"),
+        custom(f"http://127.0.0.1:{free_port()}/jwks.json", issuer="https://c.example"),
     ]
     async with open_api(tmp_path / "convex", providers) as api:
         await api.refused(rsa_key.sign(claims(T0)), "KeysUnavailable", "HTTP 404")

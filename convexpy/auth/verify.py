@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import datetime
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -95,7 +95,11 @@ def _malformed(what: str) -> AuthenticationError:
 
 
 def _when(seconds: float) -> str:
-    moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    """``seconds`` since the epoch in ISO 8601 (UTC), or as a number if out of range."""
+    try:
+        moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    except (OverflowError, OSError, ValueError):
+        return f"{seconds:g} s after the epoch"
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
@@ -254,7 +258,11 @@ class TokenVerifier:
             value = claims.get(name)
             if value is None:
                 continue
-            if not isinstance(value, int | float) or isinstance(value, bool):
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+            ):
                 raise _malformed(f"its `{name}` claim is not a number of seconds")
             times[name] = float(value)
         if now > times["exp"] + leeway:
@@ -360,8 +368,7 @@ def identity_from_claims(claims: dict[str, Any]) -> UserIdentity:
         fields["address"] = address
     updated = claims.get("updated_at")
     if isinstance(updated, int | float) and not isinstance(updated, bool):
-        with contextlib.suppress(OverflowError, OSError, ValueError):
-            fields["updated_at"] = _when(float(updated))
+        fields["updated_at"] = _when(float(updated))
     elif isinstance(updated, str):
         fields["updated_at"] = updated
     custom: dict[str, Any] = {}
