@@ -20,6 +20,7 @@ from typing import Any
 
 import anyio
 import httpx
+import jwt
 import pytest
 from auth_helpers import (
     AUDIENCE,
@@ -380,6 +381,19 @@ async def test_es256_with_an_inline_jwks(tmp_path: Path, ec_key: Key, rsa_key: K
         await api.refused(Key.ec("ec-2").sign(claims(T0)), "UnknownKey", "'ec-2'")
 
 
+async def test_keys_of_the_wrong_type_or_with_private_parts(tmp_path: Path, ec_key: Key) -> None:
+    rsa_twin = Key.rsa(ec_key.kid)  # an RSA key under the kid the EC token names
+    private_jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(ec_key.private))
+    providers = [
+        custom(jwks(rsa_twin), "ES256"),
+        custom({"keys": [{**private_jwk, "kid": "ec-1"}]}, "ES256", issuer="https://p.example"),
+    ]
+    async with open_api(tmp_path / "convex", providers) as api:
+        await api.refused(ec_key.sign(claims(T0)), "UnknownKey", "not a usable ES256 public key")
+        token = ec_key.sign(claims(T0, iss="https://p.example"))
+        assert (await api.identity(token))["issuer"] == "https://p.example"
+
+
 async def test_a_jwks_file_and_a_data_uri(tmp_path: Path, rsa_key: Key, ec_key: Key) -> None:
     app_dir = tmp_path / "convex"
     app_dir.mkdir()
@@ -586,12 +600,11 @@ def test_identity_from_claims_maps_convex_fields() -> None:
     assert identity.claims == {"roles": ["a", "b"], "empty": {}}
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
-    ),
-    max_leaves=8,
+scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+json_values = (
+    scalars
+    | st.lists(scalars, max_size=3)
+    | st.dictionaries(st.text(max_size=5), scalars | st.dictionaries(st.text(max_size=3), scalars))
 )
 headers = st.fixed_dictionaries(
     {},

@@ -66,13 +66,11 @@ class KeyFetcher:
         timeout: float = 5.0,
         max_age: float = 600.0,
         refresh_interval: float = 30.0,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.clock = clock
         self.timeout = timeout
         self.max_age = max_age
         self.refresh_interval = refresh_interval
-        self._transport = transport
         self._cache: dict[str, _Cached] = {}
         self._attempted: dict[str, float] = {}
         self._inflight: dict[str, asyncio.Task[_Outcome]] = {}
@@ -133,9 +131,7 @@ class KeyFetcher:
 
     async def _download(self, url: str) -> bytes:
         async with (
-            httpx.AsyncClient(
-                timeout=self.timeout, follow_redirects=True, transport=self._transport
-            ) as client,
+            httpx.AsyncClient(timeout=self.timeout, follow_redirects=True) as client,
             client.stream("GET", url, headers={"Accept": "application/json"}) as response,
         ):
             if response.status_code != 200:

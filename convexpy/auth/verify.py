@@ -34,7 +34,6 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import jwt
 
 from ..clock import SystemClock
@@ -129,7 +128,6 @@ class TokenVerifier:
         max_age: float = 600.0,
         refresh_interval: float = 30.0,
         insecure_unverified: bool = False,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.clock: Callable[[], float] = clock or _system_seconds
         self.leeway = leeway
@@ -139,7 +137,6 @@ class TokenVerifier:
             timeout=fetch_timeout,
             max_age=max_age,
             refresh_interval=refresh_interval,
-            transport=transport,
         )
 
     async def identity(self, token: str, config: AuthConfig | None) -> UserIdentity:
@@ -196,14 +193,16 @@ class TokenVerifier:
                 f"{provider.algorithm} public key: {exc}",
             ) from None
 
-    async def _key_set(self, provider: Provider, *, refresh: bool) -> tuple[dict[str, Any], Any]:
+    async def _key_set(
+        self, provider: Provider, *, refresh: bool
+    ) -> tuple[dict[str, Any], str | None]:
         """The provider's JWKS and the URL it came from (None for a configured one)."""
         if isinstance(provider, CustomJwtProvider) and provider.jwks is not None:
             return provider.jwks, None
         try:
             if isinstance(provider, OidcProvider):
                 discovery = await self.keys.get(provider.discovery_url, _discovery_problem)
-                url = discovery["jwks_uri"]
+                url: str = discovery["jwks_uri"]
             else:
                 assert provider.jwks_url is not None
                 url = provider.jwks_url
