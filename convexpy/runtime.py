@@ -269,23 +269,26 @@ class Runtime:
         identity: UserIdentity | None = None,
         trusted: bool = True,
         logs: list[str] | None = None,
+        txn: Transaction | None = None,
     ) -> Any:
         """Run any function by kind; ``trusted=False`` reaches public functions only.
 
         With ``capture_logs``, what the handler printed or logged is appended
         to ``logs`` (when given) and sent to listeners with the call's event.
+        A query runs in ``txn`` when given (a read-only transaction; the live
+        queries read its read set afterwards), else in one of its own.
         """
         path, fn = self.resolve(function, kind, trusted=trusted)
         if identity is not None and not isinstance(identity, UserIdentity):
             raise TypeError(f"identity must be a UserIdentity, got {type(identity).__name__}")
         if not (self.listeners or self.capture_logs):
-            return await self._dispatch(kind, path, fn, args, identity)
+            return await self._dispatch(kind, path, fn, args, identity, txn)
         started = time.perf_counter()
         event: dict[str, Any] = {"type": "call", "kind": kind.value, "path": path}
         try:
             with capture() if self.capture_logs else nullcontext() as lines:
                 try:
-                    result = await self._dispatch(kind, path, fn, args, identity)
+                    result = await self._dispatch(kind, path, fn, args, identity, txn)
                     event["outcome"] = "success"
                     return result
                 except Exception as exc:
@@ -308,9 +311,10 @@ class Runtime:
         fn: ConvexFunction,
         args: dict[str, Any] | None,
         identity: UserIdentity | None,
+        txn: Transaction | None = None,
     ) -> Any:
         if kind is FunctionKind.QUERY:
-            return await self.run_query(path, fn, args, identity)
+            return await self.run_query(path, fn, args, identity, txn)
         if kind is FunctionKind.MUTATION:
             return await self.run_mutation(path, fn, args, identity)
         return await self.run_action(path, fn, args, identity)
@@ -346,9 +350,11 @@ class Runtime:
         fn: ConvexFunction,
         args: dict[str, Any] | None,
         identity: UserIdentity | None,
+        txn: Transaction | None = None,
     ) -> Any:
         validated = fn.args.validate({} if args is None else args, path)
-        txn = self.transaction(writable=False)
+        if txn is None:
+            txn = self.transaction(writable=False)
         try:
             ctx = QueryCtx(DatabaseReader(txn), Auth(identity), fixed_time(self.clock.now()), self)
             result = await fn.handler(ctx, **validated)

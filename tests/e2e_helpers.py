@@ -140,6 +140,49 @@ async def hello(ctx, name: str = "world") -> str:
 }
 
 
+# Added to SERVER_APP for the sync protocol's tests (test_sync, test_sync_client).
+SYNC_APP: dict[str, str] = {
+    "live.py": """
+from convexpy import ConvexError, action, mutation, query
+
+
+@mutation
+async def refuse(ctx, code: int) -> None:
+    await ctx.db.insert("tasks", {"text": "never"})
+    raise ConvexError({"code": code})
+
+
+@action
+async def shout(ctx, text: str) -> str:
+    print("shouting", text)
+    return text.upper()
+
+
+@action
+async def explode(ctx) -> None:
+    raise RuntimeError("kaboom")
+
+
+@mutation
+async def note(ctx, text: str) -> None:
+    await ctx.db.insert("notes", {"text": text})
+
+
+@query
+async def texts(ctx) -> list:
+    rows = await ctx.db.query("tasks").collect()
+    print(f"texts read {len(rows)}")
+    return [row["text"] for row in rows]
+
+
+@query
+async def jobs(ctx) -> list:
+    rows = await ctx.db.system.query("_scheduled_functions").collect()
+    return [row["state"]["kind"] for row in rows]
+""",
+}
+
+
 def write_app(root: Path, files: dict[str, str] | None = None) -> Path:
     for relative, source in (SERVER_APP if files is None else files).items():
         path = root / relative
@@ -263,9 +306,11 @@ async def dev_server(
     db: Path | None,
     *args: str,
     cwd: Path | None = None,
+    port: int | None = None,
 ) -> AsyncIterator[DevServer]:
-    """Start the dev server on a free port with ``--db db`` (or ``--memory``) and wait for it."""
-    port = free_port()
+    """Start the dev server on ``port`` (default: a free one) with ``--db db`` (or
+    ``--memory``) and wait for it."""
+    port = port or free_port()
     command = [sys.executable, "-m", "convexpy", "dev", str(app_dir), "--port", str(port)]
     command += ["--memory"] if db is None else ["--db", str(db)]
     command += list(args)

@@ -14,6 +14,8 @@ from auth_helpers import Key, auth_config_source, claims, jwks, jwks_server
 from convex.http_client import ConvexHttpClient
 from e2e_helpers import SERVER_APP, dev_server, write_app
 
+from convexpy.client import AsyncConvexClient
+
 pytestmark = pytest.mark.slow
 
 
@@ -58,6 +60,11 @@ async def test_signed_tokens_through_the_dev_server(tmp_path: Path) -> None:
             client.set_auth(Key.rsa("e2e-1").sign(claims(now)))
             with pytest.raises(Exception, match="401 InvalidSignature"):
                 await call(client.query, "values:whoami")
+
+            # The websocket sync protocol verifies its Authenticate tokens the same way.
+            async with AsyncConvexClient(server.url) as live:
+                await live.set_auth(key.sign(claims(now, sub="live-user")))
+                assert (await live.query("values:whoami"))["subject"] == "live-user"
 
             # A broken auth_config.py is refused on reload; the previous one keeps serving.
             (app_dir / "auth_config.py").write_text(

@@ -177,6 +177,7 @@ def test_public_names_are_exported():
     public = {n for n in dir(convexpy) if not n.startswith("_")}
     modules = {
         "clock",
+        "client",
         "context",
         "convex_json",
         "cron",
@@ -184,6 +185,7 @@ def test_public_names_are_exported():
         "errors",
         "functions",
         "ids",
+        "live",
         "loader",
         "runtime",
         "scheduler",

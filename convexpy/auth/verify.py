@@ -1,8 +1,8 @@
 """Bearer tokens in, verified identities out.
 
 :meth:`TokenVerifier.identity` is the one entry point: the HTTP API calls
-it for ``Authorization: Bearer <token>``, and the websocket sync protocol's
-``Authenticate`` message is to call it the same way. A token is accepted
+it for ``Authorization: Bearer <token>``, and the websocket sync protocol
+for a ``User`` token in an ``Authenticate`` message, the same way. A token is accepted
 only when a provider of the app's ``auth_config.py`` vouches for it:
 
 1. it parses as a JWT (else ``InvalidAuthHeader``);

@@ -29,10 +29,16 @@ __all__ = ["ActionScheduler", "MutationScheduler", "Scheduler", "cancel_in", "sc
 MAX_JOBS_PER_TRANSACTION = 1000
 MAX_ARGS_BYTES_PER_TRANSACTION = 16 * 1024 * 1024
 FIVE_YEARS_MS = 5 * 365.25 * 24 * 3600 * 1000
+_FINITE_LIMIT = 2.0**1000
+"""Delays below this pass :func:`_delay` at once (larger ones take the full checks)."""
 
 
 def _delay(delay_ms: object) -> float:
     """``run_after``'s delay in milliseconds, checked."""
+    kind = type(delay_ms)
+    # The usual case first (not bool: type() is exact; NaN fails the comparison).
+    if (kind is float or kind is int) and 0 <= delay_ms < _FINITE_LIMIT:  # type: ignore[operator]
+        return float(delay_ms)  # type: ignore[arg-type]
     if isinstance(delay_ms, timedelta):
         delay = delay_ms.total_seconds() * 1000.0
     elif isinstance(delay_ms, int | float) and not isinstance(delay_ms, bool):
@@ -63,6 +69,7 @@ class Scheduler(ABC):
     def __init__(self, host: Host, calls: CallTracker) -> None:
         self._host = host
         self._calls = calls
+        self._last_function: tuple[object, str] | None = None
 
     def run_after(
         self, delay_ms: float | timedelta, function: object, args: dict[str, Any] | None = None
@@ -127,6 +134,23 @@ class Scheduler(ABC):
 
     def _target(self, function: object, args: object, verb: str) -> tuple[str, dict[str, Any], int]:
         """The function's path, a private copy of the checked args, and their size."""
+        path = self._path_of(function, verb)
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            raise SchedulerError(f"{verb}: args must be a dict, got {type(args).__name__}")
+        try:
+            checked, size = copy_with_size(args)  # checks the value on the way
+        except InvalidValueError as exc:
+            raise SchedulerError(f"{verb}: args of {path} are not Convex values: {exc}") from None
+        return path, checked, size
+
+    def _path_of(self, function: object, verb: str) -> str:
+        """The path of the schedulable function ``function`` names. The last
+        one is remembered: a handler often schedules one function many times."""
+        last = self._last_function
+        if last is not None and last[0] is function:
+            return last[1]
         try:
             path, fn = self._host.resolve(function)
         except FunctionNotFoundError as exc:
@@ -138,15 +162,8 @@ class Scheduler(ABC):
             raise SchedulerError(
                 f"{verb}: {path} is a query; only mutations and actions can be scheduled"
             )
-        if args is None:
-            args = {}
-        if not isinstance(args, dict):
-            raise SchedulerError(f"{verb}: args must be a dict, got {type(args).__name__}")
-        try:
-            checked, size = copy_with_size(args)  # checks the value on the way
-        except InvalidValueError as exc:
-            raise SchedulerError(f"{verb}: args of {path} are not Convex values: {exc}") from None
-        return path, checked, size
+        self._last_function = (function, path)
+        return path
 
     def _check_time(self, when: float, verb: str, now: float) -> None:
         if abs(when - now) > FIVE_YEARS_MS:

@@ -54,7 +54,7 @@ from ..store import Store
 from ..store.memory import MemoryStore
 from ..store.sqlite import SqliteStore
 from .faults import no_space, store_fault
-from .http import DEFAULT_BODY_TIMEOUT, ConvexApp, create_app
+from .http import DEFAULT_BODY_TIMEOUT, MAX_REQUEST_BYTES, ConvexApp, create_app
 from .logs import LogPrinter
 
 __all__ = [
@@ -181,6 +181,13 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Websocket clients first, with a reason (uvicorn would close them with 1012).
+        app = self.config.app
+        if isinstance(app, ConvexApp):
+            await app.close()
+        await super().shutdown(sockets)
 
 
 class _Signals:
@@ -441,6 +448,7 @@ async def reload_app(
         return False
     if app is not None:
         app.reload_error = None
+        app.sync.reloaded()
     elapsed = (time.perf_counter() - started) * 1000
     after = _functions_by_kind(runtime)
     changes = [f"+{path}" for path in sorted(after.keys() - before.keys())]
@@ -492,6 +500,10 @@ def server_config(
         lifespan="off",
         server_header=False,
         limit_concurrency=max_connections,
+        # websockets' sans-I/O protocol (the /api/sync endpoint); a frame larger
+        # than this is refused before the app, which has its own, smaller limit.
+        ws="websockets-sansio",
+        ws_max_size=2 * MAX_REQUEST_BYTES,
     )
 
 
@@ -714,6 +726,7 @@ async def _start(
     for directory in info_dirs:
         write_server_info(directory, url, pid, **info)
         stack.callback(remove_server_info, directory, pid)
+    stack.push_async_callback(app.close)  # before the runtime closes
     config = server_config(app)
     await _banner(runtime, printer, options, url, data, admin_key, state_dir, config)
     runtime.listeners[runtime.listeners.index(held.append)] = printer.on_event

@@ -72,7 +72,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..auth import TokenVerifier
@@ -85,6 +85,7 @@ from ..runtime import Runtime
 from ..store.jobs import SCHEDULED_FUNCTIONS
 from .auth import Caller, request_caller, require_admin
 from .faults import StoreFault, store_fault
+from .sync import SyncLimits, SyncServer
 from .wire import (
     BodyReader,
     RequestError,
@@ -448,13 +449,20 @@ class ConvexApp(Starlette):
     it as ``reloadError``.
     """
 
-    def __init__(self, api: _Api, routes: list[Route]) -> None:
+    def __init__(self, api: _Api, routes: list[BaseRoute], sync: SyncServer) -> None:
         super().__init__(
             routes=routes,
             middleware=[Middleware(_CatchAll, api=api)],
             exception_handlers={HTTPException: api.http_exception, Exception: api.unhandled},
         )
         self._api = api
+        self.sync = sync
+        """The websocket sync protocol at ``/api/sync`` (see :mod:`~convexpy.server.sync`)."""
+
+    async def close(self, reason: str = "The server is shutting down") -> None:
+        """Close the sync protocol's sockets with ``reason`` and stop its live queries
+        (before the runtime stops)."""
+        await self.sync.close(reason)
 
     @property
     def reload_error(self) -> str | None:
@@ -473,6 +481,7 @@ def create_app(
     max_request_bytes: int = MAX_REQUEST_BYTES,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     max_pending_body_bytes: int = DEFAULT_MAX_PENDING_BODY_BYTES,
+    sync_limits: SyncLimits | None = None,
     verifier: TokenVerifier | None = None,
 ) -> ConvexApp:
     """The HTTP API of ``runtime`` (which must be running while the app serves).
@@ -483,10 +492,13 @@ def create_app(
     ``body_timeout`` seconds (else 408 ``RequestTimeout``) and be at most
     ``max_request_bytes`` (else 413); the bodies of all requests in progress
     together are held to ``max_pending_body_bytes`` (else 503 ``Overloaded``),
-    so slow or many uploads cannot take the server's memory. ``verifier``
-    checks bearer tokens (default: a :class:`~convexpy.auth.TokenVerifier` on
-    the runtime's clock, which verifies every token against the app's
-    ``auth_config.py``).
+    so slow or many uploads cannot take the server's memory. ``sync_limits``
+    bounds what a websocket client of ``/api/sync`` may do (see
+    :class:`~convexpy.server.sync.SyncLimits`); call :meth:`ConvexApp.close`
+    before the runtime stops. ``verifier`` checks bearer tokens, of HTTP
+    requests and of the sync protocol's ``Authenticate`` messages alike
+    (default: a :class:`~convexpy.auth.TokenVerifier` on the runtime's clock,
+    which verifies every token against the app's ``auth_config.py``).
     """
     if not (isinstance(body_timeout, int | float) and 0 < body_timeout < math.inf):
         raise ValueError(f"body_timeout must be a positive number of seconds, got {body_timeout!r}")
@@ -509,7 +521,8 @@ def create_app(
         verifier,
     )
     guard = api.guard
-    routes = [
+    sync = SyncServer(runtime, admin_key, api.verify, sync_limits)
+    routes: list[BaseRoute] = [
         Route("/", guard(api.status), methods=["GET"]),
         Route("/api/query", guard(api.function_endpoint(FunctionKind.QUERY)), methods=["POST"]),
         Route(
@@ -520,5 +533,7 @@ def create_app(
         Route("/api/admin/functions", guard(api.functions), methods=["GET"]),
         Route("/api/admin/tables", guard(api.tables), methods=["GET"]),
         Route("/api/admin/tables/{table}", guard(api.table), methods=["GET"]),
+        WebSocketRoute("/api/sync", sync.endpoint),  # the Rust (and Python) client
+        WebSocketRoute("/api/{version}/sync", sync.endpoint),  # the JavaScript client
     ]
-    return ConvexApp(api, routes)
+    return ConvexApp(api, routes, sync)

@@ -39,6 +39,7 @@ from .jobs import (
     state_range,
 )
 from .keys import encode_prefix
+from .occ import Commit
 from .types import (
     BY_CREATION_TIME,
     BY_ID,
@@ -55,6 +56,7 @@ from .types import (
 __all__ = [
     "BY_CREATION_TIME",
     "BY_ID",
+    "CommitListener",
     "ConflictError",
     "Document",
     "DueJob",
@@ -98,6 +100,10 @@ class JobListener(Protocol):
     def jobs_durable(self, changes: JobChanges) -> None: ...
 
 
+CommitListener = Callable[[Commit], None]
+"""Told of every commit once it is durable (see :meth:`Store.watch_commits`)."""
+
+
 class Store(ABC):
     """A transactional document store. See the module docstring for the contract.
 
@@ -109,6 +115,7 @@ class Store(ABC):
     def __init__(self) -> None:
         self.health = StoreHealth()
         self._job_listeners: list[JobListener] = []
+        self._commit_listeners: list[CommitListener] = []
 
     @abstractmethod
     async def open(self) -> None:
@@ -228,6 +235,34 @@ class Store(ABC):
         if writes and health.error is not None:
             health.write_succeeded()
         return ts
+
+    def watch_commits(self, listener: CommitListener) -> Callable[[], None]:
+        """Tell ``listener`` of every commit once it is durable, in commit order,
+        with its timestamp, writes and the index entries they move (the live
+        queries' invalidation); returns a function that stops the reports.
+
+        A store calls the listeners in the same step that makes the commit
+        visible to new snapshots: a snapshot taken after a listener was told of
+        a commit sees it, and every commit a snapshot sees was reported before
+        the snapshot was taken. A store that is not built on
+        :class:`~convexpy.store.engine.LatestVersionStore` makes the
+        :class:`~convexpy.store.occ.Commit` itself."""
+        self._commit_listeners.append(listener)
+
+        def stop() -> None:
+            if listener in self._commit_listeners:
+                self._commit_listeners.remove(listener)
+
+        return stop
+
+    def _report_commit(self, commit: Commit) -> None:
+        """Tell the commit listeners of a durable commit (a store calls this); a
+        listener that fails must not fail the commit, or the others."""
+        for listener in self._commit_listeners:
+            try:
+                listener(commit)
+            except Exception:
+                logger.exception("a commit listener failed")
 
     # -- the job queue -------------------------------------------------------------
     #

@@ -437,6 +437,8 @@ class LatestVersionStore(Store):
             self._log.trim(self._applied_ts)
             if commit.jobs is not None:
                 self._report_jobs(commit.jobs, durable=True)
+            if self._commit_listeners:
+                self._report_commit(commit)
             return commit.ts
         commit.done = asyncio.get_running_loop().create_future()
         if self._writing is None:
@@ -507,6 +509,8 @@ class LatestVersionStore(Store):
                     commit.done.set_result(None)
                 if commit.jobs is not None:
                     self._report_jobs(commit.jobs, durable=True)
+                if self._commit_listeners:
+                    self._report_commit(commit)
             self._log.trim(self._applied_ts)
             if self._failed:
                 # A failed commit matters only to snapshots taken before it.
