@@ -117,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "The admin key (for `Authorization: Convex <key>`, `run` and `data`) is "
             "generated once and kept in .convexpy/admin_key beside the database. "
-            "Bearer tokens are read as JWTs WITHOUT verifying their signature "
-            "(sub and iss become the caller's identity): for development only."
+            "Bearer tokens are accepted only when a provider of APP_DIR/auth_config.py "
+            "vouches for them (signature, issuer, audience, expiry)."
         ),
     )
     dev.add_argument(
@@ -166,6 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_seconds,
         metavar="SECONDS",
         help="give up on a (re)load whose modules take longer to import (default: 30)",
+    )
+    dev.add_argument(
+        "--insecure-unverified-jwt",
+        action="store_true",
+        help=(
+            "DEVELOPMENT ONLY: read bearer tokens' claims WITHOUT verifying their signature, "
+            "issuer, audience or expiry (auth_config.py is ignored)"
+        ),
     )
     loudness = dev.add_mutually_exclusive_group()
     loudness.add_argument(
@@ -272,6 +280,7 @@ def _dev(args: argparse.Namespace) -> int:
         body_timeout=args.body_timeout or DEFAULT_BODY_TIMEOUT,
         write_timeout=args.write_timeout or 30.0,
         import_timeout=args.import_timeout or 30.0,
+        insecure_unverified_jwt=args.insecure_unverified_jwt,
     )
     return run(options, printer)
 

@@ -48,8 +48,12 @@ __all__ = [
 class UserIdentity:
     """Who is calling: the claims of a verified token.
 
-    ``token_identifier`` defaults to ``"<issuer>|<subject>"`` as in Convex;
-    other standard claims are optional and ``claims`` holds custom ones.
+    ``token_identifier`` defaults to ``"<issuer>|<subject>"`` as in Convex.
+    The other fields are Convex's ``UserIdentity`` fields in snake case, from
+    the token's OpenID Connect profile claims (``picture`` -> ``picture_url``,
+    ``birthdate`` -> ``birthday``, ``zoneinfo`` -> ``timezone``, ``locale`` ->
+    ``language``), None when absent; ``claims`` holds the custom ones, nested
+    objects flattened to dotted names (``"properties.id"``), as in Convex.
     """
 
     subject: str
@@ -60,6 +64,19 @@ class UserIdentity:
     email_verified: bool | None = None
     picture_url: str | None = None
     claims: dict[str, Any] = field(default_factory=dict)
+    given_name: str | None = None
+    family_name: str | None = None
+    nickname: str | None = None
+    preferred_username: str | None = None
+    profile_url: str | None = None
+    gender: str | None = None
+    birthday: str | None = None
+    timezone: str | None = None
+    language: str | None = None
+    phone_number: str | None = None
+    phone_number_verified: bool | None = None
+    address: str | None = None
+    updated_at: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.subject, str) or not isinstance(self.issuer, str):

@@ -1,4 +1,4 @@
-"""Loading an app directory: functions, ``schema.py`` and ``crons.py``.
+"""Loading an app directory: functions, ``schema.py``, ``crons.py`` and ``auth_config.py``.
 
 Each load imports the app under a fresh private package name
 (``_convexpy_app_<n>``), so an app directory called ``convex`` never clashes
@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from .auth.config import AuthConfig, AuthConfigError, parse_auth_config
 from .errors import ConvexpyError
 from .functions import ConvexFunction, FunctionRegistry
 from .schema import Schema
@@ -47,6 +48,8 @@ class LoadedApp:
     registry: FunctionRegistry
     schema: Schema | None = None
     crons: Any = None
+    auth_config: AuthConfig | None = None
+    """The providers of ``auth_config.py``; None without one (bearer tokens are refused)."""
     modules: dict[str, ModuleType] = field(default_factory=dict)
 
 
@@ -180,6 +183,21 @@ def _collect(app: LoadedApp, path: str, module: ModuleType) -> None:
                 file=module.__file__,
             )
         app.crons = crons
+    if path == "auth_config":
+        app.auth_config = _auth_config(app.root, module)
+
+
+def _auth_config(root: Path, module: ModuleType) -> AuthConfig:
+    if not hasattr(module, "providers"):
+        raise AppLoadError(
+            "auth_config.py must define a module-level `providers` list, e.g. "
+            'providers = [{"domain": "https://issuer.example.com", "applicationID": "my-app"}]',
+            file=module.__file__,
+        )
+    try:
+        return parse_auth_config(module.providers, base_dir=root)
+    except AuthConfigError as exc:
+        raise AppLoadError(f"auth_config.py: {exc}", file=module.__file__) from exc
 
 
 def _load_error(root: Path, path: str, exc: BaseException) -> AppLoadError:

@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 from starlette.routing import Route
 
 from convexpy import Runtime
+from convexpy.auth import TokenVerifier
 from convexpy.convex_json import from_convex_json, to_clean_json, to_convex_json
 from convexpy.errors import CommitFailedError, FunctionNotFoundError, StoreClosedError
 from convexpy.server import create_app
-from convexpy.server.auth import identity_from_jwt
 from convexpy.server.http import MAX_REQUEST_BYTES
 
 ADMIN_KEY = "test-admin-key"
@@ -412,36 +412,26 @@ async def test_authorization(api: Api) -> None:
         "InvalidAuthHeader",
     )
     token = jwt({"sub": "user1", "iss": "https://issuer.example", "name": "Ada", "exp": 1})
+    # Without auth_config.py, no token is trusted (tests/test_auth.py has the rest).
     response = await api.call("query", "values:whoami", {}, auth=f"Bearer {token}")
-    assert response.json()["value"] == {
-        "subject": "user1",
-        "issuer": "https://issuer.example",
-        "name": "Ada",
-    }
-    # A user token does not reach internal functions.
-    response = await api.call("query", "values:secret", {}, auth=f"Bearer {token}")
-    assert_refused(response, 404, "FunctionNotFound")
+    assert "auth_config.py" in assert_refused(response, 401, "NoAuthProvider")["message"]
     assert await api.value("query", "values:whoami") is None
 
 
-def test_identity_from_jwt_claims() -> None:
-    identity = identity_from_jwt(
-        jwt(
-            {
-                "sub": "u",
-                "iss": "i",
-                "email": "a@b.c",
-                "email_verified": True,
-                "picture": "p",
-                "org": "x",
-                "iat": 5,
-            }
-        )
-    )
-    assert identity.token_identifier == "i|u"
-    assert identity.email == "a@b.c" and identity.email_verified is True
-    assert identity.picture_url == "p"
-    assert identity.claims == {"org": "x"}
+async def test_insecure_verifier_reads_tokens_unverified(runtime: Runtime) -> None:
+    verifier = TokenVerifier(insecure_unverified=True)
+    async with client_for(runtime, Recorder(), verifier=verifier) as http:
+        api = Api(http, Recorder())
+        token = jwt({"sub": "user1", "iss": "https://issuer.example", "name": "Ada", "exp": 1})
+        response = await api.call("query", "values:whoami", {}, auth=f"Bearer {token}")
+        assert response.json()["value"] == {
+            "subject": "user1",
+            "issuer": "https://issuer.example",
+            "name": "Ada",
+        }
+        # A user token does not reach internal functions.
+        response = await api.call("query", "values:secret", {}, auth=f"Bearer {token}")
+        assert_refused(response, 404, "FunctionNotFound")
 
 
 async def test_body_limit(runtime: Runtime) -> None:

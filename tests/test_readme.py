@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -85,3 +86,40 @@ async def test_the_testing_section_runs_as_written(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
     assert "warning" not in result.stdout.lower()
+
+
+async def test_the_auth_example_works_as_written(tmp_path: Path) -> None:
+    """The README's auth_config.py, token script and query accept the token it mints."""
+    import httpx
+
+    from convexpy import Runtime
+    from convexpy.server import create_app
+
+    python = [code for language, code in blocks("## Auth") if language == "python"]
+    sources = {code.partition("\n")[0]: code for code in python}
+    app_dir = tmp_path / "convex"
+    app_dir.mkdir()
+    (app_dir / "auth_config.py").write_text(sources["# convex/auth_config.py"])
+    (app_dir / "users.py").write_text(sources["# convex/users.py"])
+    [script] = [code for header, code in sources.items() if header.startswith("# make_token.py")]
+    (tmp_path / "make_token.py").write_text(script)
+    run = partial(
+        subprocess.run,
+        [sys.executable, "make_token.py", "ada"],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    token = (await anyio.to_thread.run_sync(run)).stdout.strip()
+    async with Runtime(app_dir) as runtime:
+        transport = httpx.ASGITransport(app=create_app(runtime))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            response = await http.post(
+                "/api/query",
+                json={"path": "users:me", "args": {}},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+    assert response.json()["value"] == {"id": "https://auth.local.test|ada", "name": "Ada Lovelace"}

@@ -201,6 +201,7 @@ def test_public_names_are_exported():
         "server",
         "cli",
         "unawaited",
+        "auth",
     }
     assert public - modules <= set(convexpy.__all__)
 

@@ -7,17 +7,20 @@ import asyncio
 import base64
 import json
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from auth_helpers import ISSUER, Key, auth_config_source, claims, jwks, jwks_server
 from e2e_helpers import SYNC_APP, write_app
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from convexpy import Runtime
+from convexpy.auth import TokenVerifier
 from convexpy.convex_json import to_convex_json
 from convexpy.server import create_app
 from convexpy.server.dev import _Server, server_config
@@ -48,10 +51,14 @@ class Server:
 
 
 @asynccontextmanager
-async def serving(app_dir: Path, **limits: Any) -> AsyncIterator[Server]:
+async def serving(
+    app_dir: Path, verifier: TokenVerifier | None = None, **limits: Any
+) -> AsyncIterator[Server]:
     """The dev server's uvicorn set-up, serving the app on a free port in this loop."""
     async with Runtime(app_dir, capture_logs=True) as runtime:
-        app = create_app(runtime, admin_key=ADMIN_KEY, sync_limits=SyncLimits(**limits))
+        app = create_app(
+            runtime, admin_key=ADMIN_KEY, sync_limits=SyncLimits(**limits), verifier=verifier
+        )
         server = _Server(server_config(app))
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
@@ -185,18 +192,19 @@ def unsigned_jwt(claims: dict[str, Any]) -> str:
 
 
 async def test_user_auth_changes_identity_and_reruns_queries(app_dir: Path) -> None:
+    key = Key.rsa("sync-1")
+    provider = {"type": "customJwt", "issuer": ISSUER, "jwks": jwks(key), "algorithm": "RS256"}
+    (app_dir / "auth_config.py").write_text(auth_config_source([provider]))
     async with serving(app_dir) as server, server.client() as client:
         await client.modify(add(0, "values:whoami"))
         assert updated(await client.transition()) == {0: None}
-        token = unsigned_jwt({"sub": "u1", "iss": "https://issuer", "name": "Ada"})
+        token = key.sign(claims(time.time(), sub="u1", name="Ada"))
         await client.send(
             {"type": "Authenticate", "baseVersion": 0, "tokenType": "User", "value": token}
         )
         transition = await client.transition()
         assert transition["endVersion"] == {**client.version, "identity": 1}
-        assert updated(transition) == {
-            0: {"subject": "u1", "issuer": "https://issuer", "name": "Ada"}
-        }
+        assert updated(transition) == {0: {"subject": "u1", "issuer": ISSUER, "name": "Ada"}}
         await client.send({"type": "Authenticate", "baseVersion": 1, "tokenType": "None"})
         assert updated(await client.transition()) == {0: None}
 
@@ -207,6 +215,47 @@ async def test_user_auth_changes_identity_and_reruns_queries(app_dir: Path) -> N
         assert error["type"] == "AuthError" and "JWT" in error["error"]
         assert error["authUpdateAttempted"] is True
         await client.closed()
+
+        # A token the app's auth_config.py does not vouch for is refused the same way.
+        async with server.client() as other:
+            forged = unsigned_jwt({"sub": "u1", "iss": ISSUER, "exp": time.time() + 60})
+            await other.send(
+                {"type": "Authenticate", "baseVersion": 0, "tokenType": "User", "value": forged}
+            )
+            error = await other.recv()
+            assert error["type"] == "AuthError" and "signed with 'none'" in error["error"]
+            await other.closed()
+
+
+async def test_a_hanging_key_endpoint_holds_up_only_its_own_connection(app_dir: Path) -> None:
+    key = Key.rsa("sync-2")
+    with jwks_server() as keys:
+        provider = {
+            "type": "customJwt",
+            "issuer": ISSUER,
+            "jwks": keys("/hang"),
+            "algorithm": "RS256",
+        }
+        (app_dir / "auth_config.py").write_text(auth_config_source([provider]))
+        verifier = TokenVerifier(fetch_timeout=2.0)
+        async with (
+            serving(app_dir, verifier) as server,
+            server.client() as waiting,
+            server.client() as other,
+        ):
+            token = key.sign(claims(time.time()))
+            await waiting.send(
+                {"type": "Authenticate", "baseVersion": 0, "tokenType": "User", "value": token}
+            )
+            assert await asyncio.to_thread(keys.hanging.wait, 20)
+            # Meanwhile another connection is served.
+            await other.modify(add(0, "nested/deep:hello"))
+            assert updated(await other.transition()) == {0: "hello world"}
+            error = await waiting.recv()
+            assert error["type"] == "AuthError"
+            assert "could not be fetched" in error["error"]
+            assert "did not answer within 2 s" in error["error"]
+            await waiting.closed()
 
 
 async def test_failures_are_responses_and_query_failed(app_dir: Path) -> None:

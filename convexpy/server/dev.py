@@ -45,6 +45,7 @@ from typing import Any
 import uvicorn
 from watchfiles import PythonFilter, awatch
 
+from ..auth import TokenVerifier
 from ..errors import StoreLockedError
 from ..functions import FunctionKind, Visibility
 from ..loader import AppLoadError
@@ -92,6 +93,9 @@ class DevOptions:
     body_timeout: float = DEFAULT_BODY_TIMEOUT
     write_timeout: float = 30.0
     import_timeout: float = 30.0
+    insecure_unverified_jwt: bool = False
+    """Read bearer tokens WITHOUT verifying them (``--insecure-unverified-jwt``):
+    an option of the dev server only, announced in red at start."""
 
 
 # --------------------------------------------------------------------------
@@ -336,6 +340,17 @@ def _cron_names(runtime: Runtime) -> list[str]:
     return [str(getattr(job, "name", job)) for job in crons]
 
 
+def _describe_auth(runtime: Runtime, options: DevOptions) -> str:
+    if options.insecure_unverified_jwt:
+        return "bearer tokens read WITHOUT verification (--insecure-unverified-jwt)"
+    config = None if runtime.app is None else runtime.app.auth_config
+    if config is None:
+        return "none: bearer tokens are refused (add auth_config.py to accept some)"
+    if not config.providers:
+        return "auth_config.py lists no providers: bearer tokens are refused"
+    return ", ".join(f"{p.label} ({p.algorithm})" for p in config.providers)
+
+
 def _server_stack(config: uvicorn.Config) -> str:
     """``uvicorn 0.30.0 on uvloop, httptools``: the event loop and HTTP parser in use."""
     if not config.loaded:
@@ -373,8 +388,14 @@ async def _banner(
             ("data", data),
             ("admin key", f"{admin_key}  ({state_dir / ADMIN_KEY_FILE})"),
             ("dashboard", printer.style(f"{url}/dashboard#key={admin_key}", "cyan")),
+            ("auth", _describe_auth(runtime, options)),
         ]
     )
+    if options.insecure_unverified_jwt:
+        printer.error(
+            "  WARNING: --insecure-unverified-jwt: bearer tokens are NOT verified. Anyone can "
+            "claim to be any user. For development only; never expose this server."
+        )
     if printer.verbosity >= 1:
         printer.debug(f"  server     {_server_stack(config)}")
         for path, kind in sorted(_functions_by_kind(runtime).items()):
@@ -691,8 +712,16 @@ async def _start(
     await stack.enter_async_context(runtime)
     admin_key = load_or_create_admin_key(state_dir)
     url = _url(options.host, sock.getsockname()[1])
+    clock = runtime.clock
+    verifier = TokenVerifier(
+        clock=lambda: clock.now() / 1000, insecure_unverified=options.insecure_unverified_jwt
+    )
     app = create_app(
-        runtime, admin_key=admin_key, reporter=printer, body_timeout=options.body_timeout
+        runtime,
+        admin_key=admin_key,
+        reporter=printer,
+        body_timeout=options.body_timeout,
+        verifier=verifier,
     )
     if app.dashboard is not None:
         app.dashboard.watch()

@@ -20,7 +20,8 @@ Whatever the function did comes back as HTTP 200: ``{"status": "success",
 errors are function errors too, as in Convex. A request that never reached a
 function gets a 4xx with ``{"code", "message"}``: ``BadJsonBody``,
 ``BadConvexValue``, ``BadFormat``, ``MissingIdentifier`` (400),
-``BadAdminKey``, ``InvalidAuthHeader``, ``MissingAdminKey`` (401),
+``BadAdminKey``, ``InvalidAuthHeader``, ``MissingAdminKey`` and the bearer
+token refusals below (401),
 ``FunctionNotFound``, ``TableNotFound``, ``NotFound`` (404),
 ``MethodNotAllowed`` (405), ``RequestTimeout`` (408: the body did not arrive
 within ``body_timeout`` seconds), ``PayloadTooLarge`` (413, over
@@ -40,10 +41,12 @@ Unlike Convex, the ``Content-Type`` header is not checked (``curl -d`` works
 as is); the body must be a JSON object either way.
 
 Authorization: ``Convex <admin key>`` makes trusted calls (internal functions
-too). ``Bearer <token>`` is a user: **for development only**, a JWT's ``sub``
-and ``iss`` claims (and ``name``, ``email``, ``email_verified``, ``picture``;
-the other claims land in ``claims``) become the caller's identity WITHOUT
-checking the signature; a token that is not such a JWT gets 401.
+too). ``Bearer <token>`` is a user whose JWT the app's ``auth_config.py``
+vouches for (:class:`~convexpy.auth.TokenVerifier`: signature, issuer,
+audience, times); a token it refuses gets 401 with a code saying what failed
+(``InvalidAuthHeader``, ``NoAuthProvider``, ``WrongAlgorithm``,
+``UnknownKey``, ``KeysUnavailable``, ``InvalidSignature``, ``WrongAudience``,
+``TokenExpired``, ``TokenNotYetValid``).
 
 Admin endpoints (``Convex <admin key>`` only), used by ``python -m convexpy``:
 ``GET /api/admin/functions``, ``GET /api/admin/tables`` and
@@ -73,6 +76,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..auth import TokenVerifier
+from ..context import UserIdentity
 from ..convex_json import to_convex_json
 from ..db import DatabaseReader, SystemReader
 from ..errors import ArgumentValidationError, ConvexError, FunctionNotFoundError, error_text
@@ -154,9 +159,11 @@ class _Api:
         max_request_bytes: int,
         body_timeout: float,
         max_pending_body_bytes: int,
+        verifier: TokenVerifier,
     ) -> None:
         self.runtime = runtime
         self.admin_key = admin_key
+        self.verifier = verifier
         self.reporter = reporter
         self.bodies = BodyReader(max_request_bytes, body_timeout, max_pending_body_bytes)
         self.reload_error: str | None = None
@@ -236,9 +243,17 @@ class _Api:
 
     # -- functions -----------------------------------------------------------------
 
+    async def verify(self, token: str) -> UserIdentity:
+        """The identity of a bearer token, checked against the current app's auth_config.py."""
+        app = self.runtime.app
+        return await self.verifier.identity(token, None if app is None else app.auth_config)
+
+    async def caller(self, request: Request) -> Caller:
+        return await request_caller(request, self.admin_key, self.verify)
+
     def function_endpoint(self, kind: FunctionKind) -> Endpoint:
         async def endpoint(request: Request) -> Response:
-            caller = request_caller(request, self.admin_key)
+            caller = await self.caller(request)
             body = await self.bodies.read(request)
             path = body.get("path")
             if not isinstance(path, str):
@@ -251,7 +266,7 @@ class _Api:
         return endpoint
 
     async def run_endpoint(self, request: Request) -> Response:
-        caller = request_caller(request, self.admin_key)
+        caller = await self.caller(request)
         parts = str(request.path_params.get("path", "")).strip("/").split("/")
         if len(parts) < 2 or not all(parts):
             raise RequestError(
@@ -475,6 +490,7 @@ def create_app(
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     max_pending_body_bytes: int = DEFAULT_MAX_PENDING_BODY_BYTES,
     sync_limits: SyncLimits | None = None,
+    verifier: TokenVerifier | None = None,
 ) -> ConvexApp:
     """The HTTP API of ``runtime`` (which must be running while the app serves).
 
@@ -487,7 +503,10 @@ def create_app(
     so slow or many uploads cannot take the server's memory. ``sync_limits``
     bounds what a websocket client of ``/api/sync`` may do (see
     :class:`~convexpy.server.sync.SyncLimits`); call :meth:`ConvexApp.close`
-    before the runtime stops.
+    before the runtime stops. ``verifier`` checks bearer tokens, of HTTP
+    requests and of the sync protocol's ``Authenticate`` messages alike
+    (default: a :class:`~convexpy.auth.TokenVerifier` on the runtime's clock,
+    which verifies every token against the app's ``auth_config.py``).
     """
     if not (isinstance(body_timeout, int | float) and 0 < body_timeout < math.inf):
         raise ValueError(f"body_timeout must be a positive number of seconds, got {body_timeout!r}")
@@ -497,11 +516,20 @@ def create_app(
     ):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if verifier is None:
+        clock = runtime.clock
+        verifier = TokenVerifier(clock=lambda: clock.now() / 1000)
     api = _Api(
-        runtime, admin_key, reporter, max_request_bytes, float(body_timeout), max_pending_body_bytes
+        runtime,
+        admin_key,
+        reporter,
+        max_request_bytes,
+        float(body_timeout),
+        max_pending_body_bytes,
+        verifier,
     )
     guard = api.guard
-    sync = SyncServer(runtime, admin_key, sync_limits)
+    sync = SyncServer(runtime, admin_key, api.verify, sync_limits)
     routes: list[BaseRoute] = [
         Route("/", guard(api.status), methods=["GET"]),
         Route("/api/query", guard(api.function_endpoint(FunctionKind.QUERY)), methods=["POST"]),

@@ -53,7 +53,7 @@ from ..errors import ConvexError, error_text
 from ..functions import FunctionKind
 from ..live import LiveQueries, LiveQuery, Outcome
 from ..runtime import Runtime
-from .auth import Caller, request_caller
+from .auth import Caller, Verify, request_caller
 from .wire import RequestError, body_args, convex_error_body, export_value
 
 __all__ = ["SyncLimits", "SyncServer", "decode_ts", "encode_ts"]
@@ -140,9 +140,12 @@ def _args(message: dict[str, Any]) -> object:
     return {} if raw is None else raw
 
 
-def token_caller(token_type: str, value: str, admin_key: str | None) -> Caller:
+async def token_caller(
+    token_type: str, value: str, admin_key: str | None, verify: Verify
+) -> Caller:
     """Who an ``Authenticate`` message makes the client, through the HTTP API's rules
-    (an admin key as ``Authorization: Convex``, a user token as ``Bearer``)."""
+    (an admin key as ``Authorization: Convex``, a user token as ``Bearer``, checked
+    by ``verify``: the app's :class:`~convexpy.auth.TokenVerifier`)."""
     if token_type == "None":
         return Caller(trusted=False, identity=None)
     scheme = {"Admin": "Convex", "User": "Bearer"}.get(token_type)
@@ -158,7 +161,7 @@ def token_caller(token_type: str, value: str, admin_key: str | None) -> Caller:
         "headers": [(b"authorization", header)],
     }
     try:
-        return request_caller(Request(scope), admin_key)
+        return await request_caller(Request(scope), admin_key, verify)
     except RequestError as err:
         raise AuthFailed(err.message) from None
 
@@ -339,7 +342,7 @@ class _Connection:
         elif kind == "Mutation" or kind == "Action":
             self.request(kind, message)
         elif kind == "Authenticate":
-            self.authenticate(message)
+            await self.authenticate(message)
         elif kind == "Connect":
             _str(message, "sessionId", "Connect")
         elif kind == "Event":
@@ -398,7 +401,9 @@ class _Connection:
         self.hold()
         self.flush()
 
-    def authenticate(self, message: dict[str, Any]) -> None:
+    async def authenticate(self, message: dict[str, Any]) -> None:
+        """A new identity: verified before the next message of this connection is read
+        (so a provider's slow key endpoint holds up this connection only)."""
         base = _int(message, "baseVersion")
         if base != self.received_identity:
             raise ProtocolError(
@@ -407,7 +412,9 @@ class _Connection:
             )
         token_type = _str(message, "tokenType", "Authenticate")
         value = "" if token_type == "None" else _str(message, "value", "Authenticate")
-        self.caller = token_caller(token_type, value, self.server.admin_key)
+        self.caller = await token_caller(
+            token_type, value, self.server.admin_key, self.server.verify
+        )
         self.received_identity += 1
         replace = {
             query_id: self.hub.query(
@@ -630,10 +637,16 @@ class SyncServer:
     """The sync protocol for one runtime: the live queries and the connections."""
 
     def __init__(
-        self, runtime: Runtime, admin_key: str | None, limits: SyncLimits | None = None
+        self,
+        runtime: Runtime,
+        admin_key: str | None,
+        verify: Verify,
+        limits: SyncLimits | None = None,
     ) -> None:
         self.runtime = runtime
         self.admin_key = admin_key
+        self.verify = verify
+        """A bearer token's identity (the HTTP API's verifier, so both check alike)."""
         self.limits = limits or SyncLimits()
         self.hub = LiveQueries(runtime, query_timeout=self.limits.query_timeout)
         self.epoch = int(runtime.clock.now() * 1_000_000)
