@@ -1,6 +1,9 @@
 """Child process of tests/test_postgres_store.py: transactions against a
 PostgreSQL store shared with other processes.
 
+Each opens its store, prints ``ready`` and waits for a line on stdin
+before it starts, so that the children of a test run at the same time.
+
 ``python pg_child.py counter URL DOC_ID TIMES``: increments the ``n`` of
 document ``DOC_ID`` (table ``counters``) ``TIMES`` times, each in its own
 read-modify-write transaction retried on conflict; prints
@@ -36,11 +39,18 @@ from convexpy.store import ConflictError, PostgresStore, ReadSet, Write
 from convexpy.store.base import BY_CREATION_TIME, conflict_pause_s
 
 
+async def ready() -> None:
+    """Say so, and wait for the parent's go (a line on stdin): all children start at once."""
+    print("ready", flush=True)
+    await asyncio.to_thread(sys.stdin.readline)
+
+
 async def counter(url: str, doc_id: str, times: int) -> None:
     store = PostgresStore(url)
     await store.open()
     conflicts = 0
     try:
+        await ready()
         for _ in range(times):
             while True:
                 snapshot = store.snapshot()
@@ -94,6 +104,7 @@ async def serial(url: str, table: str, slots: list[str], seed: int, rounds: int)
         store.creation_time(table, T0 + (seed + 1) * 1e9)
         tables = TableNames()
         tables.add(table)
+        await ready()
         for _ in range(rounds):
             specs = [
                 (

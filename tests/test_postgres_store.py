@@ -46,6 +46,22 @@ async def store(url: str) -> Any:
         await opened.close()
 
 
+# -- the test cluster -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ci", [None, "true"])
+def test_missing_postgresql_skips_the_tests_but_fails_them_under_ci(
+    ci: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    outcome = pytest.fail.Exception if ci else pytest.skip.Exception
+    with pytest.raises(outcome, match="apt-get install postgresql"):
+        pg_server._missing()
+
+
 # -- URLs --------------------------------------------------------------------------------
 
 
@@ -244,22 +260,38 @@ async def test_the_dev_server_keeps_its_data_in_postgres(tmp_path: Path, url: st
 
 
 def children(*argvs: list[str]) -> list[str]:
-    """Run child processes at once; their outputs (each must succeed)."""
+    """Run child processes (tests/pg_child.py) together: each is let go once
+    all are ready; their outputs after ``ready`` (each must succeed)."""
     procs = [
         subprocess.Popen(
             [sys.executable, CHILD, *argv],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for argv in argvs
     ]
-    outputs = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=240)
-        assert proc.returncode == 0, err
-        outputs.append(out)
-    return outputs
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line == "ready\n", line + (proc.stderr.read() if proc.stderr else "")
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        outputs = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=240)
+            assert proc.returncode == 0, err
+            outputs.append(out)
+        return outputs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 @pytest.mark.slow

@@ -543,6 +543,8 @@ class PostgresStore(CatalogStore):
                     ts, conflict = row
             except StoreUnavailableError as exc:
                 if isinstance(exc.__cause__, _CONNECTION_ERRORS):
+                    if self._pool is not None:  # the others may be as dead: new ones next
+                        await self._pool.expire_connections()
                     raise StoreUnavailableError(
                         f"{exc}; the commit may or may not have been written"
                     ) from exc.__cause__
