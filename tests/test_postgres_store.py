@@ -86,6 +86,7 @@ def test_urls_make_postgres_stores_with_their_options() -> None:
         ("postgresql://me:secret@host/app?lock_timeout=-1", "lock_timeout must be"),
         ("postgresql://me:secret@host/app?history=0", "history must be"),
         ("postgresql://me:secret@host/app?pool_size=0", "pool_size must be"),
+        ("postgresql://me:secret@host/app?connect_timeout=0", "connect timeout must be more"),
     ],
 )
 def test_bad_urls_are_refused_naming_them_without_the_password(url: str, complaint: str) -> None:
@@ -175,6 +176,25 @@ async def test_a_commit_waits_for_a_lock_no_longer_than_lock_timeout(url: str) -
         assert store.health.error is None
     finally:
         await store.close()
+
+
+async def test_a_serialization_failure_in_the_server_is_a_conflict(
+    store: PostgresStore, url: str
+) -> None:
+    pg_server.cluster().psql(
+        "CREATE FUNCTION fail_40001() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN RAISE EXCEPTION 'simulated' USING ERRCODE = '40001'; END $$;"
+        " CREATE TRIGGER fail BEFORE INSERT ON convexpy_documents"
+        " FOR EACH ROW EXECUTE FUNCTION fail_40001()",
+        url.rpartition("/")[2],
+    )
+    txn = Txn(store)
+    doc = await txn.insert(TASKS, n=1)
+    with pytest.raises(ConflictError) as caught:
+        await txn.commit()
+    assert caught.value.table == TASKS
+    assert await read_get(store, doc["_id"]) is None
+    assert await store.tables() == []
 
 
 async def test_another_process_commits_are_seen_by_new_snapshots(url: str) -> None:

@@ -23,6 +23,14 @@ read by id, or an index entry opened or closed inside a scanned key range,
 means :class:`ConflictError`, nothing written); then writes the new versions
 and NOTIFYs its timestamp. Commits are thus serializable *in timestamp
 order*, the property the conformance suite checks, and durable on return.
+The timestamp :meth:`commit` returns is the clock row's counter: strictly
+increasing in commit order across every process on the database, gapless
+except for index configurations (which take one). A commit without writes
+writes nothing and returns its snapshot's timestamp (its reads were all of
+that snapshot: it is serialized right there). Configuring indexes holds
+the clock row while it builds, so commits wait for a build (at most
+``lock_timeout``, then they fail with
+:class:`~convexpy.errors.StoreUnavailableError`).
 
 Why not the simpler design of one ``SERIALIZABLE`` PostgreSQL transaction
 per snapshot: PostgreSQL's SSI makes transactions serializable in *some*
@@ -143,7 +151,15 @@ class Timeouts:
     idle_in_transaction: float = 60.0
     """``idle_in_transaction_session_timeout``: an open transaction left idle is ended."""
     connect: float = 10.0
-    """The longest opening a connection may take."""
+    """The longest opening a connection may take (never 0)."""
+
+    def __post_init__(self) -> None:
+        for name in ("statement", "lock", "idle_in_transaction", "connect"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0 <= value < math.inf:
+                raise ValueError(f"the {name} timeout must be a number of seconds, got {value!r}")
+        if self.connect == 0:
+            raise ValueError("the connect timeout must be more than 0 seconds")
 
     def settings(self) -> dict[str, str]:
         def ms(seconds: float) -> str:
@@ -274,7 +290,11 @@ class PostgresStore(CatalogStore):
             else:
                 rest.append((name, value))
         dsn = urlunsplit(parts._replace(query=urlencode(rest)))
-        return cls(dsn, timeouts=Timeouts(**timeouts), **kwargs)
+        try:
+            limits = Timeouts(**timeouts)
+        except ValueError as exc:
+            raise ValueError(f"{exc} in {safe_url(url)!r}") from None
+        return cls(dsn, timeouts=limits, **kwargs)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -338,9 +358,10 @@ class PostgresStore(CatalogStore):
         return self._pool
 
     @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Connection]:
+    async def _connection(self, table: str = "") -> AsyncIterator[Connection]:
         """A pooled connection; a failure of the server or of the connection
-        raises :class:`StoreUnavailableError` naming the store."""
+        raises :class:`StoreUnavailableError` naming the store, a
+        serialization failure :class:`ConflictError` (on ``table``)."""
         pool = self._pool
         if pool is None:
             raise StoreClosedError("the store is closed")
@@ -351,6 +372,10 @@ class PostgresStore(CatalogStore):
                 yield conn
         except (ConflictError, StoreVersionError):
             raise
+        except asyncpg.exceptions.TransactionRollbackError as exc:
+            # 40001, 40P01: the server's own serialization or deadlock check
+            # (none expected: commits take one lock, reads are single statements).
+            raise ConflictError(table) from exc
         except _CONNECTION_ERRORS as exc:
             raise StoreUnavailableError(
                 f"the PostgreSQL store {safe_url(self.url)} is unreachable: {_describe(exc)}"
@@ -535,7 +560,7 @@ class PostgresStore(CatalogStore):
         while True:
             args = self._write_args(latest)
             try:
-                async with self._connection() as conn:
+                async with self._connection(next(iter(latest.values())).table) as conn:
                     row = await conn.fetchrow(
                         _COMMIT, snapshot.ts, self._indexes_ts, *read_args, *args, new_tables
                     )
