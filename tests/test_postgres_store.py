@@ -360,3 +360,39 @@ async def test_transactions_of_several_processes_are_serializable(
             state.values(), key=lambda d: (*(d[f] for f in index.fields), d["_creationTime"])
         )
         assert [doc for _, doc in rows] == expected
+
+
+@pytest.mark.parametrize("landed", [True, False])
+async def test_a_commit_that_lost_its_connection_is_settled_from_the_database(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch, landed: bool
+) -> None:
+    """The reply of the commit is lost (after the server committed it, or
+    before it got the call): the store finds out which, from the database."""
+    kept = await insert(store, TASKS, n=1)
+    fetchrow = asyncpg.connection.Connection.fetchrow
+
+    async def lose_reply(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+        if "convexpy_commit" in query:
+            if landed:
+                await fetchrow(self, query, *args, **kwargs)
+            raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
+        return await fetchrow(self, query, *args, **kwargs)
+
+    txn = Txn(store)
+    await txn.replace(TASKS, kept["_id"], n=2)
+    new = await txn.insert(TASKS, n=3)
+    await txn.delete(TASKS, new["_id"])  # written and gone in one commit: no trace
+    doc = await txn.insert(TASKS, n=4)
+    monkeypatch.setattr(asyncpg.connection.Connection, "fetchrow", lose_reply)
+    if landed:
+        ts = await txn.commit()
+        assert ts > txn.snapshot.ts
+        monkeypatch.undo()
+        assert await read_get(store, doc["_id"]) == doc
+        assert (await read_get(store, kept["_id"]) or {})["n"] == 2
+    else:
+        with pytest.raises(StoreUnavailableError, match="nothing was written"):
+            await txn.commit()
+        monkeypatch.undo()
+        assert await read_get(store, doc["_id"]) is None
+        assert (await read_get(store, kept["_id"]) or {})["n"] == 1

@@ -67,8 +67,9 @@ A connection that fails (the server restarted, the network dropped) makes
 reads and commits raise :class:`~convexpy.errors.StoreUnavailableError`
 naming the URL (never its password); the pool opens new connections, and a
 read is tried once more on a fresh one first. A commit whose connection was
-lost while the call was in flight may or may not have landed: the error
-says so. No statement can hang: ``statement_timeout``, ``lock_timeout`` and
+lost while the call was in flight is settled from the database: if its
+versions are there it landed (and returns as usual), if not, nothing was
+written (and the error says so). No statement can hang: ``statement_timeout``, ``lock_timeout`` and
 ``idle_in_transaction_session_timeout`` are set on every connection, each
 query also has a client-side deadline (``statement_timeout`` plus 5 s) and
 connecting has ``connect_timeout``.
@@ -567,13 +568,15 @@ class PostgresStore(CatalogStore):
                     assert row is not None
                     ts, conflict = row
             except StoreUnavailableError as exc:
-                if isinstance(exc.__cause__, _CONNECTION_ERRORS):
-                    if self._pool is not None:  # the others may be as dead: new ones next
-                        await self._pool.expire_connections()
-                    raise StoreUnavailableError(
-                        f"{exc}; the commit may or may not have been written"
-                    ) from exc.__cause__
-                raise
+                if not isinstance(exc.__cause__, _CONNECTION_ERRORS):
+                    raise
+                if self._pool is not None:  # the others may be as dead: new ones next
+                    await self._pool.expire_connections()
+                landed = await self._landed(snapshot, latest, args[3], exc)
+                if landed is None:
+                    raise StoreUnavailableError(f"{exc}; nothing was written") from exc.__cause__
+                logger.warning("A commit's connection was lost; the commit had landed.")
+                ts, conflict = landed, None
             self._learn(ts)
             if conflict is None:
                 break
@@ -598,6 +601,45 @@ class PostgresStore(CatalogStore):
             self._report_jobs(jobs, durable=True)
         await self._after_commit(ts)
         return int(ts)
+
+    async def _landed(
+        self,
+        snapshot: Snapshot,
+        latest: dict[str, Write],
+        blobs: list[bytes],
+        lost: StoreUnavailableError,
+    ) -> int | None:
+        """Whether a commit whose connection was lost mid-call landed: its
+        timestamp, or None. A commit is one transaction, so its versions are
+        all there (each written document's new version, each deletion's
+        closing, all at one timestamp after the snapshot) or none is."""
+        written = [w for w in latest.values() if w.old is not None or w.new is not None]
+        try:
+            rows = await self._fetch(
+                "SELECT id, from_ts, to_ts, doc FROM convexpy_documents"
+                " WHERE id = ANY($1) AND (from_ts > $2 OR to_ts > $2)",
+                [w.id for w in written],
+                snapshot.ts,
+            )
+        except StoreUnavailableError as exc:
+            raise StoreUnavailableError(
+                f"{lost}; whether the commit was written is unknown (checking failed: {exc})"
+            ) from lost.__cause__
+        blob_of = dict(zip((w.id for w in written if w.new is not None), blobs, strict=True))
+        stamps: set[int] = set()
+        for write in written:
+            if write.new is not None:
+                found = [
+                    r[1] for r in rows if r[0] == write.id and bytes(r[3]) == blob_of[write.id]
+                ]
+            else:
+                found = [r[2] for r in rows if r[0] == write.id and r[2] is not None]
+            if not found:
+                return None
+            stamps.add(min(found))
+        if len(stamps) != 1:
+            return None
+        return stamps.pop()
 
     def _write_args(self, latest: dict[str, Write]) -> list[list[Any]]:
         """The arrays ``convexpy_commit`` takes for ``latest`` (one write per
