@@ -37,6 +37,27 @@ def url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
+async def two(url: str) -> Any:
+    """Two stores on one database, as two processes would have."""
+    first, second = PostgresStore(url), PostgresStore(url)
+    await first.open()
+    await second.open()
+    try:
+        yield first, second
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def learns(store: PostgresStore, other: PostgresStore) -> None:
+    """Wait until ``store``'s new snapshots pin ``other``'s last commit (NOTIFY)."""
+    with anyio.fail_after(30):
+        # The store has no event to wait on: poll what new snapshots pin.
+        while store.snapshot().ts < other.snapshot().ts:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture
 async def store(url: str) -> Any:
     opened = PostgresStore(url)
     await opened.open()
@@ -151,6 +172,19 @@ async def test_lost_connections_are_replaced(store: PostgresStore, url: str) -> 
     assert (await read_get(store, doc["_id"]) or {})["n"] == 2
 
 
+@pytest.mark.slow
+async def test_a_server_restart_is_survived(two: tuple[PostgresStore, PostgresStore]) -> None:
+    first, second = two
+    doc = await insert(first, TASKS, n=1)
+    await asyncio.to_thread(pg_server.cluster().restart)
+    with anyio.fail_after(60):
+        assert await read_get(first, doc["_id"]) == doc  # on a new connection
+        assert await read_get(second, doc["_id"]) == doc
+        other = await insert(second, TASKS, n=2)
+    await learns(first, second)  # it listens again
+    assert await first.get(first.snapshot(), other["_id"]) == other
+
+
 async def test_a_commit_waits_for_a_lock_no_longer_than_lock_timeout(url: str) -> None:
     store = PostgresStore(url, timeouts=Timeouts(lock=0.2))
     await store.open()
@@ -197,22 +231,14 @@ async def test_a_serialization_failure_in_the_server_is_a_conflict(
     assert await store.tables() == []
 
 
-async def test_another_process_commits_are_seen_by_new_snapshots(url: str) -> None:
+async def test_another_process_commits_are_seen_by_new_snapshots(
+    two: tuple[PostgresStore, PostgresStore],
+) -> None:
     """A store learns of another's commits (NOTIFY) without reading first."""
-    first, second = PostgresStore(url), PostgresStore(url)
-    await first.open()
-    await second.open()
-    try:
-        doc = await insert(first, TASKS, n=1)
-        with anyio.fail_after(30):
-            # The store has no event to wait on: poll what new snapshots pin.
-            while second.snapshot().ts < first.snapshot().ts:  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
-        snapshot = second.snapshot()
-        assert await second.get(snapshot, doc["_id"]) == doc
-    finally:
-        await first.close()
-        await second.close()
+    first, second = two
+    doc = await insert(first, TASKS, n=1)
+    await learns(second, first)
+    assert await second.get(second.snapshot(), doc["_id"]) == doc
 
 
 async def test_old_versions_are_collected_and_old_snapshots_refused(url: str) -> None:
