@@ -17,6 +17,7 @@ import difflib
 import json
 import logging
 import math
+import os
 import sys
 import urllib.error
 import urllib.parse
@@ -147,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_argument(
         "--memory", action="store_true", help="keep data in memory only (lost on exit)"
     )
+    store.add_argument(
+        "--store",
+        metavar="URL",
+        help=(
+            "a store URL: postgresql://user@host:port/database, sqlite:///path.db or memory "
+            "(default: $CONVEXPY_STORE if set, else the SQLite file)"
+        ),
+    )
     dev.add_argument("--no-crons", action="store_true", help="load crons.py but do not run it")
     dev.add_argument("--no-watch", action="store_true", help="do not reload modules on change")
     dev.add_argument(
@@ -269,12 +278,25 @@ def _dev(args: argparse.Namespace) -> int:
     verbosity = 1 if args.verbose else -1 if args.quiet else 0
     printer = LogPrinter(sys.stdout, verbosity=verbosity)
     _configure_logging(printer)
+    store_url = args.store
+    if store_url is None and args.db is None and not args.memory:
+        store_url = os.environ.get("CONVEXPY_STORE") or None
+    if store_url is not None:
+        from .store import store_from_url
+
+        try:
+            store_from_url(store_url)  # refuse a bad URL before anything starts
+        except ValueError as exc:
+            where = "--store" if args.store else "CONVEXPY_STORE"
+            printer.error(f"Invalid {where}: {exc}")
+            return 2
     options = DevOptions(
         app_dir=Path(args.app_dir),
         host=args.host,
         port=args.port,
         db=args.db,
         memory=args.memory,
+        store=store_url,
         crons=not args.no_crons,
         watch=not args.no_watch,
         body_timeout=args.body_timeout or DEFAULT_BODY_TIMEOUT,

@@ -159,7 +159,8 @@ class StoreLockedError(ConvexpyError, RuntimeError):
 
 
 class StoreVersionError(ConvexpyError, RuntimeError):
-    """The SQLite file was written by a newer convexpy, in a layout this one cannot read."""
+    """The database (a SQLite file, a PostgreSQL database) was written by a newer
+    convexpy, in a layout this one cannot read."""
 
 
 class UnawaitedCallError(ConvexpyError, RuntimeError):

@@ -97,3 +97,10 @@ def mounted_tmpfs(mount: Path, size: str) -> Iterator[Path]:
     finally:
         if subprocess.run(["umount", str(mount)], check=False).returncode:
             subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the throwaway PostgreSQL cluster, if a test started one."""
+    import pg_server
+
+    pg_server.stop()

@@ -303,16 +303,19 @@ class DevServer:
 @asynccontextmanager
 async def dev_server(
     app_dir: Path,
-    db: Path | None,
+    db: Path | str | None,
     *args: str,
     cwd: Path | None = None,
     port: int | None = None,
 ) -> AsyncIterator[DevServer]:
-    """Start the dev server on ``port`` (default: a free one) with ``--db db`` (or
-    ``--memory``) and wait for it."""
+    """Start the dev server on ``port`` (default: a free one) with ``--db db``
+    (``--store db`` for a URL, ``--memory`` for None) and wait for it."""
     port = port or free_port()
     command = [sys.executable, "-m", "convexpy", "dev", str(app_dir), "--port", str(port)]
-    command += ["--memory"] if db is None else ["--db", str(db)]
+    if isinstance(db, str):
+        command += ["--store", db]
+    else:
+        command += ["--memory"] if db is None else ["--db", str(db)]
     command += list(args)
     start = partial(
         subprocess.Popen,
@@ -325,7 +328,7 @@ async def dev_server(
         start_new_session=True,  # its own process group, as in a terminal
     )
     proc: subprocess.Popen[str] = await anyio.to_thread.run_sync(start)
-    state_dir = app_dir.parent / ".convexpy" if db is None else db.parent
+    state_dir = app_dir.parent / ".convexpy" if not isinstance(db, Path) else db.parent
     server = DevServer(proc, f"http://127.0.0.1:{port}", state_dir)
     try:
         await server.wait_ready()

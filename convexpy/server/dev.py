@@ -50,8 +50,9 @@ from ..errors import StoreLockedError
 from ..functions import FunctionKind, Visibility
 from ..loader import AppLoadError
 from ..runtime import Runtime
-from ..store import Store
+from ..store import Store, store_from_url
 from ..store.memory import MemoryStore
+from ..store.postgres import PostgresStore, safe_url
 from ..store.sqlite import SqliteStore
 from .faults import no_space, store_fault
 from .http import DEFAULT_BODY_TIMEOUT, MAX_REQUEST_BYTES, ConvexApp, create_app
@@ -88,6 +89,8 @@ class DevOptions:
     port: int = 3210
     db: Path | None = None
     memory: bool = False
+    store: str | None = None
+    """A store URL (``--store``, ``CONVEXPY_STORE``): instead of ``db`` / ``memory``."""
     crons: bool = True
     watch: bool = True
     body_timeout: float = DEFAULT_BODY_TIMEOUT
@@ -476,10 +479,19 @@ async def watch_app(
 
 
 def _db_path(options: DevOptions, state_dir: Path) -> Path | None:
-    return None if options.memory else (options.db or state_dir / DB_FILE).resolve()
+    if options.memory or options.store is not None:
+        return None
+    return (options.db or state_dir / DB_FILE).resolve()
 
 
 def _open_store(options: DevOptions, state_dir: Path) -> tuple[Store, str]:
+    if options.store is not None:
+        store = store_from_url(options.store)
+        if isinstance(store, PostgresStore):
+            return store, safe_url(store.url)
+        if isinstance(store, SqliteStore):
+            return store, str(store.path)
+        return store, "in memory: nothing is kept after exit"
     db = _db_path(options, state_dir)
     if db is None:
         return MemoryStore(), "in memory (--memory): nothing is kept after exit"

@@ -1,4 +1,4 @@
-"""Document stores behind one port (:class:`Store`): memory and SQLite."""
+"""Document stores behind one port (:class:`Store`): memory, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .base import ConflictError, IndexDef, KeyRange, ReadSet, Snapshot, Store, Write
 from .memory import MemoryStore
+from .postgres import PostgresStore
 from .sqlite import SqliteStore
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "IndexDef",
     "KeyRange",
     "MemoryStore",
+    "PostgresStore",
     "ReadSet",
     "Snapshot",
     "SqliteStore",
@@ -25,14 +27,17 @@ __all__ = [
 def store_from_url(url: str | Store) -> Store:
     """Make a store from ``"memory"``, ``"sqlite:///relative.db"``,
     ``"sqlite:////absolute.db"`` (options ``?synchronous=normal`` and
-    ``write_timeout=SECONDS``, joined by ``&``), or pass a
-    :class:`Store` through."""
+    ``write_timeout=SECONDS``, joined by ``&``),
+    ``"postgresql://user@host:port/database"`` (see
+    :meth:`PostgresStore.from_url`), or pass a :class:`Store` through."""
     if isinstance(url, Store):
         return url
     if not isinstance(url, str):
         raise TypeError(f"store must be a URL string or a Store, got {type(url).__name__}")
     if url in ("memory", "memory://", ":memory:"):
         return MemoryStore()
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresStore.from_url(url)
     if url.startswith("sqlite://"):
         rest = url[len("sqlite://") :]
         path, _, query = rest.partition("?")
@@ -63,5 +68,6 @@ def store_from_url(url: str | Store) -> Store:
             write_timeout=write_timeout,
         )
     raise ValueError(
-        f"unknown store {url!r}: use 'memory', 'sqlite:///path.db' or a Store instance"
+        f"unknown store {url!r}: use 'memory', 'sqlite:///path.db', "
+        "'postgresql://user@host:port/database' or a Store instance"
     )

@@ -18,15 +18,12 @@ import asyncio
 import functools
 import itertools
 import logging
-import math
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from types import MappingProxyType
 from typing import Any
 
 from ..errors import StoreClosedError
 from .base import (
-    BY_CREATION_TIME,
     ConflictError,
     Document,
     IndexDef,
@@ -34,9 +31,9 @@ from .base import (
     Order,
     ReadSet,
     Snapshot,
-    Store,
     Write,
 )
+from .catalog import CatalogStore, declared_by_table
 from .jobs import job_changes
 from .keys import encode_suffix, index_key_of, prefix_encoder
 from .occ import Commit, CommitLog, IndexChange, Keyed
@@ -212,7 +209,7 @@ def _index_changes(encoders: _Encoders, cache: _KeyCache, writes: list[Write]) -
     return changes
 
 
-class LatestVersionStore(Store):
+class LatestVersionStore(CatalogStore):
     """A store over a latest-version backend; see the module docstring."""
 
     #: Apply commits inline in ``commit`` (no I/O: the memory backend).
@@ -223,15 +220,11 @@ class LatestVersionStore(Store):
         self._log = CommitLog()
         self._applied_ts = 0
         self._next_ts = 1
-        self._declared: dict[str, dict[str, IndexDef]] = {}
-        """Indexes that queries can use (fully built)."""
         self._maintained: dict[str, dict[str, IndexDef]] = {}
         """Indexes that commits keep up to date (the declared ones, and any being built)."""
-        self._index_by_key: dict[str, IndexDef] = {}
         self._indexer_for: object = None
         """The ``_maintained`` that ``_current_indexer`` was made for."""
         self._current_indexer = self._make_indexer()
-        self._last_creation: dict[str, float] = {}
         self._writing: list[Commit] | None = None
         """The batch being applied (None: the backend is idle)."""
         self._idle_waiters: list[asyncio.Future[None]] = []
@@ -295,40 +288,19 @@ class LatestVersionStore(Store):
     # -- indexes ---------------------------------------------------------------
 
     async def configure_indexes(self, indexes: Iterable[IndexDef]) -> None:
-        declared: dict[str, dict[str, IndexDef]] = {}
-        for index in indexes:
-            if index.name == BY_CREATION_TIME:
-                raise ValueError(f"index name {BY_CREATION_TIME!r} is reserved")
-            declared.setdefault(index.table, {})[index.name] = index
+        declared = declared_by_table(indexes)
         self._check_open()
-        by_key = {i.key: i for t in declared.values() for i in t.values()}
         # Commits computed against the old index set must be applied before
         # the build starts; from here on, new commits maintain the new set.
         await self._drain()
         previous = self._maintained
         self._maintained = declared
         try:
-            await self._base_sync_indexes(list(by_key.values()))
+            await self._base_sync_indexes([i for t in declared.values() for i in t.values()])
         except BaseException:
             self._maintained = previous
             raise
-        self._declared = declared
-        self._index_by_key = by_key
-
-    def indexes_of(self, table: str) -> Mapping[str, IndexDef]:
-        indexes = {BY_CREATION_TIME: IndexDef.by_creation_time(table)}
-        indexes.update(self._declared.get(table, {}))
-        return MappingProxyType(indexes)
-
-    def _index(self, key: str) -> IndexDef:
-        index = self._index_by_key.get(key)
-        if index is None:
-            table, _, name = key.rpartition(".")
-            if name != BY_CREATION_TIME:
-                raise KeyError(f"unknown index {key!r}")
-            index = IndexDef.by_creation_time(table)
-            self._index_by_key[key] = index
-        return index
+        self._declare(declared)
 
     # -- snapshots and reads -----------------------------------------------------
 
@@ -541,30 +513,6 @@ class LatestVersionStore(Store):
             waiter = asyncio.get_running_loop().create_future()
             self._idle_waiters.append(waiter)
             await waiter
-
-    # -- creation times -----------------------------------------------------------
-
-    async def prepare_table(self, table: str) -> None:
-        if table in self._last_creation:
-            return
-        snapshot = self.snapshot()
-        try:
-            rows = await self.scan(
-                snapshot,
-                KeyRange(IndexDef.by_creation_time(table).key, b"", None),
-                "desc",
-                1,
-            )
-        finally:
-            self.release(snapshot)
-        last = rows[0][1]["_creationTime"] if rows else 0.0
-        self._last_creation.setdefault(table, last)
-
-    def creation_time(self, table: str, now_ms: float) -> float:
-        last = self._last_creation.get(table, 0.0)
-        value = now_ms if now_ms > last else math.nextafter(last, math.inf)
-        self._last_creation[table] = value
-        return value
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import pickle
@@ -733,7 +732,7 @@ class SqliteStore(LatestVersionStore):
             if key.rpartition(".")[2] == BY_CREATION_TIME:
                 continue  # never dropped
             if spec is not None:
-                index = built[key] = _index_from_row(key, table, spec)
+                index = built[key] = IndexDef.from_spec(key, table, spec)
                 if wanted.get(key) != index:
                     stale.append(key)
             elif has_entries and key not in wanted:
@@ -1044,7 +1043,7 @@ def _build_index(conn: sqlite3.Connection, index: IndexDef, num: int, creation: 
             )
         conn.execute(
             "UPDATE indexes SET tbl = ?, fields = ? WHERE idx = ?",
-            (index.table, _index_spec(index), index.key),
+            (index.table, index.spec(), index.key),
         )
 
 
@@ -1133,24 +1132,3 @@ def _index_number_in(conn: sqlite3.Connection, key: str) -> int:
         (key, num, key.rpartition(".")[0]),
     )
     return int(num)
-
-
-def _index_spec(index: IndexDef) -> str:
-    spec: dict[str, Any] = {"fields": list(index.fields), "sparse": index.sparse}
-    if index.where is not None:
-        spec["where"] = [index.where[0], list(index.where[1])]
-    return json.dumps(spec)
-
-
-def _index_from_row(idx: str, table: str, spec: str) -> IndexDef:
-    parsed = json.loads(spec)
-    if isinstance(parsed, list):  # written before sparse indexes existed
-        parsed = {"fields": parsed, "sparse": False}
-    where = parsed.get("where")
-    return IndexDef(
-        table,
-        idx.rpartition(".")[2],
-        tuple(parsed["fields"]),
-        parsed["sparse"],
-        None if where is None else (where[0], tuple(where[1])),
-    )

@@ -3,6 +3,7 @@ read sets, writes, snapshots and the conflict error."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -52,6 +53,28 @@ class IndexDef:
     @staticmethod
     def by_creation_time(table: str) -> IndexDef:
         return IndexDef(table, BY_CREATION_TIME, ())
+
+    def spec(self) -> str:
+        """The definition beyond its name, as JSON (how durable stores keep it)."""
+        spec: dict[str, Any] = {"fields": list(self.fields), "sparse": self.sparse}
+        if self.where is not None:
+            spec["where"] = [self.where[0], list(self.where[1])]
+        return json.dumps(spec)
+
+    @staticmethod
+    def from_spec(key: str, table: str, spec: str) -> IndexDef:
+        """The index ``key`` (``"table.name"``) of ``table`` as :meth:`spec` wrote it."""
+        parsed = json.loads(spec)
+        if isinstance(parsed, list):  # written before sparse indexes existed
+            parsed = {"fields": parsed, "sparse": False}
+        where = parsed.get("where")
+        return IndexDef(
+            table,
+            key.rpartition(".")[2],
+            tuple(parsed["fields"]),
+            parsed["sparse"],
+            None if where is None else (where[0], tuple(where[1])),
+        )
 
 
 @dataclass(frozen=True, slots=True)

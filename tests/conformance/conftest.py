@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pg_server
 import pytest
 
-from convexpy.store import MemoryStore, SqliteStore, Store
+from convexpy.store import MemoryStore, PostgresStore, SqliteStore, Store
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,11 @@ STORES = [
     StoreKind(
         "sqlite",
         lambda directory: SqliteStore(directory / "db.sqlite3", synchronous="full"),
+        durable=True,
+    ),
+    StoreKind(
+        "postgres",
+        lambda directory: PostgresStore(pg_server.database_url(directory)),
         durable=True,
     ),
 ]

@@ -1,0 +1,176 @@
+"""The PostgreSQL store's layout and server-side functions (see :mod:`.postgres`).
+
+Version 1. Every table is named ``convexpy_*``, so the store can share a
+database with other software.
+
+* ``convexpy_schema``: one row, the layout version.
+* ``convexpy_clock``: one row: ``ts``, the last commit's timestamp; ``floor``,
+  the oldest timestamp still readable (versions older are collected);
+  ``indexes``, the timestamp of the last change to the set of built indexes.
+  Every commit locks this row (``FOR UPDATE``): commits are serialized across
+  all processes, which orders them by timestamp.
+* ``convexpy_documents``: every version of every document, valid from
+  ``from_ts`` (the commit that wrote it) until ``to_ts`` (the commit that
+  replaced or deleted it; NULL while it is the latest).
+* ``convexpy_index_entries``: index entries, versioned the same way. A
+  commit closes every open entry of the documents it writes and opens the
+  entries of their new versions, even where a key stays put (the entry's
+  document changed: a scan over it read the old content).
+* ``convexpy_indexes``: the declared indexes that are built, with their definition.
+* ``convexpy_tables``: the tables that hold or held documents.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+CHANNEL = "convexpy_commit"
+"""Every commit NOTIFYs its timestamp here."""
+
+LOCK_KEY = 0x636F6E76
+"""The advisory lock that serializes creating and migrating the layout."""
+
+CREATE = [
+    "CREATE TABLE convexpy_schema (version integer NOT NULL)",
+    """CREATE TABLE convexpy_clock (
+        id boolean PRIMARY KEY DEFAULT true CHECK (id),
+        ts bigint NOT NULL,
+        floor bigint NOT NULL,
+        indexes bigint NOT NULL
+    )""",
+    "INSERT INTO convexpy_clock VALUES (true, 0, 0, 0)",
+    """CREATE TABLE convexpy_documents (
+        id text COLLATE "C" NOT NULL,
+        from_ts bigint NOT NULL,
+        to_ts bigint,
+        tbl text NOT NULL,
+        doc bytea NOT NULL,
+        PRIMARY KEY (id, from_ts)
+    )""",
+    "CREATE INDEX convexpy_documents_old ON convexpy_documents (to_ts) WHERE to_ts IS NOT NULL",
+    "CREATE INDEX convexpy_documents_live ON convexpy_documents (tbl) WHERE to_ts IS NULL",
+    """CREATE TABLE convexpy_index_entries (
+        idx text COLLATE "C" NOT NULL,
+        key bytea NOT NULL,
+        from_ts bigint NOT NULL,
+        to_ts bigint,
+        id text COLLATE "C" NOT NULL,
+        PRIMARY KEY (idx, key, from_ts)
+    )""",
+    "CREATE INDEX convexpy_entries_live ON convexpy_index_entries (id) WHERE to_ts IS NULL",
+    "CREATE INDEX convexpy_entries_added ON convexpy_index_entries (idx, from_ts)",
+    """CREATE INDEX convexpy_entries_removed ON convexpy_index_entries (idx, to_ts)
+        WHERE to_ts IS NOT NULL""",
+    """CREATE TABLE convexpy_indexes (
+        idx text COLLATE "C" PRIMARY KEY,
+        tbl text NOT NULL,
+        spec text NOT NULL
+    )""",
+    'CREATE TABLE convexpy_tables (name text COLLATE "C" PRIMARY KEY)',
+    # One commit, validated and applied in one statement (one round trip).
+    # Returns the commit's timestamp, or a conflict: '#indexes' (the built
+    # indexes changed: recompute the entries and call again), '#old' (the
+    # snapshot is older than the floor), 'doc:TABLE' or 'idx:INDEX'. On a
+    # conflict, out_ts is the last commit's timestamp and nothing is written.
+    f"""CREATE FUNCTION convexpy_commit(
+        snap bigint, known_indexes bigint,
+        read_ids text[], r_idx text[], r_lo bytea[], r_hi bytea[],
+        w_ids text[], n_ids text[], n_tbls text[], n_docs bytea[],
+        e_idx text[], e_keys bytea[], e_ids text[], new_tables text[],
+        OUT out_ts bigint, OUT out_conflict text)
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        cur_floor bigint;
+        cur_indexes bigint;
+    BEGIN
+        SELECT c.ts, c.floor, c.indexes INTO out_ts, cur_floor, cur_indexes
+            FROM convexpy_clock c WHERE c.id FOR UPDATE;
+        IF cur_indexes <> known_indexes THEN
+            out_conflict := '#indexes';
+            RETURN;
+        END IF;
+        IF snap < cur_floor THEN
+            out_conflict := '#old';
+            RETURN;
+        END IF;
+        IF snap < out_ts THEN
+            SELECT 'doc:' || d.tbl INTO out_conflict FROM convexpy_documents d
+                WHERE d.id = ANY(read_ids) AND (d.from_ts > snap OR d.to_ts > snap) LIMIT 1;
+            IF out_conflict IS NOT NULL THEN
+                RETURN;
+            END IF;
+            IF snap < cur_indexes THEN
+                -- An index scanned may have been dropped or rebuilt since.
+                SELECT 'idx:' || x INTO out_conflict FROM unnest(r_idx) AS u(x)
+                    WHERE x NOT LIKE '%.by\\_creation\\_time' LIMIT 1;
+                IF out_conflict IS NOT NULL THEN
+                    RETURN;
+                END IF;
+            END IF;
+            SELECT 'idx:' || r.idx INTO out_conflict
+                FROM unnest(r_idx, r_lo, r_hi) AS r(idx, lo, hi)
+                WHERE EXISTS (
+                    SELECT 1 FROM convexpy_index_entries e
+                    WHERE e.idx = r.idx AND e.from_ts > snap
+                        AND e.key >= r.lo AND (r.hi IS NULL OR e.key < r.hi))
+                OR EXISTS (
+                    SELECT 1 FROM convexpy_index_entries e
+                    WHERE e.idx = r.idx AND e.to_ts > snap
+                        AND e.key >= r.lo AND (r.hi IS NULL OR e.key < r.hi))
+                LIMIT 1;
+            IF out_conflict IS NOT NULL THEN
+                RETURN;
+            END IF;
+        END IF;
+        out_ts := out_ts + 1;
+        UPDATE convexpy_documents SET to_ts = out_ts WHERE id = ANY(w_ids) AND to_ts IS NULL;
+        INSERT INTO convexpy_documents (id, from_ts, tbl, doc)
+            SELECT u.i, out_ts, u.t, u.d FROM unnest(n_ids, n_tbls, n_docs) AS u(i, t, d);
+        UPDATE convexpy_index_entries SET to_ts = out_ts
+            WHERE id = ANY(w_ids) AND to_ts IS NULL;
+        INSERT INTO convexpy_index_entries (idx, key, from_ts, id)
+            SELECT u.x, u.k, out_ts, u.i FROM unnest(e_idx, e_keys, e_ids) AS u(x, k, i);
+        IF cardinality(new_tables) > 0 THEN
+            INSERT INTO convexpy_tables SELECT unnest(new_tables) ON CONFLICT DO NOTHING;
+        END IF;
+        UPDATE convexpy_clock SET ts = out_ts WHERE id;
+        PERFORM pg_notify('{CHANNEL}', out_ts::text);
+    END $$""",
+    # Forget versions that stopped being current at or before ``horizon``.
+    """CREATE FUNCTION convexpy_collect(horizon bigint) RETURNS void
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE convexpy_clock SET floor = horizon WHERE id AND floor < horizon;
+        IF FOUND THEN
+            DELETE FROM convexpy_documents WHERE to_ts <= horizon;
+            DELETE FROM convexpy_index_entries WHERE to_ts <= horizon;
+        END IF;
+    END $$""",
+    f"INSERT INTO convexpy_schema VALUES ({SCHEMA_VERSION})",
+]
+
+# -- reads: each also returns the clock's ts (fresher snapshots) and floor ------------
+
+VISIBLE = "{t}.from_ts <= $2 AND ({t}.to_ts IS NULL OR {t}.to_ts > $2)"
+
+GET = f"""SELECT c.ts, c.floor, (
+    SELECT d.doc FROM convexpy_documents d WHERE d.id = $1 AND {VISIBLE.format(t="d")}
+) FROM convexpy_clock c WHERE c.id"""
+
+GET_MANY = f"""SELECT c.ts, c.floor, d.id, d.doc FROM convexpy_clock c
+LEFT JOIN convexpy_documents d ON d.id = ANY($1::text[]) AND {VISIBLE.format(t="d")}
+WHERE c.id"""
+
+
+def scan_sql(descending: bool, bounded: bool) -> str:
+    """The scan of an index range as of a timestamp: ``$1`` index, ``$2`` ts,
+    ``$3`` low key, ``$4`` limit, ``$5`` high key (when ``bounded``)."""
+    high = " AND e.key < $5" if bounded else ""
+    order = "DESC" if descending else "ASC"
+    return f"""SELECT c.ts, c.floor, s.key, s.doc FROM convexpy_clock c
+LEFT JOIN LATERAL (
+    SELECT e.key, d.doc FROM convexpy_index_entries e
+    JOIN convexpy_documents d ON d.id = e.id AND {VISIBLE.format(t="d")}
+    WHERE e.idx = $1 AND e.key >= $3{high} AND {VISIBLE.format(t="e")}
+    ORDER BY e.key {order} LIMIT $4
+) s ON true WHERE c.id"""
