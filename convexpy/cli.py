@@ -191,6 +191,52 @@ def build_parser() -> argparse.ArgumentParser:
     loudness.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     dev.set_defaults(handler=_dev)
 
+    serve = commands.add_parser(
+        "serve",
+        help="serve an app in production: no reload, quiet, admin key from the environment",
+        description=(
+            "Load the app once and serve it: HTTP API, live queries, scheduler and crons. "
+            "Run it several times against one PostgreSQL database to share the work."
+        ),
+        epilog=(
+            "The admin key is read from $CONVEXPY_ADMIN_KEY (at least 16 characters); "
+            "without one, admin calls are refused and the server only listens on loopback. "
+            "Bearer tokens are verified against auth_config.py. SIGTERM drains: in-flight "
+            "requests finish and running jobs get --grace seconds."
+        ),
+    )
+    serve.add_argument(
+        "app_dir",
+        nargs="?",
+        default="convex",
+        metavar="APP_DIR",
+        help="the app directory (default: ./convex)",
+    )
+    serve.add_argument(
+        "--store",
+        metavar="URL",
+        help="sqlite:///path.db, sqlite:////abs/path.db or postgresql://user@host/db "
+        "(default: $CONVEXPY_STORE)",
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--port", type=_port, default=3210, help="port to listen on (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--grace",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM, how long running jobs may take to finish (default: %(default)g)",
+    )
+    serve.add_argument("--no-crons", action="store_true", help="do not run crons.py here")
+    serve.add_argument(
+        "--log", action="store_true", help="print every call, job and cron run, as dev does"
+    )
+    serve.set_defaults(handler=_serve)
+
     run = commands.add_parser(
         "run",
         help="call a function on the running dev server",
@@ -303,6 +349,39 @@ def _dev(args: argparse.Namespace) -> int:
         write_timeout=args.write_timeout or 30.0,
         import_timeout=args.import_timeout or 30.0,
         insecure_unverified_jwt=args.insecure_unverified_jwt,
+    )
+    return run(options, printer)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .server.logs import LogPrinter
+    from .server.serve import ADMIN_KEY_VARIABLE, STORE_VARIABLE, ServeOptions, run
+    from .store import store_from_url
+
+    printer = LogPrinter(sys.stdout, verbosity=0 if args.log else -1)
+    _configure_logging(printer)
+    store_url = args.store or os.environ.get(STORE_VARIABLE) or None
+    where = "--store" if args.store else STORE_VARIABLE
+    if store_url is None:
+        printer.error(
+            f"serve needs a store: --store URL or {STORE_VARIABLE} (sqlite:///path.db or "
+            "postgresql://user@host/db)"
+        )
+        return EXIT_USAGE
+    try:
+        store_from_url(store_url)  # refuse a bad URL before anything starts
+    except ValueError as exc:
+        printer.error(f"Invalid {where}: {exc}")
+        return EXIT_USAGE
+    options = ServeOptions(
+        app_dir=Path(args.app_dir),
+        store=store_url,
+        host=args.host,
+        port=args.port,
+        admin_key=os.environ.get(ADMIN_KEY_VARIABLE) or None,
+        log=args.log,
+        grace=args.grace,
+        crons=not args.no_crons,
     )
     return run(options, printer)
 

@@ -317,18 +317,32 @@ async def dev_server(
     else:
         command += ["--memory"] if db is None else ["--db", str(db)]
     command += list(args)
+    state_dir = app_dir.parent / ".convexpy" if not isinstance(db, Path) else db.parent
+    async with server_process(command, cwd or app_dir.parent, port, state_dir) as server:
+        yield server
+
+
+@asynccontextmanager
+async def server_process(
+    command: list[str],
+    cwd: Path,
+    port: int,
+    state_dir: Path,
+    env: dict[str, str] | None = None,
+) -> AsyncIterator[DevServer]:
+    """Run ``command`` (a server listening on ``port``) in a process group of
+    its own, wait until it answers, and stop it (SIGTERM, then SIGKILL) after."""
     start = partial(
         subprocess.Popen,
         command,
-        cwd=cwd or app_dir.parent,
-        env=subprocess_env(),
+        cwd=cwd,
+        env=subprocess_env() if env is None else env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # its own process group, as in a terminal
     )
     proc: subprocess.Popen[str] = await anyio.to_thread.run_sync(start)
-    state_dir = app_dir.parent / ".convexpy" if not isinstance(db, Path) else db.parent
     server = DevServer(proc, f"http://127.0.0.1:{port}", state_dir)
     try:
         await server.wait_ready()

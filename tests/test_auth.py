@@ -49,8 +49,9 @@ from convexpy.auth import (
 )
 from convexpy.loader import AppLoadError
 from convexpy.server import create_app
-from convexpy.server.dev import DevOptions, _banner, server_config
+from convexpy.server.dev import DevOptions, _banner
 from convexpy.server.logs import LogPrinter
+from convexpy.server.process import server_config
 
 T0 = 1_800_000_000.0
 REFRESH_S = 30.0

@@ -32,17 +32,19 @@ from e2e_helpers import (
 from convexpy import Runtime
 from convexpy.server import create_app
 from convexpy.server.dev import (
-    DEFAULT_MAX_CONNECTIONS,
-    _Server,
-    event_loop_factory,
     load_or_create_admin_key,
     reload_error_text,
     remove_server_info,
-    server_config,
     state_dir_for,
     write_server_info,
 )
 from convexpy.server.logs import LogPrinter, format_duration, use_color
+from convexpy.server.process import (
+    DEFAULT_MAX_CONNECTIONS,
+    UvicornServer,
+    event_loop_factory,
+    server_config,
+)
 
 
 async def call(function: Callable[..., Any], *args: Any) -> Any:
@@ -734,7 +736,7 @@ async def test_connections_past_the_limit_get_503(tmp_path: Path) -> None:
     app_dir = write_app(tmp_path / "convex")
     async with Runtime(app_dir, store="memory") as runtime:
         config = server_config(create_app(runtime, body_timeout=60), max_connections=3)
-        server = _Server(config)
+        server = UvicornServer(config)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -23,8 +23,8 @@ from convexpy import Runtime
 from convexpy.auth import TokenVerifier
 from convexpy.convex_json import to_convex_json
 from convexpy.server import create_app
-from convexpy.server.dev import _Server, server_config
 from convexpy.server.http import ConvexApp
+from convexpy.server.process import UvicornServer, server_config
 from convexpy.server.sync import SyncLimits, _Connection, decode_ts, encode_ts
 
 ADMIN_KEY = "test-admin-key"
@@ -37,7 +37,7 @@ def app_dir(tmp_path: Path) -> Path:
 
 
 class Server:
-    def __init__(self, url: str, app: ConvexApp, server: _Server) -> None:
+    def __init__(self, url: str, app: ConvexApp, server: UvicornServer) -> None:
         self.url = url
         self.app = app
         self.server = server
@@ -59,7 +59,7 @@ async def serving(
         app = create_app(
             runtime, admin_key=ADMIN_KEY, sync_limits=SyncLimits(**limits), verifier=verifier
         )
-        server = _Server(server_config(app))
+        server = UvicornServer(server_config(app))
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -16,7 +16,7 @@ number), whatever the runtime is doing.
 
 The event loop and HTTP parser are uvicorn's ``"auto"`` choices: uvloop and
 httptools when installed (``uvicorn[standard]``), else asyncio's and h11.
-Connections are limited (:data:`DEFAULT_MAX_CONNECTIONS`; past it uvicorn
+Connections are limited (:data:`~.process.DEFAULT_MAX_CONNECTIONS`; past it uvicorn
 answers 503), and so are request bodies (see :func:`~.http.create_app`).
 
 Starting on a full disk, or on a damaged database, prints one line saying so
@@ -32,21 +32,17 @@ import functools
 import json
 import os
 import secrets
-import signal
 import socket
-import threading
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import uvicorn
 from watchfiles import PythonFilter, awatch
 
 from ..auth import TokenVerifier
-from ..errors import StoreLockedError
 from ..functions import FunctionKind, Visibility
 from ..loader import AppLoadError
 from ..runtime import Runtime
@@ -54,18 +50,24 @@ from ..store import Store, store_from_url
 from ..store.memory import MemoryStore
 from ..store.postgres import PostgresStore, safe_url
 from ..store.sqlite import SqliteStore
-from .faults import no_space, store_fault
-from .http import DEFAULT_BODY_TIMEOUT, MAX_REQUEST_BYTES, ConvexApp, create_app
+from .faults import failure_line, no_space
+from .http import DEFAULT_BODY_TIMEOUT, ConvexApp, create_app
 from .logs import LogPrinter
+from .process import (
+    Signals,
+    UvicornServer,
+    bind_socket,
+    event_loop_factory,
+    server_config,
+    server_url,
+)
 
 __all__ = [
-    "DEFAULT_MAX_CONNECTIONS",
     "DevOptions",
     "load_or_create_admin_key",
     "read_server_info",
     "run",
     "serve",
-    "server_config",
     "state_dir_for",
 ]
 
@@ -73,11 +75,6 @@ STATE_DIR = ".convexpy"
 ADMIN_KEY_FILE = "admin_key"
 SERVER_FILE = "server.json"
 DB_FILE = "data.sqlite3"
-
-DEFAULT_MAX_CONNECTIONS = 512
-"""Open connections the dev server serves at once (uvicorn's ``limit_concurrency``):
-past it, requests get 503. With the body budget, this bounds the memory that
-slow or stalled clients can hold."""
 
 
 @dataclass(frozen=True)
@@ -172,144 +169,6 @@ def remove_server_info(state_dir: Path, pid: int) -> None:
 
 # --------------------------------------------------------------------------
 # Serving
-
-
-class _Server(uvicorn.Server):
-    """uvicorn, minus its signal handling: :class:`_Signals` owns SIGINT/SIGTERM.
-
-    (uvicorn re-raises a caught signal after shutting down, which for SIGTERM
-    would kill the process before the runtime is closed.)
-    """
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        # Websocket clients first, with a reason (uvicorn would close them with 1012),
-        # and the dashboard's waiting log polls (they would hold up the stop).
-        app = self.config.app
-        if isinstance(app, ConvexApp):
-            await app.close()
-        await super().shutdown(sockets)
-
-
-class _Signals:
-    """SIGINT/SIGTERM: the first asks for a graceful stop, the second exits at once.
-
-    The loop's signal handlers would never run while the loop is stuck (a
-    handler blocking it), nor would Python-level ones while the main thread
-    sleeps in a system call that another thread's signal does not interrupt.
-    So the signal numbers come through ``signal.set_wakeup_fd``, which the
-    C-level handler writes from whatever thread it runs on, to a thread of
-    our own: on the first it hands the stop to the loop; on the second it
-    runs the ``on_exit`` callbacks (removing ``server.json``), prints one
-    line and ends the process with ``os._exit(128 + signal)``.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, printer: LogPrinter) -> None:
-        self.printer = printer
-        self.received = 0
-        self.server: uvicorn.Server | None = None
-        self.on_exit: list[Callable[[], object]] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._previous: dict[signal.Signals, Any] = {}
-        self._wakeup: tuple[int, int] | None = None
-        """Our pipe's write end and the wakeup fd it replaced."""
-
-    def install(self, loop: asyncio.AbstractEventLoop) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # signals are the caller's business
-        self._loop = loop
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(write_fd, False)
-        previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-        self._wakeup = (write_fd, previous_fd)
-        for sig in self.SIGNALS:
-            self._previous[sig] = signal.signal(sig, _note_signal)
-        threading.Thread(
-            target=self._watch, args=(read_fd,), name="convexpy-signals", daemon=True
-        ).start()
-
-    def uninstall(self) -> None:
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
-        self._previous.clear()
-        if self._wakeup is not None:
-            write_fd, previous_fd = self._wakeup
-            self._wakeup = None
-            signal.set_wakeup_fd(previous_fd)
-            os.close(write_fd)  # the watching thread sees the end and stops
-
-    def _watch(self, read_fd: int) -> None:
-        try:
-            while data := os.read(read_fd, 64):
-                for signum in data:
-                    if signum in self.SIGNALS:
-                        self._received(signal.Signals(signum))
-        finally:
-            os.close(read_fd)
-
-    def _received(self, sig: signal.Signals) -> None:
-        self.received += 1
-        if self.received > 1:
-            self.exit_now(sig)
-            return
-        if self.printer.verbosity >= 0:
-            self.printer.now(
-                f"{sig.name}: stopping (finishing in-flight requests; {sig.name} again to "
-                "exit now)..."
-            )
-        if self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed
-                self._loop.call_soon_threadsafe(self.attach, self.server)
-
-    def exit_now(self, sig: signal.Signals) -> None:
-        for callback in self.on_exit:
-            with contextlib.suppress(Exception):
-                callback()
-        self.printer.now(
-            f"{sig.name} again: exiting now, without waiting for running functions and jobs "
-            "(pending jobs resume on the next start)",
-            "red",
-            "bold",
-        )
-        os._exit(128 + sig)
-
-    def attach(self, server: uvicorn.Server | None) -> None:
-        self.server = server
-        if server is not None and self.received:
-            server.should_exit = True
-
-
-def _note_signal(signum: int, frame: FrameType | None) -> None:
-    """The Python-level handler: nothing to do (the wakeup fd carries the signal),
-    but it replaces the default actions (KeyboardInterrupt, termination)."""
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _url(host: str, port: int) -> str:
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
 
 
 def _plural(count: int, word: str) -> str:
@@ -499,37 +358,6 @@ def _open_store(options: DevOptions, state_dir: Path) -> tuple[Store, str]:
     return SqliteStore(db, write_timeout=options.write_timeout), str(db)
 
 
-def server_config(
-    app: ConvexApp, *, max_connections: int = DEFAULT_MAX_CONNECTIONS
-) -> uvicorn.Config:
-    """How the dev server runs uvicorn: its "auto" loop and HTTP parser (uvloop and
-    httptools when installed), no logging set-up of its own, ``max_connections``."""
-    return uvicorn.Config(
-        app,
-        loop="auto",
-        http="auto",
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        server_header=False,
-        limit_concurrency=max_connections,
-        # websockets' sans-I/O protocol (the /api/sync endpoint); a frame larger
-        # than this is refused before the app, which has its own, smaller limit.
-        ws="websockets-sansio",
-        ws_max_size=2 * MAX_REQUEST_BYTES,
-    )
-
-
-def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop uvicorn's ``loop="auto"`` picks: uvloop's when installed."""
-    return uvicorn.Config(_no_app, loop="auto", log_config=None).get_loop_factory()
-
-
-async def _no_app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover
-    raise RuntimeError("only used to ask uvicorn for its event loop")
-
-
 def run(options: DevOptions, printer: LogPrinter) -> int:
     """Run the dev server in an event loop of its own until SIGINT/SIGTERM; the exit status."""
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
@@ -547,11 +375,11 @@ async def serve(options: DevOptions, printer: LogPrinter) -> int:
         return 1
     state_dir = state_dir_for(app_dir, None if options.memory else options.db)
     loop = asyncio.get_running_loop()
-    signals = _Signals(printer)
+    signals = Signals(printer)
     signals.install(loop)
     try:
         try:
-            sock = _bind(options.host, options.port)
+            sock = bind_socket(options.host, options.port)
         except OSError as exc:
             reason = exc.strerror or str(exc)
             printer.error(
@@ -613,29 +441,15 @@ _DB_SUFFIXES = ("-shm", "-wal", "-journal", "")
 
 
 def _failure(exc: BaseException, db: Path | None, doing: str = "start") -> str:
-    """One line saying why the server could not ``doing``."""
-    full = no_space(exc, db)
-    if full is not None:
-        filename = full.filename if isinstance(full, OSError) else None
-        target = filename if isinstance(filename, str) else str(db) if db else "its files"
-        elsewhere = "keep the data on another disk with --db PATH"
+    """One line saying why the dev server could not ``doing``."""
+
+    def elsewhere(target: str) -> str:
         here = Path.cwd().resolve() / STATE_DIR
         if db is not None and Path(target).parent == here and db.parent != here:
-            elsewhere = "start the server from a directory on another disk"
-        return (
-            f"Could not {doing}: no space left on device (writing {target}). "
-            f"Free some space, or {elsewhere}."
-        )
-    if isinstance(exc, AppLoadError):
-        return f"Could not load the app: {exc}"
-    if isinstance(exc, StoreLockedError):
-        return f"Could not open the database: {exc}"
-    fault = store_fault(exc, db)
-    if fault is not None:
-        return f"Could not {doing}: {fault.message}"
-    if isinstance(exc, OSError) and exc.filename is not None:
-        return f"Could not {doing}: {exc.strerror or exc}: {exc.filename}"
-    return f"Could not {doing}: {type(exc).__name__}: {exc}"
+            return "start the server from a directory on another disk"
+        return "keep the data on another disk with --db PATH"
+
+    return failure_line(exc, db, doing, elsewhere)
 
 
 async def _serve_on(
@@ -643,7 +457,7 @@ async def _serve_on(
     options: DevOptions,
     printer: LogPrinter,
     state_dir: Path,
-    signals: _Signals,
+    signals: Signals,
 ) -> int:
     db = _db_path(options, state_dir)
     # server.json also goes where the server was started from, so `run` and `data`
@@ -723,7 +537,7 @@ async def _start(
     runtime.listeners.append(held.append)
     await stack.enter_async_context(runtime)
     admin_key = load_or_create_admin_key(state_dir)
-    url = _url(options.host, sock.getsockname()[1])
+    url = server_url(options.host, sock.getsockname()[1])
     clock = runtime.clock
     verifier = TokenVerifier(
         clock=lambda: clock.now() / 1000, insecure_unverified=options.insecure_unverified_jwt
@@ -748,7 +562,7 @@ async def _start(
     runtime.listeners[runtime.listeners.index(held.append)] = printer.on_event
     for event in held:
         printer.on_event(event)
-    return _Server(config), runtime, app
+    return UvicornServer(config), runtime, app
 
 
 async def _stop_task(task: asyncio.Task[None], stop: asyncio.Event) -> None:

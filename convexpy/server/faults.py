@@ -14,13 +14,14 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import CommitFailedError, StoreClosedError, StoreUnavailableError
+from ..errors import CommitFailedError, StoreClosedError, StoreLockedError, StoreUnavailableError
+from ..loader import AppLoadError
 
-__all__ = ["StoreFault", "no_space", "store_fault"]
+__all__ = ["StoreFault", "failure_line", "no_space", "store_fault"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,3 +134,32 @@ def store_fault(exc: BaseException, path: Path | None = None) -> StoreFault | No
         if isinstance(err, sqlite3.Error):
             return StoreFault("DatabaseError", f"{subject} failed: {_summary(err)}")
     return None
+
+
+def failure_line(
+    exc: BaseException,
+    db: Path | None,
+    doing: str,
+    elsewhere: Callable[[str], str],
+) -> str:
+    """One line saying why a server could not ``doing`` (start, stop cleanly):
+    a full disk (``elsewhere(file)`` says where else the data could go), an
+    app that does not load, a locked or failing store, or the error itself."""
+    full = no_space(exc, db)
+    if full is not None:
+        filename = full.filename if isinstance(full, OSError) else None
+        target = filename if isinstance(filename, str) else str(db) if db else "its files"
+        return (
+            f"Could not {doing}: no space left on device (writing {target}). "
+            f"Free some space, or {elsewhere(target)}."
+        )
+    if isinstance(exc, AppLoadError):
+        return f"Could not load the app: {exc}"
+    if isinstance(exc, StoreLockedError):
+        return f"Could not open the database: {exc}"
+    fault = store_fault(exc, db)
+    if fault is not None:
+        return f"Could not {doing}: {fault.message}"
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"Could not {doing}: {exc.strerror or exc}: {exc.filename}"
+    return f"Could not {doing}: {type(exc).__name__}: {exc}"
