@@ -31,6 +31,9 @@ to Convex's), over one connection:
   sent but not answered fails with :class:`ConnectionLostError`, because
   running it again could repeat its side effects.
 
+Messages are not compressed: per-message deflate costs both ends more CPU
+than it saves on small JSON messages (measured with ``benchmarks/live.py``).
+
 Errors: a function that throws :class:`~convexpy.errors.ConvexError` raises a
 ``ConvexError`` here with the same ``data``; other failures raise
 :class:`FunctionError` with the server's message.
@@ -447,7 +450,10 @@ class AsyncConvexClient:
         while not self._closed:
             try:
                 async with connect(
-                    self._sync_url, open_timeout=self._open_timeout, max_size=None
+                    self._sync_url,
+                    open_timeout=self._open_timeout,
+                    max_size=None,
+                    compression=None,
                 ) as ws:
                     failures = 0
                     await self._serve(ws)
