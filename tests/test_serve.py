@@ -166,6 +166,10 @@ async def test_serve_is_quiet_verifies_tokens_and_guards_admin_calls(
             assert secret.json()["value"] == "s3cret"
             wrong = await http.post("/api/query", json=path, headers={"Authorization": "Convex x"})
             assert wrong.status_code == 401
+            # The dashboard is there, its data behind the admin key.
+            assert (await http.get("/dashboard")).status_code == 200
+            assert (await http.get("/api/admin/health")).status_code == 401
+            assert (await http.get("/api/admin/health", headers=admin)).status_code == 200
             # No auth_config.py: a bearer token is refused, never read unverified.
             token = {"Authorization": f"Bearer {_unsigned_token()}"}
             whoami = await http.post(
