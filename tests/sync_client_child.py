@@ -10,7 +10,7 @@ process of its own, and the test that drives it applies the deadlines.
 Ops: ``query`` / ``mutation`` / ``action`` (``path``, ``args``),
 ``subscribe`` (``path``, ``args``; answers a subscription number), ``next``
 (``sub``: the subscription's next value), ``unsubscribe`` (``sub``),
-``admin`` (``key``: ``set_admin_auth``).
+``admin`` (``key``: ``set_admin_auth``), ``auth`` (``token``: ``set_auth``).
 """
 
 from __future__ import annotations
@@ -60,6 +60,9 @@ def main() -> None:
                 result = None
             elif op == "admin":
                 client.set_admin_auth(command["key"])
+                result = None
+            elif op == "auth":
+                client.set_auth(command["token"])
                 result = None
             else:
                 raise ValueError(f"unknown op {op!r}")
