@@ -438,6 +438,22 @@ async def test_an_oidc_provider_found_by_discovery(
         assert server.hits["/tenant/.well-known/openid-configuration"] == 1
 
 
+async def test_an_oidc_discovery_naming_another_issuer_is_not_trusted(
+    tmp_path: Path, server: JwksServer, rsa_key: Key
+) -> None:
+    domain = server("/tenant")
+    server.documents["/tenant/.well-known/openid-configuration"] = {
+        "issuer": "https://elsewhere.example",
+        "jwks_uri": server("/tenant/keys"),
+    }
+    server.documents["/tenant/keys"] = jwks(rsa_key)
+    providers = [{"domain": domain, "applicationID": AUDIENCE}]
+    async with open_api(tmp_path / "convex", providers) as api:
+        message = await api.refused(rsa_key.sign(claims(T0, iss=domain)), "KeysUnavailable")
+        assert "https://elsewhere.example" in message
+        assert "/tenant/keys" not in server.hits  # its keys were never fetched
+
+
 async def test_an_oidc_provider_may_name_its_algorithm(
     tmp_path: Path, server: JwksServer, ec_key: Key
 ) -> None:

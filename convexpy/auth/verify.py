@@ -202,6 +202,14 @@ class TokenVerifier:
         try:
             if isinstance(provider, OidcProvider):
                 discovery = await self.keys.get(provider.discovery_url, _discovery_problem)
+                named = discovery.get("issuer")
+                if isinstance(named, str) and named.rstrip("/") != provider.domain.rstrip("/"):
+                    raise AuthenticationError(
+                        "KeysUnavailable",
+                        f"The OpenID configuration at {provider.discovery_url} names the issuer "
+                        f"{named!r}, not the configured domain {provider.domain!r}, so its keys "
+                        "are not used",
+                    )
                 url: str = discovery["jwks_uri"]
             else:
                 assert provider.jwks_url is not None
