@@ -3,6 +3,7 @@ read sets, writes, snapshots and the conflict error."""
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -51,6 +52,7 @@ class IndexDef:
         return f"{self.table}.{self.name}"
 
     @staticmethod
+    @functools.lru_cache(maxsize=1024)  # every query starts from it: made once per table
     def by_creation_time(table: str) -> IndexDef:
         return IndexDef(table, BY_CREATION_TIME, ())
 

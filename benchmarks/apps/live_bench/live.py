@@ -2,7 +2,7 @@
 
 ``get`` reads one item by key (through the index, so a commit touching
 another key leaves it alone); ``touch`` stamps some items with the wall
-clock as it commits; ``runs`` says how often ``get`` has run in this
+clock once it has read them, just before it commits; ``runs`` says how often ``get`` has run in this
 process. Benchmark-only code, so it may read the wall clock and keep a count.
 """
 
@@ -37,7 +37,7 @@ async def seed(ctx, n: int) -> None:
 
 @mutation
 async def touch(ctx, keys: list[int]) -> None:
-    at = time.time() * 1000.0
-    for key in keys:
-        item = await _item(ctx.db, key)
+    items = [await _item(ctx.db, key) for key in keys]
+    at = time.time() * 1000.0  # after the reads: the commit comes next
+    for item in items:
         await ctx.db.patch(item["_id"], {"at": at})
