@@ -58,6 +58,7 @@ from .process import (
     UvicornServer,
     bind_socket,
     event_loop_factory,
+    freeze_startup_objects,
     server_config,
     server_url,
 )
@@ -559,6 +560,7 @@ async def _start(
     stack.push_async_callback(app.close)  # before the runtime closes
     config = server_config(app)
     await _banner(runtime, printer, options, url, data, admin_key, state_dir, config)
+    freeze_startup_objects()
     runtime.listeners[runtime.listeners.index(held.append)] = printer.on_event
     for event in held:
         printer.on_event(event)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -30,6 +31,7 @@ __all__ = [
     "UvicornServer",
     "bind_socket",
     "event_loop_factory",
+    "freeze_startup_objects",
     "server_config",
     "server_url",
 ]
@@ -208,3 +210,18 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 async def _no_app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover
     raise RuntimeError("only used to ask uvicorn for its event loop")
+
+
+def freeze_startup_objects() -> None:
+    """Exempt what exists once the server has started (modules, the app, the
+    runtime) from the garbage collector's full passes.
+
+    A server keeps allocating objects that outlive the young generations
+    (each live query's read set, each round's outcomes), so full collections
+    come every second or so; each walked every object alive, the whole
+    import graph included: 40-60 ms pauses under live-query load, the tail
+    of every update's latency (``benchmarks/README.md``). Frozen objects are
+    never freed, which is what a server's modules and app are anyway.
+    """
+    gc.collect()
+    gc.freeze()

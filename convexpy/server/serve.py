@@ -41,7 +41,14 @@ from ..store.postgres import safe_url
 from .faults import failure_line
 from .http import DEFAULT_BODY_TIMEOUT, create_app
 from .logs import LogPrinter
-from .process import Signals, UvicornServer, bind_socket, event_loop_factory, server_config
+from .process import (
+    Signals,
+    UvicornServer,
+    bind_socket,
+    event_loop_factory,
+    freeze_startup_objects,
+    server_config,
+)
 from .process import server_url as url_of
 
 __all__ = ["ServeOptions", "is_loopback", "run", "serve"]
@@ -166,6 +173,7 @@ async def _serve_on(
                 server.should_exit = True
 
             runtime.store.health.on_fatal(store_failed)
+            freeze_startup_objects()
             url = url_of(options.host, sock.getsockname()[1])
             admin = "admin key set" if options.admin_key else "no admin key: admin calls refused"
             printer.now(
