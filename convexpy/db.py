@@ -19,7 +19,7 @@ from .errors import (
     ReadOnlyError,
 )
 from .ids import decode_id, new_id, table_number
-from .queries import IndexRangeBuilder, Order, Query
+from .queries import IndexRangeBuilder, Journal, Order, Query
 from .store.base import Document, IndexDef, KeyRange, ReadSet, Store, Write
 from .store.engine import overlay_scan
 from .store.keys import index_key_of
@@ -128,6 +128,8 @@ class Transaction:
         """Jobs this transaction scheduled (Convex allows 1000)."""
         self.job_args_bytes = 0
         """The size of their arguments (Convex allows 16 MiB in all)."""
+        self.journal: Journal | None = None
+        """A live query's journal (see :class:`~convexpy.queries.Journal`), if it is one."""
         self.calls = CallTracker()
         """The ``ctx`` calls of the handler running in this transaction (one
         at a time: the jobs of a batch are checked one by one)."""

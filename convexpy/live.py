@@ -37,6 +37,7 @@ from .convex_json import from_convex_json, to_convex_json
 from .db import Transaction
 from .errors import ConvexError, ConvexpyError, error_text
 from .functions import FunctionKind
+from .queries import Journal
 from .runtime import Runtime
 from .store.base import ReadSet
 from .store.occ import Commit
@@ -48,6 +49,8 @@ __all__ = [
     "QueryKey",
     "QueryTimeoutError",
     "ReadSetIndex",
+    "decode_journal",
+    "encode_journal",
 ]
 
 logger = logging.getLogger("convexpy.live")
@@ -187,6 +190,27 @@ class ReadSetIndex(Generic[T]):
         return hit
 
 
+def encode_journal(journal: Journal) -> str | None:
+    """A run's journal as the sync protocol carries it (None: nothing to keep)."""
+    if not journal.used or journal.end_cursor is None:
+        return None
+    return json.dumps({"endCursor": journal.end_cursor}, separators=(",", ":"))
+
+
+def decode_journal(text: str | None) -> str | None:
+    """The page end a journal keeps; ``ValueError`` if ``text`` is not a journal."""
+    if text is None:
+        return None
+    try:
+        data = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("endCursor"), str):
+        raise ValueError(f"not a query journal: {text!r:.80}")
+    end: str = data["endCursor"]
+    return end
+
+
 def _table_of(index: str) -> str:
     return index.rpartition(".")[0]
 
@@ -194,21 +218,29 @@ def _table_of(index: str) -> str:
 @dataclasses.dataclass(frozen=True, slots=True)
 class QueryKey:
     """What makes two subscriptions the same execution: the function, its
-    arguments (canonical JSON) and the caller."""
+    arguments (canonical JSON), the caller and the journal it resumes."""
 
     path: str
     args: str
     trusted: bool
     identity: str | None
+    journal: str | None = None
 
     @staticmethod
-    def of(path: str, args: object, *, trusted: bool, identity: UserIdentity | None) -> QueryKey:
+    def of(
+        path: str,
+        args: object,
+        *,
+        trusted: bool,
+        identity: UserIdentity | None,
+        journal: str | None = None,
+    ) -> QueryKey:
         """The key of ``path`` called with ``args`` (Convex JSON, as sent) by a caller."""
         who = None
         if identity is not None:
             who = json.dumps(dataclasses.asdict(identity), sort_keys=True, default=repr)
         canonical = json.dumps(args, sort_keys=True, separators=(",", ":"), default=repr)
-        return QueryKey(path, canonical, trusted, who)
+        return QueryKey(path, canonical, trusted, who, journal)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)
@@ -220,9 +252,11 @@ class Outcome:
     value: object = None
     error: BaseException | None = None
     logs: tuple[str, ...] = ()
+    journal: str | None = None
+    """What its next runs keep (see :func:`encode_journal`), None if nothing."""
 
     def same_as(self, other: Outcome | None) -> bool:
-        if other is None or self.logs != other.logs:
+        if other is None or self.logs != other.logs or self.journal != other.journal:
             return False
         if self.error is None or other.error is None:
             return self.error is None and other.error is None and self.value == other.value
@@ -246,12 +280,20 @@ class QueryTimeoutError(ConvexpyError, TimeoutError):
 class LiveQuery:
     """One subscribed query: its caller, last outcome and how many hold it."""
 
-    __slots__ = ("args", "identity", "key", "outcome", "path", "refs", "trusted")
+    __slots__ = ("args", "identity", "journal", "key", "outcome", "path", "refs", "trusted")
 
     def __init__(
-        self, key: QueryKey, path: str, args: object, trusted: bool, identity: UserIdentity | None
+        self,
+        key: QueryKey,
+        path: str,
+        args: object,
+        trusted: bool,
+        identity: UserIdentity | None,
+        journal: str | None = None,
     ) -> None:
         self.key = key
+        self.journal = journal
+        """The journal the subscriber sent (a page end to keep), if any."""
         self.path = path
         self.args = args
         """The arguments as sent (Convex JSON, decoded when the query runs)."""
@@ -326,14 +368,23 @@ class LiveQueries:
     # -- subscriptions -------------------------------------------------------
 
     def query(
-        self, path: str, args: object, *, trusted: bool, identity: UserIdentity | None
+        self,
+        path: str,
+        args: object,
+        *,
+        trusted: bool,
+        identity: UserIdentity | None,
+        journal: str | None = None,
     ) -> LiveQuery:
-        """The live query of ``path`` with ``args`` for this caller, made (and
-        scheduled to run) if there is none; hold it with :meth:`retain`."""
-        key = QueryKey.of(path, args, trusted=trusted, identity=identity)
+        """The live query of ``path`` with ``args`` for this caller (resuming
+        ``journal``, from :func:`encode_journal`), made (and scheduled to run)
+        if there is none; hold it with :meth:`retain`. Raises ``ValueError``
+        for a journal that is not one."""
+        decode_journal(journal)
+        key = QueryKey.of(path, args, trusted=trusted, identity=identity, journal=journal)
         live = self._queries.get(key)
         if live is None:
-            live = self._queries[key] = LiveQuery(key, path, args, trusted, identity)
+            live = self._queries[key] = LiveQuery(key, path, args, trusted, identity, journal)
             self._mark_stale(live)
         return live
 
@@ -425,6 +476,9 @@ class LiveQueries:
     async def _execute(self, live: LiveQuery, txn: Transaction) -> tuple[Outcome, ReadSet]:
         logs: list[str] = []
         self.runs += 1
+        # The first run decides (the subscriber's journal, if it sent one); later runs keep it.
+        kept = live.outcome.journal if live.outcome is not None else live.journal
+        journal = txn.journal = Journal(decode_journal(kept))
         try:
             args = from_convex_json(live.args)
             if not isinstance(args, dict):
@@ -444,9 +498,11 @@ class LiveQueries:
                 raise QueryTimeoutError(
                     f"{live.path} did not finish within {self.query_timeout:g} s"
                 ) from None
-            outcome = Outcome(value=to_convex_json(value), logs=tuple(logs))
+            outcome = Outcome(
+                value=to_convex_json(value), logs=tuple(logs), journal=encode_journal(journal)
+            )
         except Exception as exc:
-            outcome = Outcome(error=exc, logs=tuple(logs))
+            outcome = Outcome(error=exc, logs=tuple(logs), journal=kept)
         finally:
             txn.release()
         return outcome, txn.reads

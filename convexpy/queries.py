@@ -23,7 +23,7 @@ from .values import check_value, copy_value
 if TYPE_CHECKING:
     from .db import Transaction
 
-__all__ = ["IndexRangeBuilder", "Order", "Query"]
+__all__ = ["TO_THE_END", "IndexRangeBuilder", "Journal", "Order", "Query"]
 
 Order = Literal["asc", "desc"]
 
@@ -272,27 +272,69 @@ class Query:
         cursor = options.get("cursor")
         last = None if cursor is None else _decode_cursor(cursor, full.index)
         if last:  # b"" is the cursor of an empty first page: start over
-            if self._order == "asc":
-                key_range = KeyRange(full.index, max(full.low, last + b"\x00"), full.high)
-            else:
-                high = last if full.high is None else min(full.high, last)
-                key_range = KeyRange(full.index, full.low, high)
-        page: list[Document] = []
-        last_key: bytes | None = None
-        more = False
-        async for key, doc in self._rows(key_range, num + 1):
-            if len(page) == num:
-                more = True
-                break
-            page.append(copy_value(doc))
-            last_key = key
-        if last_key is not None:
-            continue_cursor = _encode_cursor(full.index, last_key)
+            key_range = self._after(key_range, last)
+        txn = self._txn
+        journal = txn.journal if txn.journal is not None and not txn.journal.used else None
+        end_cursor = options.get("endCursor")
+        if end_cursor is None and journal is not None:
+            end_cursor = journal.end_cursor  # a live query's page keeps its end
+        if end_cursor is None:
+            page = await self._page_of(key_range, num)
+        elif end_cursor == TO_THE_END:
+            page = await self._page_to(key_range, None)
+        else:
+            page = await self._page_to(key_range, _decode_cursor(end_cursor, full.index))
+        if page.last_key is not None:
+            continue_cursor = _encode_cursor(full.index, page.last_key)
         elif isinstance(cursor, str):
             continue_cursor = cursor
         else:
             continue_cursor = _encode_cursor(full.index, b"")
-        return {"page": page, "isDone": not more, "continueCursor": continue_cursor}
+        if isinstance(end_cursor, str) and end_cursor != TO_THE_END:
+            continue_cursor = end_cursor
+        if journal is not None:
+            # The last page reaches the end of the range, whatever lands there later.
+            journal.used = True
+            journal.end_cursor = TO_THE_END if page.done else continue_cursor
+        return {"page": list(page), "isDone": page.done, "continueCursor": continue_cursor}
+
+    def _after(self, key_range: KeyRange, key: bytes) -> KeyRange:
+        """The part of ``key_range`` past ``key`` in this query's order."""
+        if self._order == "asc":
+            return KeyRange(key_range.index, max(key_range.low, key + b"\x00"), key_range.high)
+        high = key if key_range.high is None else min(key_range.high, key)
+        return KeyRange(key_range.index, key_range.low, high)
+
+    async def _page_of(self, key_range: KeyRange, num: int) -> _Page:
+        """Up to ``num`` documents, and whether that was all of them."""
+        page = _Page()
+        async for key, doc in self._rows(key_range, num + 1):
+            if len(page) == num:
+                return page
+            page.append(copy_value(doc))
+            page.last_key = key
+        page.done = True
+        return page
+
+    async def _page_to(self, key_range: KeyRange, end: bytes | None) -> _Page:
+        """Every document up to the one at ``end`` (included; None: to the end of
+        the range), and whether none comes after it."""
+        upto = key_range
+        if end is not None and self._order == "asc":
+            high = end + b"\x00" if key_range.high is None else min(key_range.high, end + b"\x00")
+            upto = KeyRange(key_range.index, key_range.low, high)
+        elif end is not None:
+            upto = KeyRange(key_range.index, max(key_range.low, end), key_range.high)
+        page = _Page()
+        async for key, doc in self._rows(upto, None):
+            page.append(copy_value(doc))
+            page.last_key = key
+        if end is None:
+            page.done = True
+        else:
+            beyond = self._after(key_range, end) if end else key_range
+            page.done = not [row async for row in self._rows(beyond, 1)]
+        return page
 
     def __aiter__(self) -> AsyncIterator[Document]:
         return self._iterate()
@@ -300,6 +342,30 @@ class Query:
     async def _iterate(self) -> AsyncIterator[Document]:
         async for _, doc in self._rows(self._full_range(), None):
             yield copy_value(doc)
+
+
+TO_THE_END = "end"
+"""A journal's end for a page that reached the end of its range (no cursor
+is 3 characters long, so none is mistaken for it)."""
+
+
+class Journal:
+    """What a live query's run decided and its next runs keep: the end of its
+    page (Convex's query journal). Handed to a transaction by the live
+    queries; the first ``paginate`` of a run reads and records it."""
+
+    __slots__ = ("end_cursor", "used")
+
+    def __init__(self, end_cursor: str | None = None) -> None:
+        self.end_cursor = end_cursor
+        self.used = False
+
+
+class _Page(list[Document]):
+    """A page being read: its documents, the key of the last, whether it ends the range."""
+
+    last_key: bytes | None = None
+    done = False
 
 
 def _encode_cursor(index: str, key: bytes) -> str:

@@ -117,6 +117,32 @@ async def test_paginate_is_stable_under_inserts_and_deletes(rt):
         await rt.query(api.tasks.page, {"numItems": 4, "cursor": "garbage!"})
 
 
+async def test_paginate_up_to_an_end_cursor(rt):
+    for i in range(6):
+        await add(rt, f"t{i}")
+    first = await rt.query(api.tasks.page, {"numItems": 2, "cursor": None})
+    second = await rt.query(api.tasks.page, {"numItems": 2, "cursor": first["continueCursor"]})
+    # The same two pages, asked for by their ends: numItems no longer matters.
+    again = {"numItems": 1, "cursor": None, "endCursor": first["continueCursor"]}
+    assert await rt.query(api.tasks.page, again) == first
+    middle = {
+        "numItems": 5,
+        "cursor": first["continueCursor"],
+        "endCursor": second["continueCursor"],
+    }
+    assert await rt.query(api.tasks.page, middle) == second
+    last = await rt.query(api.tasks.page, {"numItems": 9, "cursor": second["continueCursor"]})
+    assert last["isDone"] is True
+    up_to_last = {
+        "numItems": 1,
+        "cursor": second["continueCursor"],
+        "endCursor": last["continueCursor"],
+    }
+    assert (await rt.query(api.tasks.page, up_to_last))["isDone"] is True
+    with pytest.raises(InvalidValueError, match="cursor"):
+        await rt.query(api.tasks.page, {"numItems": 1, "cursor": None, "endCursor": "garbage!"})
+
+
 async def test_schema_validation_rejects_bad_documents(rt):
     with pytest.raises(SchemaValidationError, match="tasks"):
         await rt.mutation(

@@ -82,6 +82,19 @@ async def add_now(ctx, text: str) -> None:
 async def jobs(ctx) -> list:
     rows = await ctx.db.system.query("_scheduled_functions").collect()
     return [row["state"]["kind"] for row in rows]
+
+
+@mutation
+async def score(ctx, n: float) -> None:
+    await ctx.db.insert("scores", {"n": n})
+
+
+@query
+async def scores_page(ctx, num: int) -> dict:
+    page = await ctx.db.query("scores").with_index("by_n").paginate(
+        {"numItems": num, "cursor": None}
+    )
+    return {"ns": [doc["n"] for doc in page["page"]], "isDone": page["isDone"]}
 """,
     "schema.py": """
 from convexpy import define_schema, define_table, v
@@ -89,6 +102,7 @@ from convexpy import define_schema, define_table, v
 schema = define_schema({
     "tasks": define_table({"text": v.string(), "owner": v.string()}).index("by_owner", ["owner"]),
     "notes": define_table({"text": v.string()}),
+    "scores": define_table({"n": v.float64()}).index("by_n", ["n"]),
 })
 """,
 }
@@ -195,6 +209,40 @@ async def test_an_error_is_an_outcome_and_still_watches_its_reads(
         await rt.mutation("tasks:add", {"text": "a"})
         await w.round()
         assert hub.runs == runs + 1  # broken read tasks before it failed; the other read nothing
+
+
+async def test_a_paginated_query_keeps_its_page_end_across_reruns(
+    app_dir: Path, store: str
+) -> None:
+    async with Runtime(app_dir, store=store) as rt, LiveQueries(rt) as hub:
+        for n in (10, 20, 30, 40, 50):
+            await rt.mutation("tasks:score", {"n": n})
+        w = Watcher(hub)
+        first = w.watch("tasks:scores_page", {"num": 2})
+        whole = w.watch("tasks:scores_page", {"num": 10})
+        await w.until(first, {"ns": [10, 20], "isDone": False})
+        await w.until(whole, {"ns": [10, 20, 30, 40, 50], "isDone": True})
+        assert first.outcome is not None and first.outcome.journal is not None
+        # A document inside the first page: the page grows, its end stays at 20
+        # (Convex's journals: pages next to each other neither overlap nor gap).
+        await rt.mutation("tasks:score", {"n": 15})
+        await w.until(first, {"ns": [10, 15, 20], "isDone": False})
+        # The last page reaches the end of the range, whatever lands there.
+        await rt.mutation("tasks:score", {"n": 60})
+        await w.until(whole, {"ns": [10, 15, 20, 30, 40, 50, 60], "isDone": True})
+        assert first.outcome.value == {"ns": [10, 15, 20], "isDone": False}
+        # A subscriber that resumes a journal gets that page, not a fresh one.
+        resumed = hub.query(
+            "tasks:scores_page",
+            {"num": 2},
+            trusted=False,
+            identity=None,
+            journal=first.outcome.journal,
+        )
+        hub.retain(resumed)
+        await w.until(resumed, {"ns": [10, 15, 20], "isDone": False})
+        with pytest.raises(ValueError, match="not a query journal"):
+            hub.query("tasks:scores_page", {"num": 2}, trusted=False, identity=None, journal="{")
 
 
 async def test_invalidate_all_reruns_everything(app_dir: Path, store: str) -> None:

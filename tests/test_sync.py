@@ -329,6 +329,12 @@ async def test_admin_auth_reaches_internal_functions(app_dir: Path) -> None:
             '{"type": "Authenticate", "baseVersion": 2, "tokenType": "None"}',
             "Authenticate base version 2",
         ),
+        (
+            '{"type": "ModifyQuerySet", "baseVersion": 0, "newVersion": 1, "modifications": '
+            '[{"type": "Add", "queryId": 1, "udfPath": "tasks:texts", "args": [{}], '
+            '"journal": "not a journal"}]}',
+            "Add of query 1: not a query journal",
+        ),
     ],
 )
 async def test_a_bad_message_closes_only_its_connection(

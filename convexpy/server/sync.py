@@ -375,12 +375,17 @@ class _Connection:
             if kind == "Add":
                 if query_id in planned:
                     raise ProtocolError(f"Duplicate query ID: {query_id}")
-                live = self.hub.query(
-                    _udf_path(modification, "Add"),
-                    _args(modification),
-                    trusted=self.caller.trusted,
-                    identity=self.caller.identity,
-                )
+                journal = modification.get("journal")
+                try:
+                    live = self.hub.query(
+                        _udf_path(modification, "Add"),
+                        _args(modification),
+                        trusted=self.caller.trusted,
+                        identity=self.caller.identity,
+                        journal=journal,
+                    )
+                except ValueError as exc:
+                    raise ProtocolError(f"Add of query {query_id}: {exc}") from None
                 planned[query_id] = change.adds[query_id] = live
             elif kind == "Remove":
                 if planned.pop(query_id, None) is None:
@@ -418,7 +423,11 @@ class _Connection:
         self.received_identity += 1
         replace = {
             query_id: self.hub.query(
-                live.path, live.args, trusted=self.caller.trusted, identity=self.caller.identity
+                live.path,
+                live.args,
+                trusted=self.caller.trusted,
+                identity=self.caller.identity,
+                journal=live.journal,
             )
             for query_id, live in self.planned.items()
         }
@@ -615,7 +624,7 @@ def _modification(query_id: int, outcome: Outcome) -> dict[str, Any]:
             "queryId": query_id,
             "value": outcome.value,
             "logLines": logs,
-            "journal": None,
+            "journal": outcome.journal,
         }
     message = error_text(outcome.error)
     modification: dict[str, Any] = {
@@ -623,7 +632,7 @@ def _modification(query_id: int, outcome: Outcome) -> dict[str, Any]:
         "queryId": query_id,
         "errorMessage": message,
         "logLines": logs,
-        "journal": None,
+        "journal": outcome.journal,
     }
     if isinstance(outcome.error, ConvexError):
         body = convex_error_body(outcome.error, logs, "encoded")

@@ -63,9 +63,16 @@ async def take(ctx, n: int, order: str = "asc"):
     return await ctx.db.query("tasks").order(order).take(n)
 
 
-@query(args={"numItems": v.number(), "cursor": v.nullable(v.string())})
-async def page(ctx, numItems, cursor):
-    return await ctx.db.query("tasks").paginate({"numItems": numItems, "cursor": cursor})
+@query(
+    args={
+        "numItems": v.number(),
+        "cursor": v.nullable(v.string()),
+        "endCursor": v.optional(v.nullable(v.string())),
+    }
+)
+async def page(ctx, numItems, cursor, endCursor=None):
+    options = {"numItems": numItems, "cursor": cursor, "endCursor": endCursor}
+    return await ctx.db.query("tasks").paginate(options)
 
 
 @query
