@@ -20,7 +20,7 @@ APP = {
     "tasks.py": """
 import asyncio
 
-from convexpy import internal, internal_mutation, mutation, query, v
+from convexpy import internal, internal_action, internal_mutation, mutation, query, v
 
 
 @mutation
@@ -82,6 +82,19 @@ async def add_now(ctx, text: str) -> None:
 async def jobs(ctx) -> list:
     rows = await ctx.db.system.query("_scheduled_functions").collect()
     return [row["state"]["kind"] for row in rows]
+
+
+RELEASE = asyncio.Event()
+
+
+@mutation
+async def act_later(ctx, delay_ms: float) -> str:
+    return await ctx.scheduler.run_after(delay_ms, internal.tasks.held_action, {})
+
+
+@internal_action
+async def held_action(ctx) -> None:
+    await RELEASE.wait()
 
 
 @mutation
@@ -290,6 +303,22 @@ async def test_scheduled_writes_reach_subscriptions(app_dir: Path, store: str) -
         clock.advance(1000)
         await w.until(jobs, ["success"])
         await w.until(texts, ["later"])
+
+
+async def test_an_action_job_shows_pending_in_progress_then_success(
+    app_dir: Path, store: str
+) -> None:
+    clock = VirtualClock()
+    async with Runtime(app_dir, store=store, clock=clock) as rt, LiveQueries(rt) as hub:
+        w = Watcher(hub)
+        jobs = w.watch("tasks:jobs")
+        await w.until(jobs, [])
+        await rt.mutation("tasks:act_later", {"delay_ms": 1000})
+        await w.until(jobs, ["pending"])
+        clock.advance(1000)
+        await w.until(jobs, ["inProgress"])  # the action holds until released
+        rt.app.modules["tasks"].RELEASE.set()
+        await w.until(jobs, ["success"])
 
 
 async def test_ts_follows_commits_and_never_goes_back(app_dir: Path, store: str) -> None:
