@@ -121,9 +121,10 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def store_url(store: str, directory: str | Path) -> str:
-    """``memory``, or a fresh durable SQLite file in ``directory``."""
-    if store == "memory":
-        return "memory"
+    """``memory``, a fresh durable SQLite file in ``directory``, or a
+    PostgreSQL URL as it is."""
+    if store == "memory" or store.startswith(("postgresql://", "postgres://")):
+        return store
     if store == "sqlite":
         return f"sqlite:///{Path(directory).resolve() / 'bench.db'}"
     raise ValueError(f"unknown store {store!r}: use memory or sqlite")

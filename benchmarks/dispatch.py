@@ -27,6 +27,12 @@ on a 2-core machine: convexpy SQLite >= 2x APScheduler, convexpy memory >= 4x.
     python benchmarks/dispatch.py --profile sqlite    # cProfile convexpy's dispatch, per job
     python benchmarks/dispatch.py --profile memory --profile-phase schedule
     python benchmarks/dispatch.py --profile memory --profiler pyinstrument
+    python benchmarks/dispatch.py --postgres postgresql://postgres@127.0.0.1/postgres
+
+With ``--postgres URL``, two more systems run on that server, each on a
+scratch database of its own: convexpy on the PostgreSQL store (one process)
+and procrastinate (``batch_defer_async`` 1,000 at a time, then one worker
+with 16 slots; see ``_postgres.py``).
 
 Needs APScheduler 3 (``pip install 'apscheduler>=3.10,<4'``).
 """
@@ -57,6 +63,7 @@ from _common import (
     store_url,
     table,
 )
+from _postgres import procrastinate_dispatch, scratch_database
 
 import convexpy
 
@@ -97,6 +104,14 @@ async def convexpy_dispatch(
         "cpu_us_per_job": usage["cpu_s"] / n * 1e6,
         "outcomes": counter.outcomes,
     }
+
+
+async def convexpy_on_postgres(url: str, n: int, drain_s: float) -> dict[str, Any]:
+    """:func:`convexpy_dispatch` in one process on a scratch database of ``url``'s server."""
+    async with scratch_database(url) as database:
+        result = await convexpy_dispatch(database, n, drain_s=drain_s)
+    result["system"] = "convexpy postgresql"
+    return result
 
 
 async def apscheduler_dispatch(n: int, *, drain_s: float) -> dict[str, Any]:
@@ -407,6 +422,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-lateness", action="store_true", help="skip the lateness runs")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="also convexpy on PostgreSQL and procrastinate there (a scratch database per run "
+        "on this server; needs CREATE DATABASE)",
+    )
+    parser.add_argument(
         "--profile", choices=("memory", "sqlite"), help="profile convexpy on this store instead"
     )
     parser.add_argument(
@@ -434,6 +455,14 @@ def main(argv: list[str] | None = None) -> int:
         ("APScheduler 3 memory", lambda: apscheduler_dispatch(args.n, drain_s=args.drain)),
         ("asyncio ceiling", lambda: asyncio_ceiling(args.n)),
     ]
+    if args.postgres:
+        plans += [
+            (
+                "convexpy postgresql",
+                lambda: convexpy_on_postgres(args.postgres, args.n, args.drain),
+            ),
+            ("procrastinate", lambda: procrastinate_dispatch(args.postgres, args.n)),
+        ]
     # Round robin: each round runs every system once, so that a slow phase of
     # a shared machine does not fall on one system's runs only.
     all_runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in plans}
