@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,6 +26,7 @@ from convexpy.store import MemoryStore, PostgresStore
 from convexpy.store.jobs import TRANSIENT_ACTION_ERROR
 
 APP = Path(__file__).parent / "apps" / "multiproc"
+CRONS_APP = Path(__file__).parent / "apps" / "multiproc_crons"
 CHILD = str(Path(__file__).with_name("multiproc_child.py"))
 
 
@@ -34,12 +36,14 @@ def url(tmp_path: Path) -> str:
 
 
 @contextlib.asynccontextmanager
-async def child(url: str, log: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+async def child(
+    url: str, log: Path, app: Path = APP
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
     """A runtime in a process of its own on ``url``: the process and its pid;
     stopped at the end (killed if it does not stop)."""
     with log.open("ab") as err:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, CHILD, str(APP), url, stdin=asyncio.subprocess.PIPE,
+            sys.executable, CHILD, str(app), url, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=err,
         )  # fmt: skip
     try:
@@ -62,10 +66,10 @@ async def child(url: str, log: Path) -> AsyncIterator[tuple[asyncio.subprocess.P
 
 
 @contextlib.asynccontextmanager
-async def idle_runtime(url: str) -> AsyncIterator[Runtime]:
+async def idle_runtime(url: str, app: Path = APP) -> AsyncIterator[Runtime]:
     """A runtime in this process whose dispatcher starts no job (it still
     keeps leases): jobs it schedules must be run by the other processes."""
-    async with Runtime(APP, store=url, crons=False) as rt:
+    async with Runtime(app, store=url, crons=False) as rt:
         rt.dispatcher.paused = True
         yield rt
 
@@ -185,3 +189,43 @@ async def test_a_dead_process_s_action_fails_after_its_lease_a_live_one_s_never(
 
         await until(failed)
         assert await states() == [{"kind": "failed", "error": TRANSIENT_ACTION_ERROR}]
+
+
+@pytest.mark.slow
+async def test_a_cron_run_by_three_processes_runs_each_tick_once_one_dying(
+    url: str, tmp_path: Path
+) -> None:
+    url = f"{url}?lease=0.3"
+    async with (
+        idle_runtime(url, CRONS_APP) as rt,
+        child(url, tmp_path / "a.log", CRONS_APP) as (a, _),
+        child(url, tmp_path / "b.log", CRONS_APP),
+        child(url, tmp_path / "c.log", CRONS_APP),
+    ):
+
+        async def ticked(n: int) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                runs = await rt.query("tick:runs")
+                return sum(state == "success" for _, state in runs) >= n
+
+            return check
+
+        await until(await ticked(4))
+        a.send_signal(signal.SIGKILL)
+        await a.wait()
+        await until(await ticked(9))
+    runs = await rt_runs(url)
+    times = [when for when, _ in runs]
+    assert len(times) == len(set(times)), "a tick ran twice"
+    # No gap (the first run is at the start time, the rest on its whole-ms grid).
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(abs(gap - 1000) < 1 for gap in gaps), gaps
+    assert all(state in ("success", "pending") for _, state in runs)
+
+
+async def rt_runs(url: str) -> list[list[Any]]:
+    """The cron's runs, read once every process stopped."""
+    async with Runtime(CRONS_APP, store=url, crons=False) as rt:
+        rt.dispatcher.paused = True
+        found: list[list[Any]] = await rt.query("tick:runs")
+        return found
