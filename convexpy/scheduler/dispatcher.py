@@ -131,13 +131,14 @@ class Dispatcher:
         runs again on the next start; a cancelled action becomes ``failed``
         ("Transient error while executing action") on the next start."""
         self._stopping = True
-        housekeeping = [
-            t for t in (self._loop_task, self._retention_task, self._lease_task) if t is not None
-        ]
+        housekeeping = [t for t in (self._loop_task, self._retention_task) if t is not None]
         for task in housekeeping:
             task.cancel()
         if grace > 0 and self._tasks:
             await asyncio.wait(set(self._tasks), timeout=grace)
+        if self._lease_task is not None:  # kept through the grace: jobs still run
+            self._lease_task.cancel()
+            housekeeping.append(self._lease_task)
         remaining = list(self._tasks)
         for task in remaining:
             task.cancel()

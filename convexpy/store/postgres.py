@@ -52,6 +52,20 @@ process's commits a moment after they land. A snapshot that missed a commit
 of another process only ever reads consistently older data, and a commit
 from it conflicts if that matters.
 
+Jobs and other processes
+------------------------
+A commit that creates or cancels jobs NOTIFYs them too (in the same
+statement, so only if it commits; see :data:`._pg_schema.JOBS_CHANNEL`):
+every other process tells its job listeners, so its dispatcher runs a job
+another process scheduled as soon as it is due. Due jobs are claimed before
+they start (:meth:`PostgresStore.claim_jobs`, table ``convexpy_claims``) for
+:attr:`PostgresStore.lease` seconds by the database's clock; the claim of a
+running action is its lease, and :meth:`fail_interrupted_actions
+<convexpy.store.base.Store.fail_interrupted_actions>` fails only the actions
+whose lease ran out. Notifications sent while the listening connection is
+lost are made up for on reconnecting: the job changes of the commits made
+meanwhile are read from the store and reported.
+
 Old versions are kept for :attr:`PostgresStore.history` seconds (300) and
 then collected (every few hundred commits, by whichever process commits). A
 snapshot older than that can no longer be read or committed: it raises
@@ -425,8 +439,11 @@ class PostgresStore(CatalogStore):
 
     async def _listen(self, listening: asyncio.Event) -> None:
         """Keep a connection LISTENing to commits, so that snapshots pin the
-        latest commit of every process; reconnect when it is lost."""
+        latest commit of every process; reconnect when it is lost (and report
+        the job changes of the commits made meanwhile)."""
         delay = 0.1
+        heard: int | None = None
+        """The last commit known when the connection was lost."""
         while True:
             conn: asyncpg.Connection | None = None
             try:
@@ -440,10 +457,14 @@ class PostgresStore(CatalogStore):
                 conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await conn.add_listener(schema.CHANNEL, self._notified)
                 await conn.add_listener(schema.JOBS_CHANNEL, self._jobs_notified)
-                self._learn(await conn.fetchval("SELECT ts FROM convexpy_clock"))
+                now = await conn.fetchval("SELECT ts FROM convexpy_clock")
+                self._learn(now)
                 listening.set()
                 delay = 0.1
+                if heard is not None and now > heard and self._job_listeners:
+                    self._report_fetched(heard, now)
                 await lost.wait()
+                heard = self._ts
                 logger.warning(
                     "The PostgreSQL store's listening connection was lost; reconnecting."
                 )
@@ -475,9 +496,7 @@ class PostgresStore(CatalogStore):
         if owner == self.owner or not self._job_listeners:
             return  # this store's own commit was reported when it was made
         if body == "*":
-            task = asyncio.create_task(self._fetch_job_changes(ts))
-            self._fetching.add(task)
-            task.add_done_callback(self._fetching.discard)
+            self._report_fetched(ts - 1, ts)
             return
         try:
             created, canceled = json.loads(body)
@@ -489,14 +508,25 @@ class PostgresStore(CatalogStore):
             return
         self._report_jobs(changes, durable=True)
 
-    async def _fetch_job_changes(self, ts: int) -> None:
-        """The job changes of the commit at ``ts`` (too many for a NOTIFY), read
-        from the versions it wrote, reported to the job listeners."""
+    def _report_fetched(self, after: int, until: int) -> None:
+        task = asyncio.create_task(self._fetch_job_changes(after, until))
+        self._fetching.add(task)
+        task.add_done_callback(self._fetching.discard)
+
+    async def _fetch_job_changes(self, after: int, until: int) -> None:
+        """The job changes of the commits after ``after`` up to ``until`` (too
+        many for a NOTIFY, or made while the listener was disconnected), read
+        from the versions they wrote, reported to the job listeners."""
         try:
+            # Through the creation-time index: its entries of the versions
+            # written at ts are found by (idx, from_ts).
             rows = await self._fetch(
-                "SELECT id, doc FROM convexpy_documents WHERE from_ts = $1 AND tbl = $2",
-                ts,
-                SCHEDULED_FUNCTIONS,
+                "SELECT d.id, d.doc FROM convexpy_index_entries e JOIN convexpy_documents d"
+                " ON d.id = e.id AND d.from_ts = e.from_ts"
+                " WHERE e.idx = $1 AND e.from_ts > $2 AND e.from_ts <= $3",
+                creation_index_key(SCHEDULED_FUNCTIONS),
+                after,
+                until,
             )
         except StoreUnavailableError as exc:
             # The dispatcher's next window load finds them.
