@@ -20,10 +20,12 @@ from typing import Any
 import anyio
 import pg_server
 import pytest
+from conformance.helpers import T0
+from conformance.test_job_queue import add_jobs, job, set_job
 
 from convexpy import Runtime
 from convexpy.store import MemoryStore, PostgresStore
-from convexpy.store.jobs import TRANSIENT_ACTION_ERROR
+from convexpy.store.jobs import SYSTEM_INDEXES, TRANSIENT_ACTION_ERROR, started
 
 APP = Path(__file__).parent / "apps" / "multiproc"
 CRONS_APP = Path(__file__).parent / "apps" / "multiproc_crons"
@@ -230,3 +232,24 @@ async def rt_runs(url: str) -> list[list[Any]]:
         rt.dispatcher.paused = True
         found: list[list[Any]] = await rt.query("tick:runs")
         return found
+
+
+async def test_actions_with_a_live_lease_are_passed_over_not_failed(url: str) -> None:
+    runner, checker = PostgresStore(url, lease=60), PostgresStore(url, lease=60)
+    await runner.open()
+    await checker.open()
+    try:
+        await checker.configure_indexes(SYSTEM_INDEXES)
+        await runner.configure_indexes(SYSTEM_INDEXES)
+        ids = await add_jobs(checker, *[("a:act", T0 + n) for n in range(5)])
+        for job_id in ids:
+            await set_job(checker, job_id, started(await job(checker, job_id)))
+        assert sorted(await runner.claim_jobs(ids[:3])) == sorted(ids[:3])  # running there
+        # The live ones come first, more than a page of them: the rest is still found.
+        assert await checker.fail_interrupted_actions(T0 + 9, TRANSIENT_ACTION_ERROR, 2) == 2
+        assert await checker.fail_interrupted_actions(T0 + 9, TRANSIENT_ACTION_ERROR, 2) == 0
+        states = [(await job(checker, job_id))["state"]["kind"] for job_id in ids]
+        assert states == ["inProgress"] * 3 + ["failed"] * 2
+    finally:
+        await runner.close()
+        await checker.close()

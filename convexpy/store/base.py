@@ -390,9 +390,17 @@ class Store(ABC):
         async def body(snapshot: Snapshot, reads: ReadSet) -> tuple[list[Write], int]:
             # Only the jobs read join the read set: others may come and go.
             rows = await self.scan(snapshot, state_range(JobState.IN_PROGRESS), "asc", limit)
-            if self.shared and rows:
-                alive = await self._live_claims([doc["_id"] for _, doc in rows])
-                rows = [(key, doc) for key, doc in rows if doc["_id"] not in alive]
+            if self.shared:
+                # Past the live ones, page by page: they may be many.
+                page, rows = rows, []
+                while page:
+                    alive = await self._live_claims([doc["_id"] for _, doc in page])
+                    rows += [(key, doc) for key, doc in page if doc["_id"] not in alive]
+                    if len(rows) >= limit or len(page) < limit:
+                        break
+                    after = state_range(JobState.IN_PROGRESS, low=page[-1][0] + b"\x00")
+                    page = await self.scan(snapshot, after, "asc", limit)
+                del rows[limit:]
             writes = [
                 Write(doc["_id"], SCHEDULED_FUNCTIONS, doc, ended(doc, JobState.FAILED, now, error))
                 for _, doc in rows
