@@ -138,7 +138,7 @@ async def test_a_database_with_a_newer_layout_is_refused(url: str) -> None:
     again = PostgresStore(url)
     with pytest.raises(StoreVersionError) as caught:
         await again.open()
-    assert "schema version 99" in str(caught.value) and "up to 1" in str(caught.value)
+    assert "schema version 99" in str(caught.value) and "up to 2" in str(caught.value)
     await again.close()
 
 

@@ -13,6 +13,16 @@ that run has finished: at the first scheduled time at or after *now*. Runs
 missed meanwhile (a long run, downtime) are skipped, not burst, and the skip
 is recorded in ``lastRuns`` with its count.
 
+With several processes on one store (:attr:`Store.shared
+<convexpy.store.base.Store.shared>`), each runs this loop: starting a run
+is a transaction that finds ``currentRun`` empty and fills it, and settling
+one a transaction that finds ``currentRun`` still the run, so each run is
+planned and settled by exactly one process, at the ``nextRun`` stored (a
+process whose memory is behind schedules the run that is due, never another).
+A process learns what the others did each time it looks: it looks at its
+runs in flight every lease (the run may be another process's, or be taken
+over from a dead one by its dispatcher), and at each job when it falls due.
+
 On start and on reload, jobs are matched to the documents by name: new ones
 are created, removed ones deleted, changed ones recomputed and unchanged ones
 keep their next run.
@@ -77,6 +87,7 @@ class CronRunner:
         self._finished: set[str] = set()
         self.sleeping = False
         self._backing_off = False
+        self._shared = host.store.shared
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -210,6 +221,8 @@ class CronRunner:
     async def _round(self) -> None:
         """Record finished runs, start due ones, then sleep until the next is due."""
         self._wake.clear()
+        if self._shared:  # runs other processes may have settled or taken over
+            self._finished.update(self._by_job)
         for job_id in list(self._finished):
             await self._settle_run(job_id)
             self._finished.discard(job_id)
@@ -221,6 +234,8 @@ class CronRunner:
             (p.next_run for p in self._planned.values() if p.running is None),
             default=float("inf"),
         )
+        if self._shared and self._by_job:
+            deadline = min(deadline, now + self._host.store.lease * 1000)
         if not self._finished:
             await self._sleep(deadline)
 
@@ -271,15 +286,18 @@ class CronRunner:
         name = self._by_job.get(job_id)
         planned = self._planned.get(name) if name is not None else None
 
-        async def body(txn: Transaction) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        async def body(
+            txn: Transaction,
+        ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, bool]:
+            """The job, the cron job's document after, and whether this settled it."""
             job = await txn.get(job_id)
             if job is None or not JobState(job["state"]["kind"]).finished:
-                return None, None
+                return None, None, False
             if planned is None:
-                return job, None
+                return job, None, False
             doc = await txn.get(planned.doc_id)
             if doc is None or doc["currentRun"] != job_id:
-                return job, None
+                return job, doc, False  # settled by another process: learn its plan
             now = host.clock.now()
             scheduled = job["scheduledTime"]
             state = job["state"]["kind"]
@@ -308,17 +326,21 @@ class CronRunner:
                 "lastRuns": history[-HISTORY_LENGTH:],
             }
             txn.put(CRON_JOBS, doc, updated)
-            return job, updated
+            return job, updated, True
 
-        job, updated = await host.system_mutation(body, wait=self._store_wait)
+        job, updated, settled = await host.system_mutation(body, wait=self._store_wait)
         if job is None:
             # Not finished after all (e.g. reported at start-up): wait for it.
             return
         self._by_job.pop(job_id, None)
         if planned is None or updated is None:
             return
-        planned.running = None
+        planned.running = updated["currentRun"]
         planned.next_run = updated["nextRun"]
+        if planned.running is not None:
+            self._by_job[planned.running] = planned.name
+        if not settled:
+            return
         last = updated["lastRuns"][-1]
         event: dict[str, Any] = {
             "type": "cron",

@@ -9,11 +9,23 @@ Due jobs wait in a :class:`~convexpy.scheduler.ready.ReadyQueue` and start in
 ``scheduledTime`` order, at most ``parallelism`` tasks at once; the
 :class:`~convexpy.scheduler.run.JobRunner` runs them. Finished jobs are
 deleted after the retention (:class:`~convexpy.scheduler.retention.Retention`).
+
+On a store shared by several processes (:attr:`Store.shared
+<convexpy.store.base.Store.shared>`, PostgreSQL) every process hears of
+every job (the store reports other processes' commits too), so they race
+for due jobs: each batch or action is claimed first
+(:meth:`~convexpy.store.base.Store.claim_jobs`) and jobs claimed elsewhere
+are looked at again one lease later (taken over if their claimer died, or
+dropped once finished). Running jobs' claims are renewed every third of a
+lease (a running action's claim is its lease), and every lease the
+dispatcher fails the running actions whose lease ran out (their process is
+gone). A store used by one process skips all of this.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Callable, Coroutine
@@ -70,6 +82,8 @@ class Dispatcher:
         """The last load stopped at :attr:`max_loaded`: load more as the backlog drains."""
         self._loop_task: asyncio.Task[None] | None = None
         self._retention_task: asyncio.Task[None] | None = None
+        self._lease_task: asyncio.Task[None] | None = None
+        self._shared = host.store.shared
         self._sleep_deadline = float("inf")
         self._wake = asyncio.Event()
         self._stopping = False
@@ -108,6 +122,8 @@ class Dispatcher:
         await self._load(now + self.window_ms)
         await self._retention.plan(now)
         self._loop_task = asyncio.create_task(self._loop(), name="convexpy-dispatcher")
+        if self._shared:
+            self._lease_task = asyncio.create_task(self._keep_leases(), name="convexpy-leases")
 
     async def stop(self, grace: float = 0.0) -> None:
         """Start no more jobs; give running ones ``grace`` seconds (real time)
@@ -120,6 +136,9 @@ class Dispatcher:
             task.cancel()
         if grace > 0 and self._tasks:
             await asyncio.wait(set(self._tasks), timeout=grace)
+        if self._lease_task is not None:  # kept through the grace: jobs still run
+            self._lease_task.cancel()
+            housekeeping.append(self._lease_task)
         remaining = list(self._tasks)
         for task in remaining:
             task.cancel()
@@ -346,6 +365,8 @@ class Dispatcher:
                 self._spawn(batch, self._runner.run_batch(batch))
 
     def _spawn(self, job_ids: list[str], work: Coroutine[Any, Any, None]) -> None:
+        if self._shared:
+            work = self._claimed(job_ids, work)
         task = asyncio.create_task(work, name=f"convexpy-jobs-{job_ids[0]}")
         self.started += len(job_ids)
         self._tasks.add(task)
@@ -381,6 +402,71 @@ class Dispatcher:
             self._alone.add(job_id)
             del self._running[job_id]
             self._ready.add(float("-inf"), job_id)
+
+    # -- several processes: claims and leases ----------------------------------------
+
+    async def _claimed(self, job_ids: list[str], work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` (the jobs' run) once ``job_ids`` are claimed; jobs
+        claimed by another process are looked at again a lease later. The run
+        only skips (it reads each job's state) those it did not claim."""
+        store = self._host.store
+        try:
+            claimed = await store.claim_jobs(job_ids)
+        except Exception as exc:  # the store failed: try them all again later
+            logger.debug("claiming jobs failed: %s", exc)
+            claimed = []
+        if len(claimed) < len(job_ids):
+            mine = set(claimed)
+            self._look_again([job_id for job_id in job_ids if job_id not in mine])
+        if not claimed:
+            work.close()
+            return
+        if len(claimed) < len(job_ids):  # part of a batch of mutations
+            work.close()
+            work = self._runner.run_batch(claimed)
+        task = asyncio.current_task()
+        try:
+            await work
+        finally:
+            # Not those of a conflicting batch queued again to run alone.
+            done = [job_id for job_id in claimed if self._running.get(job_id) is task]
+            with contextlib.suppress(Exception):
+                await store.release_claims(done)
+
+    def _look_again(self, job_ids: list[str]) -> None:
+        """Jobs claimed elsewhere: back in the wheel, due one lease from now."""
+        wheel = self._wheel
+        running = self._running
+        task = asyncio.current_task()
+        when = self._host.clock.now() + self._host.store.lease * 1000
+        for job_id in job_ids:
+            if running.get(job_id) is task:
+                del running[job_id]
+            if wheel is not None and not self._stopping:
+                wheel.add(job_id, when)
+        if when < self._sleep_deadline:
+            self._wake.set()
+
+    async def _keep_leases(self) -> None:
+        """Every third of a lease, renew the claims of the running jobs; every
+        lease, fail the actions of processes that are gone (real time: leases
+        are kept by the database's clock)."""
+        host = self._host
+        store = host.store
+        rounds = 0
+        while True:
+            await asyncio.sleep(store.lease / 3)
+            rounds += 1
+            try:
+                if self._running:
+                    await store.renew_claims(list(self._running))
+                if rounds % 3 == 0:
+                    while await store.fail_interrupted_actions(
+                        host.clock.now(), TRANSIENT_ACTION_ERROR
+                    ):
+                        pass
+            except Exception as exc:  # the store failed: next round
+                logger.debug("keeping leases failed: %s", exc)
 
     # -- waiting -----------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """The PostgreSQL store's layout and server-side functions (see :mod:`.postgres`).
 
-Version 1. Every table is named ``convexpy_*``, so the store can share a
-database with other software.
+Version 2 (version 1 lacked ``convexpy_claims``: it is added on open). Every
+table is named ``convexpy_*``, so the store can share a database with other
+software.
 
 * ``convexpy_schema``: one row, the layout version.
 * ``convexpy_clock``: one row: ``ts``, the last commit's timestamp; ``floor``,
@@ -18,14 +19,36 @@ database with other software.
   document changed: a scan over it read the old content).
 * ``convexpy_indexes``: the declared indexes that are built, with their definition.
 * ``convexpy_tables``: the tables that hold or held documents.
+* ``convexpy_claims``: which process (``owner``) holds a job, until when
+  (``until``, the database's clock): a due job is started by the process
+  that claimed it, and a running action's claim is its lease, renewed while
+  it runs (see :meth:`convexpy.store.base.Store.claim_jobs`).
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 CHANNEL = "convexpy_commit"
 """Every commit NOTIFYs its timestamp here."""
+
+JOBS_CHANNEL = "convexpy_jobs"
+"""A commit that creates or cancels jobs also NOTIFYs, here, ``TS OWNER CHANGES``:
+its timestamp, the committing store's :attr:`owner` token, and the changes as
+JSON ``[[[id, scheduledTime, name], ...], [cancelled id, ...]]``, or ``*`` when
+that would not fit a payload (the listener reads the commit's jobs instead)."""
+
+MAX_PAYLOAD = 7900
+"""PostgreSQL refuses NOTIFY payloads of 8000 bytes or more."""
+
+CLAIMS = [
+    """CREATE TABLE IF NOT EXISTS convexpy_claims (
+        id text COLLATE "C" PRIMARY KEY,
+        owner text NOT NULL,
+        until timestamptz NOT NULL
+    )""",
+]
+"""What version 2 added to version 1 (also run to migrate)."""
 
 LOCK_KEY = 0x636F6E76
 """The advisory lock that serializes creating and migrating the layout."""
@@ -146,6 +169,7 @@ CREATE = [
             DELETE FROM convexpy_index_entries WHERE to_ts <= horizon;
         END IF;
     END $$""",
+    *CLAIMS,
     f"INSERT INTO convexpy_schema VALUES ({SCHEMA_VERSION})",
 ]
 
@@ -174,3 +198,32 @@ LEFT JOIN LATERAL (
     WHERE e.idx = $1 AND e.key >= $3{high} AND {VISIBLE.format(t="e")}
     ORDER BY e.key {order} LIMIT $4
 ) s ON true WHERE c.id"""
+
+
+# -- the job queue's claims (see PostgresStore.claim_jobs) ----------------------------
+
+# In id order, so that two processes claiming overlapping sets lock the rows
+# in the same order (no deadlock); a claim held by another owner and not
+# expired is left alone (not returned).
+CLAIM = """INSERT INTO convexpy_claims (id, owner, until)
+SELECT u.id, $2, clock_timestamp() + make_interval(secs => $3)
+FROM unnest($1::text[]) AS u(id) ORDER BY u.id
+ON CONFLICT (id) DO UPDATE SET owner = EXCLUDED.owner, until = EXCLUDED.until
+WHERE convexpy_claims.owner = EXCLUDED.owner OR convexpy_claims.until < clock_timestamp()
+RETURNING id"""
+
+# Renew this owner's claims, and forget claims expired long ago (their owner is gone).
+RENEW = """WITH renewed AS (
+    UPDATE convexpy_claims SET until = clock_timestamp() + make_interval(secs => $3)
+    WHERE owner = $2 AND id = ANY($1::text[])
+)
+DELETE FROM convexpy_claims WHERE until < clock_timestamp() - make_interval(secs => 10 * $3)"""
+
+RELEASE = "DELETE FROM convexpy_claims WHERE owner = $2 AND id = ANY($1::text[])"
+
+LIVE_CLAIMS = """SELECT id FROM convexpy_claims
+WHERE id = ANY($1::text[]) AND until >= clock_timestamp()"""
+
+COMMIT_JOBS = """SELECT c.out_ts, c.out_conflict, CASE WHEN c.out_conflict IS NULL
+    THEN (SELECT 1 FROM pg_notify('{channel}', c.out_ts::text || ' ' || $15::text)) END
+FROM convexpy_commit({params}) AS c"""

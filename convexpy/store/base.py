@@ -292,6 +292,41 @@ class Store(ABC):
             except Exception:
                 logger.exception("a job listener failed")
 
+    shared = False
+    """Whether other processes may run jobs from this store at the same time
+    (PostgreSQL). Then the dispatcher claims due jobs before starting them
+    (:meth:`claim_jobs`), renews its claims every :attr:`lease` / 3 seconds
+    while they run, and checks every lease for running actions whose
+    process is gone (:meth:`fail_interrupted_actions`); a store used by one
+    process at a time skips all of it."""
+
+    lease = 10.0
+    """Seconds a claim lasts unless renewed (a shared store's)."""
+
+    async def claim_jobs(self, job_ids: list[str]) -> list[str]:
+        """Claim due jobs for this process, for :attr:`lease` seconds: those of
+        ``job_ids`` it may start (claimed by no other process, or by one whose
+        claim expired: a dead process's jobs are taken over). A claim only
+        avoids duplicate work: exactly-once mutations and at-most-once actions
+        hold by transactions whatever the claims. A store used by one process
+        (the default) grants them all."""
+        return job_ids
+
+    async def renew_claims(self, job_ids: list[str]) -> None:
+        """Extend this process's claims of ``job_ids`` by another :attr:`lease`
+        (the dispatcher does so while they run: a running action's claim is
+        its lease)."""
+        return None  # a store used by one process holds no claims
+
+    async def release_claims(self, job_ids: list[str]) -> None:
+        """Drop this process's claims of ``job_ids`` (their runs ended)."""
+        return None
+
+    async def _live_claims(self, job_ids: list[str]) -> set[str]:
+        """Those of ``job_ids`` whose claim has not expired (a shared store's
+        running actions whose process is alive)."""
+        return set()
+
     async def due_jobs(
         self,
         limit: int,
@@ -346,12 +381,26 @@ class Store(ABC):
         return await self._job_transaction(body)
 
     async def fail_interrupted_actions(self, now: float, error: str, limit: int = 100) -> int:
-        """Mark up to ``limit`` running actions ``failed`` with ``error`` (at
-        start: the process that ran them is gone); how many it marked."""
+        """Mark up to ``limit`` running actions ``failed`` with ``error`` whose
+        process is gone; how many it marked. A store used by one process
+        marks every one (it is called at start: whoever ran them is gone); a
+        :attr:`shared` store only those whose claim expired (their process
+        stopped renewing it), so a live process's actions are never failed."""
 
         async def body(snapshot: Snapshot, reads: ReadSet) -> tuple[list[Write], int]:
             # Only the jobs read join the read set: others may come and go.
             rows = await self.scan(snapshot, state_range(JobState.IN_PROGRESS), "asc", limit)
+            if self.shared:
+                # Past the live ones, page by page: they may be many.
+                page, rows = rows, []
+                while page:
+                    alive = await self._live_claims([doc["_id"] for _, doc in page])
+                    rows += [(key, doc) for key, doc in page if doc["_id"] not in alive]
+                    if len(rows) >= limit or len(page) < limit:
+                        break
+                    after = state_range(JobState.IN_PROGRESS, low=page[-1][0] + b"\x00")
+                    page = await self.scan(snapshot, after, "asc", limit)
+                del rows[limit:]
             writes = [
                 Write(doc["_id"], SCHEDULED_FUNCTIONS, doc, ended(doc, JobState.FAILED, now, error))
                 for _, doc in rows

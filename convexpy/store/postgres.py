@@ -52,6 +52,20 @@ process's commits a moment after they land. A snapshot that missed a commit
 of another process only ever reads consistently older data, and a commit
 from it conflicts if that matters.
 
+Jobs and other processes
+------------------------
+A commit that creates or cancels jobs NOTIFYs them too (in the same
+statement, so only if it commits; see :data:`._pg_schema.JOBS_CHANNEL`):
+every other process tells its job listeners, so its dispatcher runs a job
+another process scheduled as soon as it is due. Due jobs are claimed before
+they start (:meth:`PostgresStore.claim_jobs`, table ``convexpy_claims``) for
+:attr:`PostgresStore.lease` seconds by the database's clock; the claim of a
+running action is its lease, and :meth:`fail_interrupted_actions
+<convexpy.store.base.Store.fail_interrupted_actions>` fails only the actions
+whose lease ran out. Notifications sent while the listening connection is
+lost are made up for on reconnecting: the job changes of the commits made
+meanwhile are read from the store and reported.
+
 Old versions are kept for :attr:`PostgresStore.history` seconds (300) and
 then collected (every few hundred commits, by whichever process commits). A
 snapshot older than that can no longer be read or committed: it raises
@@ -80,9 +94,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import math
 import time
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -106,7 +122,7 @@ from .base import (
 )
 from .catalog import CatalogStore, declared_by_table
 from .engine import creation_index_key
-from .jobs import job_changes
+from .jobs import SCHEDULED_FUNCTIONS, JobChanges, JobState, job_changes
 from .keys import encode_suffix, prefix_encoder
 
 __all__ = ["PostgresStore", "SnapshotTooOldError"]
@@ -204,8 +220,12 @@ class PostgresStore(CatalogStore):
 
     ``pool_size`` connections at most are open at once (reads and commits
     hold one for a single statement each); ``history`` is how long, in
-    seconds, versions that were replaced stay readable by older snapshots.
+    seconds, versions that were replaced stay readable by older snapshots;
+    ``lease``, in seconds, how long a claim of a job lasts unless renewed (a
+    process that dies loses its jobs to the others that much later).
     """
+
+    shared = True
 
     collect_every = 500
     """Commits of this process between two collections of old versions."""
@@ -217,6 +237,7 @@ class PostgresStore(CatalogStore):
         timeouts: Timeouts | None = None,
         pool_size: int = 10,
         history: float = 300.0,
+        lease: float = 10.0,
     ) -> None:
         super().__init__()
         scheme = urlsplit(url).scheme
@@ -228,6 +249,12 @@ class PostgresStore(CatalogStore):
             raise ValueError(f"pool_size must be a positive integer, got {pool_size!r}")
         if not history > 0:
             raise ValueError(f"history must be a positive number of seconds, got {history!r}")
+        if not isinstance(lease, int | float) or not 0 < lease < math.inf:
+            raise ValueError(f"lease must be a positive number of seconds, got {lease!r}")
+        self.lease = float(lease)
+        self.owner = uuid.uuid4().hex
+        """This store's token: its claims' owner, and how it knows its own NOTIFYs."""
+        self._fetching: set[asyncio.Task[None]] = set()
         self.url = url
         self.timeouts = timeouts or Timeouts()
         self.pool_size = pool_size
@@ -254,7 +281,7 @@ class PostgresStore(CatalogStore):
         """A store for ``postgresql://[user[:password]@]host[:port]/database[?options]``
         (``postgres://`` too). Options, joined by ``&``: ``statement_timeout``,
         ``lock_timeout``, ``idle_in_transaction_timeout`` and ``connect_timeout``
-        (seconds; see :class:`Timeouts`), ``pool_size``, ``history`` (seconds);
+        (seconds; see :class:`Timeouts`), ``pool_size``, ``history`` and ``lease`` (seconds);
         any other (``sslmode``, ``host`` for a Unix socket directory...) goes
         to the driver as libpq would take it."""
         try:
@@ -271,15 +298,16 @@ class PostgresStore(CatalogStore):
         kwargs: dict[str, Any] = {}
         rest: list[tuple[str, str]] = []
         for name, value in parse_qsl(parts.query, keep_blank_values=True):
-            if name in _URL_OPTIONS or name == "history":
+            if name in _URL_OPTIONS or name in ("history", "lease"):
                 number = _number(value)
-                if number is None or number < 0 or (name == "history" and number == 0):
+                positive = name in ("history", "lease")
+                if number is None or number < 0 or (positive and number == 0):
                     raise ValueError(
-                        f"{name} must be a {'positive' if name == 'history' else 'non-negative'}"
+                        f"{name} must be a {'positive' if positive else 'non-negative'}"
                         f" number of seconds in {safe_url(url)!r}, got {value!r}"
                     )
-                if name == "history":
-                    kwargs["history"] = number
+                if positive:
+                    kwargs[name] = number
                 else:
                     timeouts[_URL_OPTIONS[name]] = number
             elif name == "pool_size":
@@ -329,17 +357,25 @@ class PostgresStore(CatalogStore):
             await self._pool.close()
             self._pool = None
             raise
-        self._listener = asyncio.create_task(self._listen(), name="convexpy-pg-listener")
+        listening = asyncio.Event()
+        self._listener = asyncio.create_task(self._listen(listening), name="convexpy-pg-listener")
+        # Jobs other processes schedule from now on are heard of (those
+        # before are in the store, for the dispatcher's first load).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(listening.wait(), timeouts.connect)
         self._opened = True
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        tasks = list(self._fetching)
         if self._listener is not None:
-            self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
+            tasks.append(self._listener)
             self._listener = None
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
@@ -401,10 +437,13 @@ class PostgresStore(CatalogStore):
                     await self._pool.expire_connections()
         raise AssertionError("unreachable")
 
-    async def _listen(self) -> None:
+    async def _listen(self, listening: asyncio.Event) -> None:
         """Keep a connection LISTENing to commits, so that snapshots pin the
-        latest commit of every process; reconnect when it is lost."""
+        latest commit of every process; reconnect when it is lost (and report
+        the job changes of the commits made meanwhile)."""
         delay = 0.1
+        heard: int | None = None
+        """The last commit known when the connection was lost."""
         while True:
             conn: asyncpg.Connection | None = None
             try:
@@ -417,9 +456,15 @@ class PostgresStore(CatalogStore):
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await conn.add_listener(schema.CHANNEL, self._notified)
-                self._learn(await conn.fetchval("SELECT ts FROM convexpy_clock"))
+                await conn.add_listener(schema.JOBS_CHANNEL, self._jobs_notified)
+                now = await conn.fetchval("SELECT ts FROM convexpy_clock")
+                self._learn(now)
+                listening.set()
                 delay = 0.1
+                if heard is not None and now > heard and self._job_listeners:
+                    self._report_fetched(heard, now)
                 await lost.wait()
+                heard = self._ts
                 logger.warning(
                     "The PostgreSQL store's listening connection was lost; reconnecting."
                 )
@@ -436,6 +481,93 @@ class PostgresStore(CatalogStore):
     def _notified(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
         with contextlib.suppress(TypeError, ValueError):
             self._learn(int(payload))  # type: ignore[call-overload]
+
+    def _jobs_notified(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        """Another process committed job changes: tell the job listeners."""
+        if not isinstance(payload, str):
+            return
+        ts_text, _, rest = payload.partition(" ")
+        owner, _, body = rest.partition(" ")
+        try:
+            ts = int(ts_text)
+        except ValueError:
+            return
+        self._learn(ts)
+        if owner == self.owner or not self._job_listeners:
+            return  # this store's own commit was reported when it was made
+        if body == "*":
+            self._report_fetched(ts - 1, ts)
+            return
+        try:
+            created, canceled = json.loads(body)
+            changes = JobChanges(
+                [(str(i), float(t), str(n)) for i, t, n in created], [str(i) for i in canceled]
+            )
+        except (ValueError, TypeError):
+            logger.warning("ignored a malformed job notification: %.80s", payload)
+            return
+        self._report_jobs(changes, durable=True)
+
+    def _report_fetched(self, after: int, until: int) -> None:
+        task = asyncio.create_task(self._fetch_job_changes(after, until))
+        self._fetching.add(task)
+        task.add_done_callback(self._fetching.discard)
+
+    async def _fetch_job_changes(self, after: int, until: int) -> None:
+        """The job changes of the commits after ``after`` up to ``until`` (too
+        many for a NOTIFY, or made while the listener was disconnected), read
+        from the versions they wrote, reported to the job listeners."""
+        try:
+            # Through the creation-time index: its entries of the versions
+            # written at ts are found by (idx, from_ts).
+            rows = await self._fetch(
+                "SELECT d.id, d.doc FROM convexpy_index_entries e JOIN convexpy_documents d"
+                " ON d.id = e.id AND d.from_ts = e.from_ts"
+                " WHERE e.idx = $1 AND e.from_ts > $2 AND e.from_ts <= $3",
+                creation_index_key(SCHEDULED_FUNCTIONS),
+                after,
+                until,
+            )
+        except StoreUnavailableError as exc:
+            # The dispatcher's next window load finds them.
+            logger.warning("cannot read the jobs another process scheduled: %s", exc)
+            return
+        changes = JobChanges()
+        for job_id, blob in rows:
+            doc = _decode(blob)
+            kind = doc["state"]["kind"]
+            if kind == JobState.PENDING:
+                changes.created.append((job_id, doc["scheduledTime"], doc["name"]))
+            elif kind == JobState.CANCELED:
+                changes.canceled.append(job_id)
+        self._report_jobs(changes, durable=True)
+
+    def _jobs_payload(self, changes: JobChanges) -> str:
+        """What follows the timestamp in a commit's job NOTIFY (see
+        :data:`._pg_schema.JOBS_CHANNEL`)."""
+        body = json.dumps([changes.created, changes.canceled], separators=(",", ":"))
+        if len(body.encode()) + len(self.owner) + 24 > schema.MAX_PAYLOAD:
+            body = "*"
+        return f"{self.owner} {body}"
+
+    # -- claims (see Store.claim_jobs) ----------------------------------------------------
+
+    async def claim_jobs(self, job_ids: list[str]) -> list[str]:
+        if not job_ids:
+            return []
+        rows = await self._fetch(schema.CLAIM, job_ids, self.owner, self.lease)
+        return [row[0] for row in rows]
+
+    async def renew_claims(self, job_ids: list[str]) -> None:
+        await self._fetch(schema.RENEW, job_ids, self.owner, self.lease)
+
+    async def release_claims(self, job_ids: list[str]) -> None:
+        if job_ids:
+            await self._fetch(schema.RELEASE, job_ids, self.owner)
+
+    async def _live_claims(self, job_ids: list[str]) -> set[str]:
+        rows = await self._fetch(schema.LIVE_CLAIMS, job_ids)
+        return {row[0] for row in rows}
 
     def _learn(self, ts: int) -> None:
         if ts > self._ts:
@@ -555,7 +687,11 @@ class PostgresStore(CatalogStore):
             latest[write.id] = (
                 write if earlier is None else Write(write.id, write.table, earlier.old, write.new)
             )
-        jobs = job_changes(writes) if self._job_listeners else None
+        # Always: the other processes' dispatchers hear of them by NOTIFY.
+        jobs = job_changes(writes)
+        commit_sql, extra = (
+            (_COMMIT, ()) if jobs is None else (_COMMIT_JOBS, (self._jobs_payload(jobs),))
+        )
         new_tables = sorted({w.table for w in latest.values()} - self._known_tables)
         read_args = _read_args(reads)
         while True:
@@ -563,10 +699,16 @@ class PostgresStore(CatalogStore):
             try:
                 async with self._connection(next(iter(latest.values())).table) as conn:
                     row = await conn.fetchrow(
-                        _COMMIT, snapshot.ts, self._indexes_ts, *read_args, *args, new_tables
+                        commit_sql,
+                        snapshot.ts,
+                        self._indexes_ts,
+                        *read_args,
+                        *args,
+                        new_tables,
+                        *extra,
                     )
                     assert row is not None
-                    ts, conflict = row
+                    ts, conflict = row[0], row[1]
             except StoreUnavailableError as exc:
                 if not isinstance(exc.__cause__, _CONNECTION_ERRORS):
                     raise
@@ -596,7 +738,7 @@ class PostgresStore(CatalogStore):
                 on_accepted()
             except Exception:  # the commit is done: it must not look failed
                 logger.exception("a commit's on_accepted callback failed")
-        if jobs is not None:
+        if jobs is not None and self._job_listeners:
             self._report_jobs(jobs, durable=False)
             self._report_jobs(jobs, durable=True)
         await self._after_commit(ts)
@@ -699,7 +841,9 @@ class PostgresStore(CatalogStore):
         return [row[0] for row in rows]
 
 
-_COMMIT = "SELECT * FROM convexpy_commit(" + ", ".join(f"${n}" for n in range(1, 15)) + ")"
+_PARAMS = ", ".join(f"${n}" for n in range(1, 15))
+_COMMIT = f"SELECT * FROM convexpy_commit({_PARAMS})"
+_COMMIT_JOBS = schema.COMMIT_JOBS.format(channel=schema.JOBS_CHANNEL, params=_PARAMS)
 
 
 @functools.lru_cache(maxsize=4)
@@ -737,7 +881,10 @@ async def _prepare_schema(conn: Connection, where: str) -> None:
                 f"version {version}; this one reads up to {schema.SCHEMA_VERSION}): upgrade "
                 "convexpy to open it, or use another database"
             )
-        # Version 1 is the first: nothing to migrate yet.
+        if version < 2:
+            for statement in schema.CLAIMS:
+                await conn.execute(statement)
+            await conn.execute("UPDATE convexpy_schema SET version = $1", schema.SCHEMA_VERSION)
 
 
 async def _build_index(conn: Connection, index: IndexDef) -> None:
