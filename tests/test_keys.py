@@ -157,7 +157,7 @@ def test_cached_index_keys_match_fresh_ones_in_any_order() -> None:
     """The engine reuses a version's keys for the next write of that document;
     whatever order commits compute their changes in, the result is the same
     as computing every commit from scratch."""
-    from convexpy.store.engine import _index_changes, _KeyCache
+    from convexpy.store.engine import KeyCache, index_changes
     from convexpy.store.keys import prefix_encoder
 
     rng = random.Random(7)
@@ -178,12 +178,12 @@ def test_cached_index_keys_match_fresh_ones_in_any_order() -> None:
                 new["due"] = rng.randint(0, 3)
             current[doc_id] = new
         commits.append([Write(doc_id, TASKS, old, new)])
-    fresh = [_index_changes(encoders, _KeyCache(), writes) for writes in commits]
-    cache = _KeyCache(limit=50)
+    fresh = [index_changes(encoders, KeyCache(), writes) for writes in commits]
+    cache = KeyCache(limit=50)
     order = list(range(len(commits)))
     for start in range(0, len(order), 10):  # mostly in order, shuffled in blocks
         block = order[start : start + 10]
         rng.shuffle(block)
         order[start : start + 10] = block
-    cached = {i: _index_changes(encoders, cache, commits[i]) for i in order}
+    cached = {i: index_changes(encoders, cache, commits[i]) for i in order}
     assert [cached[i] for i in range(len(commits))] == fresh

@@ -128,11 +128,16 @@ def app_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Both embedded stores: the SQLite one reports commits when its writer is done."""
+    """Every store: the SQLite one reports commits when its writer is done, the
+    PostgreSQL one when the server has them."""
     if request.param == "memory":
         return "memory"
+    if request.param == "postgresql":
+        from pg_server import database_url
+
+        return database_url(tmp_path / "pg")
     return f"sqlite:///{tmp_path / 'db' / 'data.sqlite3'}"
 
 

@@ -39,8 +39,10 @@ from .keys import encode_suffix, index_key_of, prefix_encoder
 from .occ import Commit, CommitLog, IndexChange, Keyed
 
 __all__ = [
+    "KeyCache",
     "LatestVersionStore",
     "creation_index_key",
+    "index_changes",
     "index_key_of",
     "overlay_scan",
     "write_failure",
@@ -111,7 +113,7 @@ async def overlay_scan(
 _Encoders = dict[str, list[tuple[str, Callable[[Document], bytes | None]]]]
 
 
-class _KeyCache:
+class KeyCache:
     """The index keys of recently written document versions.
 
     The next write of the same document finds its old keys here instead of
@@ -151,7 +153,7 @@ def creation_index_key(table: str) -> str:
     return IndexDef.by_creation_time(table).key
 
 
-def _index_changes(encoders: _Encoders, cache: _KeyCache, writes: list[Write]) -> list[IndexChange]:
+def index_changes(encoders: _Encoders, cache: KeyCache, writes: list[Write]) -> list[IndexChange]:
     """The index entries ``writes`` move, for the indexes in ``encoders`` (by table).
 
     Every write yields its ``by_creation_time`` change and one per index in
@@ -436,7 +438,7 @@ class LatestVersionStore(CatalogStore):
             ]
             for table, indexes in maintained.items()
         }
-        return functools.partial(_index_changes, encoders, _KeyCache())
+        return functools.partial(index_changes, encoders, KeyCache())
 
     def _start_batch(self) -> None:
         """Hand every commit not applied yet to the backend, as one batch."""

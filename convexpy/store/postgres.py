@@ -121,9 +121,10 @@ from .base import (
     Write,
 )
 from .catalog import CatalogStore, declared_by_table
-from .engine import creation_index_key
+from .engine import KeyCache, creation_index_key, index_changes
 from .jobs import SCHEDULED_FUNCTIONS, JobChanges, JobState, job_changes
 from .keys import encode_suffix, prefix_encoder
+from .occ import Commit
 
 __all__ = ["PostgresStore", "SnapshotTooOldError"]
 
@@ -741,6 +742,10 @@ class PostgresStore(CatalogStore):
         if jobs is not None and self._job_listeners:
             self._report_jobs(jobs, durable=False)
             self._report_jobs(jobs, durable=True)
+        if self._commit_listeners:
+            # Index changes worked out only if a listener asks (live queries do).
+            indexer = functools.partial(index_changes, self._encoders, KeyCache())
+            self._report_commit(Commit(int(ts), list(latest.values()), indexer))
         await self._after_commit(ts)
         return int(ts)
 
