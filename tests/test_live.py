@@ -326,6 +326,30 @@ async def test_an_action_job_shows_pending_in_progress_then_success(
         await w.until(jobs, ["success"])
 
 
+async def test_commits_of_another_process_reach_subscriptions(
+    app_dir: Path, tmp_path: Path
+) -> None:
+    """Two PostgreSQL stores on one database are two processes to the server."""
+    from pg_server import database_url
+
+    url = database_url(tmp_path / "shared")
+    async with Runtime(app_dir, store=url) as here, LiveQueries(here) as hub:
+        w = Watcher(hub)
+        texts = w.watch("tasks:texts")
+        ada = w.watch("tasks:of_owner", {"owner": "ada"})
+        await w.until(texts, [])
+        async with Runtime(app_dir, store=url, crons=False) as there:
+            await there.mutation("tasks:add", {"text": "from there", "owner": "bob"})
+            await w.until(texts, ["from there"])
+            assert ada.outcome is not None and ada.outcome.value == []  # not its range
+            runs = hub.runs
+            await there.mutation("tasks:note", {"text": "unrelated"})
+            await there.mutation("tasks:add", {"text": "for ada", "owner": "ada"})
+            await w.until(ada, ["for ada"])
+            await w.until(texts, ["from there", "for ada"])
+            assert hub.runs == runs + 2  # the note re-ran nothing
+
+
 async def test_ts_follows_commits_and_never_goes_back(app_dir: Path, store: str) -> None:
     async with Runtime(app_dir, store=store) as rt, LiveQueries(rt) as hub:
         w = Watcher(hub)

@@ -256,6 +256,8 @@ class PostgresStore(CatalogStore):
         self.owner = uuid.uuid4().hex
         """This store's token: its claims' owner, and how it knows its own NOTIFYs."""
         self._fetching: set[asyncio.Task[None]] = set()
+        self._own_commits: deque[int] = deque(maxlen=4096)
+        """This store's latest commits (their NOTIFYs are not reported again)."""
         self.url = url
         self.timeouts = timeouts or Timeouts()
         self.pool_size = pool_size
@@ -480,8 +482,42 @@ class PostgresStore(CatalogStore):
             delay = min(delay * 2, 5.0)
 
     def _notified(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
-        with contextlib.suppress(TypeError, ValueError):
-            self._learn(int(payload))  # type: ignore[call-overload]
+        try:
+            ts = int(payload)  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            return
+        self._learn(ts)
+        if self._commit_listeners and ts not in self._own_commits:
+            task = asyncio.create_task(self._report_other_commit(ts))
+            self._fetching.add(task)
+            task.add_done_callback(self._fetching.discard)
+
+    async def _report_other_commit(self, ts: int) -> None:
+        """Another process's commit ``ts``, read back from the versions it
+        closed and wrote, told to the commit listeners (live queries)."""
+        try:
+            tables = await self._fetch("SELECT name FROM convexpy_tables")
+            rows = await self._fetch(
+                "SELECT id, tbl, doc, false FROM convexpy_documents WHERE to_ts = $1"
+                " UNION ALL"
+                " SELECT d.id, d.tbl, d.doc, true FROM convexpy_index_entries e"
+                " JOIN convexpy_documents d ON d.id = e.id AND d.from_ts = e.from_ts"
+                " WHERE e.idx = ANY($2) AND e.from_ts = $1",
+                ts,
+                [creation_index_key(row[0]) for row in tables],
+            )
+        except StoreUnavailableError as exc:
+            logger.warning("cannot read another process's commit %d: %s", ts, exc)
+            return
+        if ts in self._own_commits or not rows:
+            return  # this store's own (reported when made), or no documents
+        versions: dict[str, list[Any]] = {}
+        for doc_id, table, blob, is_new in rows:
+            version = versions.setdefault(doc_id, [table, None, None])
+            version[2 if is_new else 1] = _decode(blob)
+        writes = [Write(i, table, old, new) for i, (table, old, new) in versions.items()]
+        indexer = functools.partial(index_changes, self._encoders, KeyCache())
+        self._report_commit(Commit(ts, writes, indexer))
 
     def _jobs_notified(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
         """Another process committed job changes: tell the job listeners."""
@@ -742,6 +778,7 @@ class PostgresStore(CatalogStore):
         if jobs is not None and self._job_listeners:
             self._report_jobs(jobs, durable=False)
             self._report_jobs(jobs, durable=True)
+        self._own_commits.append(int(ts))
         if self._commit_listeners:
             # Index changes worked out only if a listener asks (live queries do).
             indexer = functools.partial(index_changes, self._encoders, KeyCache())
