@@ -195,6 +195,29 @@ def cpu_meter() -> Iterator[dict[str, float]]:
 # -- waiting on jobs -------------------------------------------------------------------
 
 
+def dispatch_result(
+    system: str,
+    n: int,
+    *,
+    completed: bool,
+    seconds: float,
+    scheduled: float,
+    usage: dict[str, float],
+) -> dict[str, Any]:
+    """One system's row of the dispatch table: ``n`` jobs in ``seconds``, the
+    scheduling done after ``scheduled`` s, ``usage`` from :func:`cpu_meter`."""
+    return {
+        "system": system,
+        "jobs": n,
+        "completed": completed,
+        "seconds": seconds,
+        "jobs_per_s": n / seconds,
+        "scheduling_done_s": scheduled,
+        "cpu_percent": 100 * usage["cpu_s"] / usage["wall_s"],
+        "cpu_us_per_job": usage["cpu_s"] / n * 1e6,
+    }
+
+
 class JobCounter:
     """A ``Runtime.listeners`` entry that counts finished jobs and notes the last one."""
 

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from _common import cpu_meter
+from _common import cpu_meter, dispatch_result
 
 BATCH = 1000
 
@@ -86,13 +86,11 @@ async def procrastinate_dispatch(
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await worker
     seconds = (last if completed else time.perf_counter()) - t0
-    return {
-        "system": f"procrastinate ({concurrency} slots)",
-        "jobs": n,
-        "completed": completed,
-        "seconds": seconds,
-        "jobs_per_s": n / seconds,
-        "scheduling_done_s": scheduled,
-        "cpu_percent": 100 * usage["cpu_s"] / usage["wall_s"],
-        "cpu_us_per_job": usage["cpu_s"] / n * 1e6,
-    }
+    return dispatch_result(
+        f"procrastinate ({concurrency} slots)",
+        n,
+        completed=completed,
+        seconds=seconds,
+        scheduled=scheduled,
+        usage=usage,
+    )

@@ -56,6 +56,7 @@ from _common import (
     JobCounter,
     cpu_meter,
     describe_machine,
+    dispatch_result,
     lateness_table,
     machine,
     measure_lateness,
@@ -93,17 +94,16 @@ async def convexpy_dispatch(
             if profiler is not None:
                 profiler.disable()
             seconds = (counter.last_at if completed else time.perf_counter()) - t0
-    return {
-        "system": f"convexpy {store}",
-        "jobs": n,
-        "completed": completed and counter.outcomes.get("success") == n,
-        "seconds": seconds,
-        "jobs_per_s": n / seconds,
-        "scheduling_done_s": scheduled,
-        "cpu_percent": 100 * usage["cpu_s"] / usage["wall_s"],
-        "cpu_us_per_job": usage["cpu_s"] / n * 1e6,
-        "outcomes": counter.outcomes,
-    }
+    result = dispatch_result(
+        f"convexpy {store}",
+        n,
+        completed=completed and counter.outcomes.get("success") == n,
+        seconds=seconds,
+        scheduled=scheduled,
+        usage=usage,
+    )
+    result["outcomes"] = counter.outcomes
+    return result
 
 
 async def convexpy_on_postgres(url: str, n: int, drain_s: float) -> dict[str, Any]:
@@ -155,16 +155,14 @@ async def apscheduler_dispatch(n: int, *, drain_s: float) -> dict[str, Any]:
         scheduler.shutdown(wait=False)
         await asyncio.sleep(0)
     seconds = (last if completed else time.perf_counter()) - t0
-    return {
-        "system": "APScheduler 3 memory",
-        "jobs": n,
-        "completed": completed,
-        "seconds": seconds,
-        "jobs_per_s": n / seconds,
-        "scheduling_done_s": scheduled,
-        "cpu_percent": 100 * usage["cpu_s"] / usage["wall_s"],
-        "cpu_us_per_job": usage["cpu_s"] / n * 1e6,
-    }
+    return dispatch_result(
+        "APScheduler 3 memory",
+        n,
+        completed=completed,
+        seconds=seconds,
+        scheduled=scheduled,
+        usage=usage,
+    )
 
 
 async def asyncio_ceiling(n: int, workers: int = 16) -> dict[str, Any]:
@@ -194,16 +192,14 @@ async def asyncio_ceiling(n: int, workers: int = 16) -> dict[str, Any]:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    return {
-        "system": f"asyncio ceiling ({workers} workers)",
-        "jobs": n,
-        "completed": True,
-        "seconds": seconds,
-        "jobs_per_s": n / seconds,
-        "scheduling_done_s": 0.0,
-        "cpu_percent": 100 * usage["cpu_s"] / usage["wall_s"],
-        "cpu_us_per_job": usage["cpu_s"] / n * 1e6,
-    }
+    return dispatch_result(
+        f"asyncio ceiling ({workers} workers)",
+        n,
+        completed=True,
+        seconds=seconds,
+        scheduled=0.0,
+        usage=usage,
+    )
 
 
 async def scheduling_rate(store: str, n: int) -> dict[str, Any]:
