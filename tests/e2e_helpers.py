@@ -377,3 +377,31 @@ def writer_pids(db: Path) -> list[int]:
         if writer and state != "Z" and str(db).encode() in args:
             found.append(int(entry.name))
     return found
+
+
+async def run_readme_client(tmp_path: Path, script: str) -> list[str]:
+    """The README's Live queries app (``convex/counter.py``) served by the dev
+    server, and ``script`` (a client of it, for ``http://127.0.0.1:3210``) run
+    against it in a process of its own; what it printed, line by line."""
+    from test_readme import blocks
+
+    (_, app), *_ = blocks("## Live queries")
+    header, _, source = app.partition("\n")
+    assert header == "# convex/counter.py"
+    app_dir = tmp_path / "convex"
+    app_dir.mkdir()
+    (app_dir / "counter.py").write_text(source)
+    assert "http://127.0.0.1:3210" in script
+    async with dev_server(app_dir, None) as server:
+        run = partial(
+            subprocess.run,
+            [sys.executable, "-c", script.replace("http://127.0.0.1:3210", server.url)],
+            capture_output=True,
+            text=True,
+            env=subprocess_env(),
+            timeout=60,
+            check=False,
+        )
+        done = await anyio.to_thread.run_sync(run)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()

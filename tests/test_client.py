@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import AsyncIterator
-from functools import partial
 from pathlib import Path
 
 import anyio
@@ -15,7 +12,7 @@ from e2e_helpers import (
     DevServer,
     dev_server,
     free_port,
-    subprocess_env,
+    run_readme_client,
     write_app,
 )
 
@@ -156,27 +153,8 @@ async def labels(ctx) -> list:
 async def test_the_readme_example_works(tmp_path: Path) -> None:
     from test_readme import blocks
 
-    (_, app), *_ = blocks("## Live queries")
     [(_, script)] = blocks("### An asyncio client: `convexpy.client`")
-    header, _, source = app.partition("\n")
-    assert header == "# convex/counter.py"
-    app_dir = tmp_path / "convex"
-    app_dir.mkdir()
-    (app_dir / "counter.py").write_text(source)
-    async with dev_server(app_dir, None) as server:
-        assert "http://127.0.0.1:3210" in script
-        run = partial(
-            subprocess.run,
-            [sys.executable, "-c", script.replace("http://127.0.0.1:3210", server.url)],
-            capture_output=True,
-            text=True,
-            env=subprocess_env(),
-            timeout=60,
-            check=False,
-        )
-        done = await anyio.to_thread.run_sync(run)
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    assert lines[:2] == ["1.0", "clicks: 1.0"], done.stdout
+    lines = await run_readme_client(tmp_path, script)
+    assert lines[:2] == ["1.0", "clicks: 1.0"], lines
     values = [float(line.removeprefix("clicks: ")) for line in lines[1:]]
-    assert values == [1.0, 2.0, 3.0, 4.0, 5.0], done.stdout
+    assert values == [1.0, 2.0, 3.0, 4.0, 5.0], lines

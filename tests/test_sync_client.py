@@ -26,6 +26,7 @@ from e2e_helpers import (
     DevServer,
     dev_server,
     free_port,
+    run_readme_client,
     subprocess_env,
     write_app,
 )
@@ -193,27 +194,9 @@ async def test_a_subscription_resumes_after_a_server_restart(app_dir: Path, tmp_
 async def test_the_readme_example_works(tmp_path: Path) -> None:
     from test_readme import blocks
 
-    (_, app), (_, script) = blocks("## Live queries")[:2]
-    header, _, source = app.partition("\n")
-    assert header == "# convex/counter.py"
-    app_dir = tmp_path / "convex"
-    app_dir.mkdir()
-    (app_dir / "counter.py").write_text(source)
-    async with dev_server(app_dir, None) as server:
-        assert "http://127.0.0.1:3210" in script
-        run = partial(
-            subprocess.run,
-            [sys.executable, "-c", script.replace("http://127.0.0.1:3210", server.url)],
-            capture_output=True,
-            text=True,
-            env=subprocess_env(),
-            timeout=60,
-            check=False,
-        )
-        done = await anyio.to_thread.run_sync(run)
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    assert lines[:3] == ["1.0", "2.0", "clicks: 2.0"], done.stdout
+    (_, script) = blocks("## Live queries")[1]
+    lines = await run_readme_client(tmp_path, script)
+    assert lines[:3] == ["1.0", "2.0", "clicks: 2.0"], lines
     values = [float(line.removeprefix("clicks: ")) for line in lines[2:]]
     assert values == sorted(values) and values[-1] >= 5
 
