@@ -61,6 +61,7 @@ from .process import (
     freeze_startup_objects,
     server_config,
     server_url,
+    store_failure_line,
 )
 
 __all__ = [
@@ -466,7 +467,7 @@ async def _serve_on(
     info_dirs = list(dict.fromkeys([state_dir, Path.cwd().resolve() / STATE_DIR]))
     litter = _Litter(db, [*info_dirs, *([] if db is None else [db.parent])])
     failure: BaseException | None = None
-    fatal: list[str] = []
+    store_failure: str | None = None
     try:
         async with contextlib.AsyncExitStack() as stack:
             try:
@@ -481,28 +482,21 @@ async def _serve_on(
                         functools.partial(remove_server_info, directory, os.getpid())
                     )
                 signals.attach(server)
-
-                def store_failed(reason: str) -> None:
-                    fatal.append(reason)
-                    server.should_exit = True
-
-                runtime.store.health.on_fatal(store_failed)
+                server.stop_on_store_failure(runtime.store)
                 stop_watching = asyncio.Event()
                 if options.watch:
                     watcher = asyncio.create_task(watch_app(runtime, printer, stop_watching, app))
                     stack.push_async_callback(_stop_task, watcher, stop_watching)
                 await server.serve(sockets=[sock])
-                if fatal:
-                    printer.error(
-                        f"Stopping: the store cannot recover ({fatal[0]}). Exiting with status 1 "
-                        "so that a supervisor restarts convexpy."
-                    )
+                store_failure = server.store_failure
+                if store_failure is not None:
+                    printer.error(store_failure_line(store_failure))
                 printer.info("Stopping the runtime...")
     except Exception as exc:  # closing the runtime failed
         if failure is None:
             printer.error(_failure(exc, db, "stop cleanly"))
             return 1
-    if fatal:
+    if store_failure is not None:
         return 1
     if failure is not None:
         printer.error(_failure(failure, db))
@@ -522,7 +516,7 @@ async def _start(
     printer: LogPrinter,
     state_dir: Path,
     info_dirs: list[Path],
-) -> tuple[uvicorn.Server, Runtime, ConvexApp]:
+) -> tuple[UvicornServer, Runtime, ConvexApp]:
     """Open the runtime, make the HTTP app, write the state files (``stack`` undoes
     it all) and print the banner."""
     store, data = _open_store(options, state_dir)

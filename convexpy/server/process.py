@@ -22,6 +22,7 @@ from typing import Any
 
 import uvicorn
 
+from ..store import Store
 from .http import MAX_REQUEST_BYTES, ConvexApp
 from .logs import LogPrinter
 
@@ -34,6 +35,7 @@ __all__ = [
     "freeze_startup_objects",
     "server_config",
     "server_url",
+    "store_failure_line",
 ]
 
 DEFAULT_MAX_CONNECTIONS = 512
@@ -49,9 +51,23 @@ class UvicornServer(uvicorn.Server):
     would kill the process before the runtime is closed.)
     """
 
+    store_failure: str | None = None
+    """Why the store failed for good, if it did (see :meth:`stop_on_store_failure`)."""
+
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    def stop_on_store_failure(self, store: Store) -> None:
+        """Stop serving once ``store`` fails for good (it cannot restart its
+        writer, say), keeping the reason in :attr:`store_failure`."""
+
+        def failed(reason: str) -> None:
+            if self.store_failure is None:
+                self.store_failure = reason
+            self.should_exit = True
+
+        store.health.on_fatal(failed)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Websocket clients first, with a reason (uvicorn would close them with 1012),
@@ -225,3 +241,11 @@ def freeze_startup_objects() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def store_failure_line(reason: str) -> str:
+    """What a server prints as it stops because its store failed for good."""
+    return (
+        f"Stopping: the store cannot recover ({reason}). Exiting with status 1 so that a "
+        "supervisor restarts convexpy."
+    )

@@ -48,6 +48,7 @@ from .process import (
     event_loop_factory,
     freeze_startup_objects,
     server_config,
+    store_failure_line,
 )
 from .process import server_url as url_of
 
@@ -139,8 +140,8 @@ async def serve(options: ServeOptions, printer: LogPrinter) -> int:
 async def _serve_on(
     sock: socket.socket, options: ServeOptions, printer: LogPrinter, signals: Signals
 ) -> int:
-    fatal: list[str] = []
     where = safe_url(options.store)
+    failure: str | None = None
     try:
         async with contextlib.AsyncExitStack() as stack:
             runtime = Runtime(
@@ -167,12 +168,7 @@ async def _serve_on(
             stack.push_async_callback(app.close)  # before the runtime closes
             server = UvicornServer(server_config(app))
             signals.attach(server)
-
-            def store_failed(reason: str) -> None:
-                fatal.append(reason)
-                server.should_exit = True
-
-            runtime.store.health.on_fatal(store_failed)
+            server.stop_on_store_failure(runtime.store)
             freeze_startup_objects()
             url = url_of(options.host, sock.getsockname()[1])
             admin = "admin key set" if options.admin_key else "no admin key: admin calls refused"
@@ -181,15 +177,13 @@ async def _serve_on(
                 f"pid {os.getpid()})"
             )
             await server.serve(sockets=[sock])
-            if fatal:
-                printer.error(
-                    f"Stopping: the store cannot recover ({fatal[0]}). Exiting with status 1 "
-                    "so that a supervisor restarts convexpy."
-                )
+            failure = server.store_failure
+            if failure is not None:
+                printer.error(store_failure_line(failure))
     except Exception as exc:
         printer.error(_failure(exc, where))
         return 1
-    if fatal:
+    if failure is not None:
         return 1
     printer.now("convexpy serve: stopped")
     return 0
