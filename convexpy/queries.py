@@ -284,14 +284,14 @@ class Query:
             page = await self._page_to(key_range, None)
         else:
             page = await self._page_to(key_range, _decode_cursor(end_cursor, full.index))
-        if page.last_key is not None:
+        if isinstance(end_cursor, str) and end_cursor != TO_THE_END:
+            continue_cursor = end_cursor  # the page ends there, documents or not
+        elif page.last_key is not None:
             continue_cursor = _encode_cursor(full.index, page.last_key)
         elif isinstance(cursor, str):
             continue_cursor = cursor
         else:
             continue_cursor = _encode_cursor(full.index, b"")
-        if isinstance(end_cursor, str) and end_cursor != TO_THE_END:
-            continue_cursor = end_cursor
         if journal is not None:
             # The last page reaches the end of the range, whatever lands there later.
             journal.used = True
