@@ -43,28 +43,39 @@ async def child(
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
     """A runtime in a process of its own on ``url``: the process and its pid;
     stopped at the end (killed if it does not stop)."""
+    proc = await start_child(url, log, app)
+    try:
+        yield proc, proc.pid
+    finally:
+        await stop_child(proc)
+
+
+async def start_child(url: str, log: Path, app: Path = APP) -> asyncio.subprocess.Process:
+    """A runtime in a process of its own, once it says it is ready."""
     with log.open("ab") as err:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, CHILD, str(app), url, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=err,
         )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        with anyio.fail_after(60):
-            line = await proc.stdout.readline()
-        if not line.startswith(b"ready "):
-            raise AssertionError(line.decode() + await anyio.Path(log).read_text())
-        yield proc, int(line.split()[1])
-    finally:
-        if proc.returncode is None:
-            assert proc.stdin is not None
-            proc.stdin.close()
-            try:
-                with anyio.fail_after(30):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
+    assert proc.stdout is not None
+    with anyio.fail_after(60):
+        line = await proc.stdout.readline()
+    if not line.startswith(b"ready "):
+        raise AssertionError(line.decode() + await anyio.Path(log).read_text())
+    return proc
+
+
+async def stop_child(proc: asyncio.subprocess.Process) -> None:
+    """Ends a child at the end of its stdin (killed if it does not stop)."""
+    if proc.returncode is None:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            with anyio.fail_after(30):
                 await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
 
 
 @contextlib.asynccontextmanager
@@ -253,3 +264,92 @@ async def test_actions_with_a_live_lease_are_passed_over_not_failed(url: str) ->
     finally:
         await runner.close()
         await checker.close()
+
+
+CRASH_JOBS = 20_000
+CRASH_ACTIONS_EVERY = 100  # 200 of them are actions
+
+
+async def every(rt: Runtime, name: str) -> list[Any]:
+    """All pages of the paginated query ``name``."""
+    found: list[Any] = []
+    cursor = None
+    while True:
+        result = await rt.query(name, {"cursor": cursor})
+        found += result["page"]
+        if result["isDone"]:
+            return found
+        cursor = result["continueCursor"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+async def test_three_processes_one_killed_again_and_again_lose_and_double_nothing(
+    url: str, tmp_path: Path
+) -> None:
+    """20,000 jobs (200 of them actions) due over 12 s, run by three processes
+    while one of them is SIGKILLed every 1.5 s and started again: every
+    mutation commits once, no action starts twice, every job ends in one
+    terminal state (an action caught by a kill: failed, transient)."""
+    url = f"{url}?lease=1"
+    starts = tmp_path / "action-starts.txt"
+    logs = [tmp_path / f"{name}.log" for name in "abc"]
+    procs: list[asyncio.subprocess.Process] = []
+    kills_with_work_left = 0
+    killed: set[int] = set()
+    settled = asyncio.Event()
+
+    async def kill_one_after_another() -> None:
+        nonlocal kills_with_work_left
+        for victim in itertools.cycle(range(3)):
+            await asyncio.sleep(1.5)  # pacing the kills, not waiting for a result
+            if settled.is_set():
+                return
+            procs[victim].send_signal(signal.SIGKILL)
+            await procs[victim].wait()
+            killed.add(procs[victim].pid)
+            kills_with_work_left += not settled.is_set()
+            procs[victim] = await start_child(url, logs[victim])
+
+    try:
+        async with idle_runtime(url) as rt:
+            procs = [await start_child(url, log) for log in logs]
+            for start in range(0, CRASH_JOBS, 1000):
+                await rt.mutation(
+                    "crash:schedule",
+                    {"start": start, "n": 1000, "spread_ms": 12_000.0,
+                     "actions_every": CRASH_ACTIONS_EVERY, "log": str(starts)},
+                )  # fmt: skip
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(kill_one_after_another)
+                with anyio.fail_after(180):
+                    while True:
+                        counts = await rt.query("crash:counts")
+                        if counts.get("success", 0) + counts.get("failed", 0) == CRASH_JOBS:
+                            break
+                        await asyncio.sleep(0.5)  # state in other processes: polled
+                settled.set()
+            jobs = await every(rt, "crash:jobs")
+            bumps = await every(rt, "crash:bumps")
+    finally:
+        for proc in procs:
+            await stop_child(proc)
+
+    assert kills_with_work_left >= 3, f"only {kills_with_work_left} kills came before the end"
+    assert len(jobs) == CRASH_JOBS
+    assert sorted(i for i, _, _ in jobs) == list(range(CRASH_JOBS)), "a job was lost or doubled"
+    mutations = {i for i, kind, _ in jobs if kind == "bump"}
+    assert all(state == {"kind": "success"} for _, kind, state in jobs if kind == "bump")
+    assert sorted(bumps) == sorted(mutations), "a mutation ran twice or not at all"
+    lines = [line.split() for line in starts.read_text().splitlines()]
+    started = {int(i): int(pid) for i, pid in lines}
+    assert len(started) == len(lines), "an action started twice"
+    for i, kind, state in jobs:
+        if kind == "act":
+            if state["kind"] == "success":
+                assert i in started
+            else:  # failed by a kill: never started, or started in a process killed
+                assert state == {"kind": "failed", "error": TRANSIENT_ACTION_ERROR}
+                assert started.get(i, -1) in killed | {-1}, "a live process's action failed"
+    failed = sum(1 for _, kind, state in jobs if kind == "act" and state["kind"] == "failed")
+    print(f"kills: {kills_with_work_left}; actions failed by a kill: {failed} of 200")
