@@ -138,8 +138,38 @@ async def test_a_database_with_a_newer_layout_is_refused(url: str) -> None:
     again = PostgresStore(url)
     with pytest.raises(StoreVersionError) as caught:
         await again.open()
-    assert "schema version 99" in str(caught.value) and "up to 2" in str(caught.value)
+    assert "schema version 99" in str(caught.value) and "up to 3" in str(caught.value)
     await again.close()
+
+
+async def test_an_older_layout_is_migrated_on_open(url: str) -> None:
+    """Version 1 (no claims table) and version 2 (the old commit function) are
+    brought to the current layout, documents kept."""
+    store = PostgresStore(url)
+    await store.open()
+    await store.configure_indexes([])
+    note = await insert(store, "notes", n=1)
+    await store.close()
+    database = url.rpartition("/")[2]
+    old_commit = "CREATE OR REPLACE FUNCTION convexpy_commit" + pg_server.cluster().psql(
+        "SELECT pg_get_functiondef('convexpy_commit'::regproc)", database
+    ).partition("convexpy_commit")[2].replace("CROSS JOIN LATERAL", "CROSS JOIN /*v2*/ LATERAL")
+    pg_server.cluster().psql(old_commit, database)
+    pg_server.cluster().psql("UPDATE convexpy_schema SET version = 1", database)
+    pg_server.cluster().psql("DROP TABLE convexpy_claims", database)
+    again = PostgresStore(url)
+    await again.open()
+    try:
+        assert await again.claim_jobs(["j1"]) == ["j1"]
+        assert await read_get(again, note["_id"]) == note
+        await replace(again, "notes", note["_id"], n=2)  # through the new commit function
+    finally:
+        await again.close()
+    assert pg_server.cluster().psql("SELECT version FROM convexpy_schema", database).strip() == "3"
+    source = pg_server.cluster().psql(
+        "SELECT prosrc FROM pg_proc WHERE proname = 'convexpy_commit'", database
+    )
+    assert "LATERAL" in source and "/*v2*/" not in source
 
 
 async def test_stores_opened_at_once_create_the_layout_once(url: str) -> None:

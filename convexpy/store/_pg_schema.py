@@ -1,6 +1,8 @@
 """The PostgreSQL store's layout and server-side functions (see :mod:`.postgres`).
 
-Version 2 (version 1 lacked ``convexpy_claims``: it is added on open). Every
+Version 3. Opening an older layout migrates it: version 1 lacked
+``convexpy_claims``, and version 2's ``convexpy_commit`` looked documents up
+in a way the planner could turn into a scan of the whole table. Every
 table is named ``convexpy_*``, so the store can share a database with other
 software.
 
@@ -27,7 +29,7 @@ software.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 CHANNEL = "convexpy_commit"
 """Every commit NOTIFYs its timestamp here."""
@@ -49,6 +51,91 @@ CLAIMS = [
     )""",
 ]
 """What version 2 added to version 1 (also run to migrate)."""
+
+# One commit, validated and applied in one statement (one round trip).
+# Returns the commit's timestamp, or a conflict: '#indexes' (the built
+# indexes changed: recompute the entries and call again), '#old' (the
+# snapshot is older than the floor), 'doc:TABLE' or 'idx:INDEX'. On a
+# conflict, out_ts is the last commit's timestamp and nothing is written.
+# Each document is found by one step along the primary key (id, from_ts),
+# whatever the statistics say: a table never analyzed (fresh, or written
+# faster than autovacuum looks) otherwise got plans scanning every version.
+COMMIT_FUNCTION = f"""CREATE OR REPLACE FUNCTION convexpy_commit(
+        snap bigint, known_indexes bigint,
+        read_ids text[], r_idx text[], r_lo bytea[], r_hi bytea[],
+        w_ids text[], n_ids text[], n_tbls text[], n_docs bytea[],
+        e_idx text[], e_keys bytea[], e_ids text[], new_tables text[],
+        OUT out_ts bigint, OUT out_conflict text)
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        cur_floor bigint;
+        cur_indexes bigint;
+    BEGIN
+        SELECT c.ts, c.floor, c.indexes INTO out_ts, cur_floor, cur_indexes
+            FROM convexpy_clock c WHERE c.id FOR UPDATE;
+        IF cur_indexes <> known_indexes THEN
+            out_conflict := '#indexes';
+            RETURN;
+        END IF;
+        IF snap < cur_floor THEN
+            out_conflict := '#old';
+            RETURN;
+        END IF;
+        IF snap < out_ts THEN
+            -- A document read changed since if its latest version began or
+            -- ended after the snapshot.
+            SELECT 'doc:' || l.tbl INTO out_conflict FROM unnest(read_ids) AS u(id)
+                CROSS JOIN LATERAL (
+                    SELECT d.tbl, d.from_ts, d.to_ts FROM convexpy_documents d
+                    WHERE d.id = u.id ORDER BY d.from_ts DESC LIMIT 1
+                ) l
+                WHERE l.from_ts > snap OR l.to_ts > snap LIMIT 1;
+            IF out_conflict IS NOT NULL THEN
+                RETURN;
+            END IF;
+            IF snap < cur_indexes THEN
+                -- An index scanned may have been dropped or rebuilt since.
+                SELECT 'idx:' || x INTO out_conflict FROM unnest(r_idx) AS u(x)
+                    WHERE x NOT LIKE '%.by\\_creation\\_time' LIMIT 1;
+                IF out_conflict IS NOT NULL THEN
+                    RETURN;
+                END IF;
+            END IF;
+            SELECT 'idx:' || r.idx INTO out_conflict
+                FROM unnest(r_idx, r_lo, r_hi) AS r(idx, lo, hi)
+                WHERE EXISTS (
+                    SELECT 1 FROM convexpy_index_entries e
+                    WHERE e.idx = r.idx AND e.from_ts > snap
+                        AND e.key >= r.lo AND (r.hi IS NULL OR e.key < r.hi))
+                OR EXISTS (
+                    SELECT 1 FROM convexpy_index_entries e
+                    WHERE e.idx = r.idx AND e.to_ts > snap
+                        AND e.key >= r.lo AND (r.hi IS NULL OR e.key < r.hi))
+                LIMIT 1;
+            IF out_conflict IS NOT NULL THEN
+                RETURN;
+            END IF;
+        END IF;
+        out_ts := out_ts + 1;
+        UPDATE convexpy_documents d SET to_ts = out_ts FROM unnest(w_ids) AS u(id)
+            CROSS JOIN LATERAL (
+                SELECT x.from_ts, x.to_ts FROM convexpy_documents x
+                WHERE x.id = u.id ORDER BY x.from_ts DESC LIMIT 1
+            ) l
+            WHERE d.id = u.id AND d.from_ts = l.from_ts AND l.to_ts IS NULL;
+        INSERT INTO convexpy_documents (id, from_ts, tbl, doc)
+            SELECT u.i, out_ts, u.t, u.d FROM unnest(n_ids, n_tbls, n_docs) AS u(i, t, d);
+        UPDATE convexpy_index_entries SET to_ts = out_ts
+            WHERE id = ANY(w_ids) AND to_ts IS NULL;
+        INSERT INTO convexpy_index_entries (idx, key, from_ts, id)
+            SELECT u.x, u.k, out_ts, u.i FROM unnest(e_idx, e_keys, e_ids) AS u(x, k, i);
+        IF cardinality(new_tables) > 0 THEN
+            INSERT INTO convexpy_tables SELECT unnest(new_tables) ON CONFLICT DO NOTHING;
+        END IF;
+        UPDATE convexpy_clock SET ts = out_ts WHERE id;
+        PERFORM pg_notify('{CHANNEL}', out_ts::text);
+    END $$"""
+"""What version 3 changed (also run to migrate)."""
 
 LOCK_KEY = 0x636F6E76
 """The advisory lock that serializes creating and migrating the layout."""
@@ -90,75 +177,7 @@ CREATE = [
         spec text NOT NULL
     )""",
     'CREATE TABLE convexpy_tables (name text COLLATE "C" PRIMARY KEY)',
-    # One commit, validated and applied in one statement (one round trip).
-    # Returns the commit's timestamp, or a conflict: '#indexes' (the built
-    # indexes changed: recompute the entries and call again), '#old' (the
-    # snapshot is older than the floor), 'doc:TABLE' or 'idx:INDEX'. On a
-    # conflict, out_ts is the last commit's timestamp and nothing is written.
-    f"""CREATE FUNCTION convexpy_commit(
-        snap bigint, known_indexes bigint,
-        read_ids text[], r_idx text[], r_lo bytea[], r_hi bytea[],
-        w_ids text[], n_ids text[], n_tbls text[], n_docs bytea[],
-        e_idx text[], e_keys bytea[], e_ids text[], new_tables text[],
-        OUT out_ts bigint, OUT out_conflict text)
-    LANGUAGE plpgsql AS $$
-    DECLARE
-        cur_floor bigint;
-        cur_indexes bigint;
-    BEGIN
-        SELECT c.ts, c.floor, c.indexes INTO out_ts, cur_floor, cur_indexes
-            FROM convexpy_clock c WHERE c.id FOR UPDATE;
-        IF cur_indexes <> known_indexes THEN
-            out_conflict := '#indexes';
-            RETURN;
-        END IF;
-        IF snap < cur_floor THEN
-            out_conflict := '#old';
-            RETURN;
-        END IF;
-        IF snap < out_ts THEN
-            SELECT 'doc:' || d.tbl INTO out_conflict FROM convexpy_documents d
-                WHERE d.id = ANY(read_ids) AND (d.from_ts > snap OR d.to_ts > snap) LIMIT 1;
-            IF out_conflict IS NOT NULL THEN
-                RETURN;
-            END IF;
-            IF snap < cur_indexes THEN
-                -- An index scanned may have been dropped or rebuilt since.
-                SELECT 'idx:' || x INTO out_conflict FROM unnest(r_idx) AS u(x)
-                    WHERE x NOT LIKE '%.by\\_creation\\_time' LIMIT 1;
-                IF out_conflict IS NOT NULL THEN
-                    RETURN;
-                END IF;
-            END IF;
-            SELECT 'idx:' || r.idx INTO out_conflict
-                FROM unnest(r_idx, r_lo, r_hi) AS r(idx, lo, hi)
-                WHERE EXISTS (
-                    SELECT 1 FROM convexpy_index_entries e
-                    WHERE e.idx = r.idx AND e.from_ts > snap
-                        AND e.key >= r.lo AND (r.hi IS NULL OR e.key < r.hi))
-                OR EXISTS (
-                    SELECT 1 FROM convexpy_index_entries e
-                    WHERE e.idx = r.idx AND e.to_ts > snap
-                        AND e.key >= r.lo AND (r.hi IS NULL OR e.key < r.hi))
-                LIMIT 1;
-            IF out_conflict IS NOT NULL THEN
-                RETURN;
-            END IF;
-        END IF;
-        out_ts := out_ts + 1;
-        UPDATE convexpy_documents SET to_ts = out_ts WHERE id = ANY(w_ids) AND to_ts IS NULL;
-        INSERT INTO convexpy_documents (id, from_ts, tbl, doc)
-            SELECT u.i, out_ts, u.t, u.d FROM unnest(n_ids, n_tbls, n_docs) AS u(i, t, d);
-        UPDATE convexpy_index_entries SET to_ts = out_ts
-            WHERE id = ANY(w_ids) AND to_ts IS NULL;
-        INSERT INTO convexpy_index_entries (idx, key, from_ts, id)
-            SELECT u.x, u.k, out_ts, u.i FROM unnest(e_idx, e_keys, e_ids) AS u(x, k, i);
-        IF cardinality(new_tables) > 0 THEN
-            INSERT INTO convexpy_tables SELECT unnest(new_tables) ON CONFLICT DO NOTHING;
-        END IF;
-        UPDATE convexpy_clock SET ts = out_ts WHERE id;
-        PERFORM pg_notify('{CHANNEL}', out_ts::text);
-    END $$""",
+    COMMIT_FUNCTION,
     # Forget versions that stopped being current at or before ``horizon``.
     """CREATE FUNCTION convexpy_collect(horizon bigint) RETURNS void
     LANGUAGE plpgsql AS $$

@@ -926,6 +926,9 @@ async def _prepare_schema(conn: Connection, where: str) -> None:
         if version < 2:
             for statement in schema.CLAIMS:
                 await conn.execute(statement)
+        if version < 3:
+            await conn.execute(schema.COMMIT_FUNCTION)
+        if version < schema.SCHEMA_VERSION:
             await conn.execute("UPDATE convexpy_schema SET version = $1", schema.SCHEMA_VERSION)
 
 
