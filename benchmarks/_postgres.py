@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -40,6 +41,68 @@ async def scratch_database(url: str) -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _ticks(pid: int | str, *, reaped: bool) -> int:
+    """A process's user + system CPU clock ticks (with ``reaped``, also those
+    of its children that exited and were waited for)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks + (int(fields[13]) + int(fields[14]) if reaped else 0)
+
+
+async def postmaster_pid(url: str) -> int | None:
+    """The pid of the server of ``url`` when it runs on this machine and its
+    processes can be read (else None): the parent of a backend."""
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        return _parent(conn.info.backend_pid)
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def server_cpu_s(postmaster: int | None) -> float | None:
+    """CPU seconds a local PostgreSQL server used so far: the postmaster, its
+    exited backends and its live ones (None when it cannot be read)."""
+    if postmaster is None:
+        return None
+    try:
+        total = _ticks(postmaster, reaped=True)
+        with open(f"/proc/{postmaster}/task/{postmaster}/children") as file:
+            children = file.read().split()
+    except OSError:
+        return None
+    for child in children:
+        with contextlib.suppress(OSError):  # it just exited
+            total += _ticks(child, reaped=False)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.asynccontextmanager
+async def server_cpu_meter(url: str | None, n: int) -> AsyncIterator[dict[str, Any]]:
+    """The server's CPU us per job over the block, in the dict as
+    ``server_cpu_us_per_job`` on exit (None when the server is not local;
+    nothing without a ``url``)."""
+    if url is None:
+        yield {}
+        return
+    postmaster = await postmaster_pid(url)
+    before = server_cpu_s(postmaster)
+    found: dict[str, Any] = {}
+    try:
+        yield found
+    finally:
+        after = server_cpu_s(postmaster)
+        used = None if before is None or after is None else after - before
+        found["server_cpu_us_per_job"] = None if used is None else used / n * 1e6
+
+
 async def procrastinate_dispatch(
     url: str, n: int, *, concurrency: int = 16, drain_s: float = 600.0
 ) -> dict[str, Any]:
@@ -61,36 +124,40 @@ async def procrastinate_dispatch(
 
         async with app.open_async():
             await app.schema_manager.apply_schema_async()
-            with cpu_meter() as usage:
-                t0 = time.perf_counter()
-                for start in range(0, n, BATCH):
-                    await noop.batch_defer_async(
-                        *({"i": i} for i in range(start, min(n, start + BATCH)))
+            async with server_cpu_meter(db_url, n) as server_cpu:
+                with cpu_meter() as usage:
+                    t0 = time.perf_counter()
+                    for start in range(0, n, BATCH):
+                        await noop.batch_defer_async(
+                            *({"i": i} for i in range(start, min(n, start + BATCH)))
+                        )
+                    scheduled = time.perf_counter() - t0
+                    worker = asyncio.create_task(
+                        app.run_worker_async(
+                            concurrency=concurrency,
+                            wait=True,
+                            install_signal_handlers=False,
+                            delete_jobs="never",
+                        )
                     )
-                scheduled = time.perf_counter() - t0
-                worker = asyncio.create_task(
-                    app.run_worker_async(
-                        concurrency=concurrency,
-                        wait=True,
-                        install_signal_handlers=False,
-                        delete_jobs="never",
-                    )
-                )
-                try:
-                    await asyncio.wait_for(done.wait(), drain_s)
-                    completed = True
-                except TimeoutError:
-                    completed = False
-                finally:
-                    worker.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await worker
+                    try:
+                        await asyncio.wait_for(done.wait(), drain_s)
+                        completed = True
+                    except TimeoutError:
+                        completed = False
+                    finally:
+                        worker.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, Exception):
+                            await worker
     seconds = (last if completed else time.perf_counter()) - t0
-    return dispatch_result(
-        f"procrastinate ({concurrency} slots)",
-        n,
-        completed=completed,
-        seconds=seconds,
-        scheduled=scheduled,
-        usage=usage,
-    )
+    return {
+        **dispatch_result(
+            f"procrastinate ({concurrency} slots)",
+            n,
+            completed=completed,
+            seconds=seconds,
+            scheduled=scheduled,
+            usage=usage,
+        ),
+        **server_cpu,
+    }

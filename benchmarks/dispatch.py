@@ -28,11 +28,17 @@ on a 2-core machine: convexpy SQLite >= 2x APScheduler, convexpy memory >= 4x.
     python benchmarks/dispatch.py --profile memory --profile-phase schedule
     python benchmarks/dispatch.py --profile memory --profiler pyinstrument
     python benchmarks/dispatch.py --postgres postgresql://postgres@127.0.0.1/postgres
+    python benchmarks/dispatch.py --store postgresql://postgres@127.0.0.1/postgres --postgres-only
 
-With ``--postgres URL``, two more systems run on that server, each on a
-scratch database of its own: convexpy on the PostgreSQL store (one process)
-and procrastinate (``batch_defer_async`` 1,000 at a time, then one worker
-with 16 slots; see ``_postgres.py``).
+With ``--postgres URL`` (or ``--store URL``), three more systems run on that
+server, each on a scratch database of its own: convexpy on the PostgreSQL
+store in one process; in two (this one and ``_pg_worker.py``, each
+scheduling half of the jobs, both running whatever is due; the clock stops
+at the later last job); and procrastinate (``batch_defer_async`` 1,000 at a
+time, then one worker with 16 slots; see ``_postgres.py``). When the server
+runs on this machine, its CPU per job is measured too (all its processes).
+``--postgres-only`` skips the other systems. Targets at N=20,000: two
+convexpy processes >= 10,000 jobs/s and >= 20x procrastinate.
 
 Needs APScheduler 3 (``pip install 'apscheduler>=3.10,<4'``).
 """
@@ -41,14 +47,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import gc
 import io
 import json
 import pstats
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from _common import (
@@ -64,7 +73,7 @@ from _common import (
     store_url,
     table,
 )
-from _postgres import procrastinate_dispatch, scratch_database
+from _postgres import procrastinate_dispatch, scratch_database, server_cpu_meter
 
 import convexpy
 
@@ -86,11 +95,13 @@ async def convexpy_dispatch(
             rt.listeners.append(counter)
             if profiler is not None:
                 profiler.enable()
-            with cpu_meter() as usage:
-                t0 = time.perf_counter()
-                await schedule_jobs(rt, n, 0.0)
-                scheduled = time.perf_counter() - t0
-                completed = await counter.wait_for(n, drain_s)
+            server = store if store.startswith("postgresql:") else None
+            async with server_cpu_meter(server, n) as server_cpu:
+                with cpu_meter() as usage:
+                    t0 = time.perf_counter()
+                    await schedule_jobs(rt, n, 0.0)
+                    scheduled = time.perf_counter() - t0
+                    completed = await counter.wait_for(n, drain_s)
             if profiler is not None:
                 profiler.disable()
             seconds = (counter.last_at if completed else time.perf_counter()) - t0
@@ -103,6 +114,7 @@ async def convexpy_dispatch(
         usage=usage,
     )
     result["outcomes"] = counter.outcomes
+    result.update(server_cpu)
     return result
 
 
@@ -112,6 +124,69 @@ async def convexpy_on_postgres(url: str, n: int, drain_s: float) -> dict[str, An
         result = await convexpy_dispatch(database, n, drain_s=drain_s)
     result["system"] = "convexpy postgresql"
     return result
+
+
+async def convexpy_on_postgres_twice(url: str, n: int, drain_s: float) -> dict[str, Any]:
+    """Two convexpy processes on one scratch database, each scheduling half
+    of the jobs (from the same start) and both running whatever is due: this
+    one and ``_pg_worker.py``. The clock stops at the later of the two
+    processes' last finished job; CPU counts both processes."""
+    async with scratch_database(url) as database:
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable, str(Path(__file__).with_name("_pg_worker.py")), database,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert worker.stdin is not None and worker.stdout is not None
+        try:
+            if await worker.stdout.readline() != b"ready\n":
+                raise RuntimeError("the second process did not start")
+            async with convexpy.Runtime(APP_DIR, store=database, crons=False, parallelism=16) as rt:
+                counter = JobCounter()
+                rt.listeners.append(counter)
+                theirs = [0, 0.0]  # the worker's finished count and last finish
+                all_done = asyncio.Event()
+
+                def check(_event: object = None) -> None:
+                    if counter.finished + theirs[0] >= n:
+                        all_done.set()
+
+                rt.listeners.append(check)
+
+                async def listen() -> None:
+                    assert worker.stdout is not None
+                    async for line in worker.stdout:
+                        _finished, count, last_at = line.split()
+                        theirs[:] = [int(count), float(last_at)]
+                        check()
+
+                listener = asyncio.create_task(listen())
+                half = n // 2
+                async with server_cpu_meter(database, n) as server_cpu:
+                    with cpu_meter() as usage:
+                        t0 = time.perf_counter()
+                        worker.stdin.write(f"go {half} {n - half}\n".encode())
+                        await schedule_jobs(rt, half, 0.0)
+                        scheduled = time.perf_counter() - t0
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(all_done.wait(), drain_s)
+                completed = counter.finished + theirs[0] == n
+                listener.cancel()
+                ends = [counter.last_at, float(theirs[1])]
+                seconds = (max(ends) if completed else time.perf_counter()) - t0
+        finally:
+            worker.stdin.close()
+            await worker.wait()
+    return {
+        **dispatch_result(
+            "convexpy postgresql x2",
+            n,
+            completed=completed,
+            seconds=seconds,
+            scheduled=scheduled,
+            usage=usage,
+        ),
+        **server_cpu,
+    }
 
 
 async def apscheduler_dispatch(n: int, *, drain_s: float) -> dict[str, Any]:
@@ -257,6 +332,43 @@ def dispatch_table(results: list[dict[str, Any]]) -> str:
         "target",
     )
     return table(header, rows)
+
+
+PG_TARGETS = {"convexpy postgresql x2": (10_000.0, 20.0)}
+"""Issue targets on PostgreSQL: jobs/s, and times procrastinate's."""
+
+
+def postgres_table(results: list[dict[str, Any]]) -> str:
+    """The PostgreSQL rows: each against procrastinate, and the server's CPU per job."""
+    rows = [r for r in results if "server_cpu_us_per_job" in r]
+    base = next((r["jobs_per_s"] for r in rows if r["system"].startswith("procrastinate")), None)
+    body = []
+    for r in rows:
+        server = r["server_cpu_us_per_job"]
+        verdict = ""
+        if r["system"] in PG_TARGETS and base:
+            per_s, times = PG_TARGETS[r["system"]]
+            ok = r["jobs_per_s"] >= per_s and r["jobs_per_s"] >= times * base
+            verdict = f">= {per_s:,.0f}/s and {times:g}x: " + ("ok" if ok else "MISSED")
+        body.append(
+            (
+                r["system"],
+                f"{r['jobs_per_s']:,.0f}" + ("" if r["completed"] else " (INCOMPLETE)"),
+                f"{r['jobs_per_s'] / base:.1f}x" if base else "-",
+                f"{r['cpu_us_per_job']:.1f}",
+                "-" if server is None else f"{server:.1f}",
+                verdict,
+            )
+        )
+    header = (
+        "system",
+        "jobs/s",
+        "vs procrastinate",
+        "client CPU us/job",
+        "server CPU us/job",
+        "target",
+    )
+    return table(header, body)
 
 
 def scheduling_table(results: list[dict[str, Any]]) -> str:
@@ -419,9 +531,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument(
         "--postgres",
+        "--store",
         metavar="URL",
         help="also convexpy on PostgreSQL and procrastinate there (a scratch database per run "
         "on this server; needs CREATE DATABASE)",
+    )
+    parser.add_argument(
+        "--postgres-only",
+        action="store_true",
+        help="with --postgres: only the PostgreSQL systems (no scheduling or lateness runs)",
     )
     parser.add_argument(
         "--profile", choices=("memory", "sqlite"), help="profile convexpy on this store instead"
@@ -451,11 +569,17 @@ def main(argv: list[str] | None = None) -> int:
         ("APScheduler 3 memory", lambda: apscheduler_dispatch(args.n, drain_s=args.drain)),
         ("asyncio ceiling", lambda: asyncio_ceiling(args.n)),
     ]
+    if args.postgres and args.postgres_only:
+        plans = []
     if args.postgres:
         plans += [
             (
                 "convexpy postgresql",
                 lambda: convexpy_on_postgres(args.postgres, args.n, args.drain),
+            ),
+            (
+                "convexpy postgresql x2",
+                lambda: convexpy_on_postgres_twice(args.postgres, args.n, args.drain),
             ),
             ("procrastinate", lambda: procrastinate_dispatch(args.postgres, args.n)),
         ]
@@ -475,11 +599,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json:
             print(f"  {name:<24} {best['jobs_per_s']:>10,.0f} jobs/s", flush=True)
     scheduling = []
-    for store in ("memory", "sqlite"):
+    for store in () if args.postgres_only else ("memory", "sqlite"):
         gc.collect()
         scheduling.append(asyncio.run(scheduling_rate(store, args.n)))
     lateness = []
-    if not args.no_lateness:
+    if not (args.no_lateness or args.postgres_only):
         for store in ("memory", "sqlite"):
             # A finished run's runtime is cyclic garbage: collected now, not in
             # the middle of the next measurement (a 50 ms pause on this machine).
@@ -500,8 +624,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print("\ndispatch, first scheduling call to last job done:")
     print(dispatch_table(dispatch))
-    print(f"\nscheduling, {args.n:,} jobs due in 30 days, 1,000 per mutation:")
-    print(scheduling_table(scheduling))
+    if args.postgres:
+        print("\non PostgreSQL (server CPU: the local server's processes, all of them):")
+        print(postgres_table(dispatch))
+    if scheduling:
+        print(f"\nscheduling, {args.n:,} jobs due in 30 days, 1,000 per mutation:")
+        print(scheduling_table(scheduling))
     if lateness:
         print(
             f"\nlateness at {args.rate:,.0f} jobs/s offered for {args.seconds:g} s, "
