@@ -218,6 +218,15 @@ def dispatch_result(
     }
 
 
+async def wait_set(event: asyncio.Event, within_s: float) -> bool:
+    """Wait for ``event``; False if ``within_s`` seconds pass first."""
+    try:
+        await asyncio.wait_for(event.wait(), within_s)
+    except TimeoutError:
+        return False
+    return True
+
+
 class JobCounter:
     """A ``Runtime.listeners`` entry that counts finished jobs and notes the last one."""
 

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from _common import cpu_meter, dispatch_result
+from _common import cpu_meter, dispatch_result, wait_set
 
 BATCH = 1000
 
@@ -141,10 +141,7 @@ async def procrastinate_dispatch(
                         )
                     )
                     try:
-                        await asyncio.wait_for(done.wait(), drain_s)
-                        completed = True
-                    except TimeoutError:
-                        completed = False
+                        completed = await wait_set(done, drain_s)
                     finally:
                         worker.cancel()
                         with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import cProfile
 import gc
 import io
@@ -72,6 +71,7 @@ from _common import (
     schedule_jobs,
     store_url,
     table,
+    wait_set,
 )
 from _postgres import procrastinate_dispatch, scratch_database, server_cpu_meter
 
@@ -167,8 +167,7 @@ async def convexpy_on_postgres_twice(url: str, n: int, drain_s: float) -> dict[s
                         worker.stdin.write(f"go {half} {n - half}\n".encode())
                         await schedule_jobs(rt, half, 0.0)
                         scheduled = time.perf_counter() - t0
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(all_done.wait(), drain_s)
+                        await wait_set(all_done, drain_s)
                 completed = counter.finished + theirs[0] == n
                 listener.cancel()
                 ends = [counter.last_at, float(theirs[1])]
@@ -221,11 +220,7 @@ async def apscheduler_dispatch(n: int, *, drain_s: float) -> dict[str, Any]:
                 if i % 1000 == 999:
                     await asyncio.sleep(0)
             scheduled = time.perf_counter() - t0
-            try:
-                await asyncio.wait_for(done.wait(), drain_s)
-                completed = True
-            except TimeoutError:
-                completed = False
+            completed = await wait_set(done, drain_s)
     finally:
         scheduler.shutdown(wait=False)
         await asyncio.sleep(0)
