@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
+import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,8 +24,10 @@ import pg_server
 import pytest
 from conformance.helpers import T0
 from conformance.test_job_queue import add_jobs, job, set_job
+from e2e_helpers import dev_server
 
 from convexpy import Runtime
+from convexpy.client import AsyncConvexClient, Subscription
 from convexpy.store import MemoryStore, PostgresStore
 from convexpy.store.jobs import SYSTEM_INDEXES, TRANSIENT_ACTION_ERROR, started
 
@@ -264,6 +268,32 @@ async def test_actions_with_a_live_lease_are_passed_over_not_failed(url: str) ->
     finally:
         await runner.close()
         await checker.close()
+
+
+@pytest.mark.slow
+async def test_a_subscription_on_one_server_sees_another_process_s_commits(
+    url: str, tmp_path: Path
+) -> None:
+    """The dev server on PostgreSQL re-runs a subscribed query when another
+    process commits to what it read (told by NOTIFY, the writes read back)."""
+    app = tmp_path / "app"
+    shutil.copytree(APP, app)  # the server keeps its admin key next to the app
+    async with (
+        dev_server(app, url, "--no-watch", cwd=tmp_path) as server,
+        idle_runtime(url) as rt,
+        AsyncConvexClient(server.url) as client,
+        client.subscribe("work:runs") as found,
+    ):
+        assert await next_result(found) == []
+        await rt.mutation("work:note", {"i": 1})
+        assert await next_result(found) == [[1, os.getpid()]]
+        await rt.mutation("work:note", {"i": 2})
+        assert await next_result(found) == [[1, os.getpid()], [2, os.getpid()]]
+
+
+async def next_result(subscription: Subscription) -> Any:
+    with anyio.fail_after(20):
+        return await subscription.next()
 
 
 CRASH_JOBS = 20_000
