@@ -256,8 +256,9 @@ class PostgresStore(CatalogStore):
         self.owner = uuid.uuid4().hex
         """This store's token: its claims' owner, and how it knows its own NOTIFYs."""
         self._fetching: set[asyncio.Task[None]] = set()
-        self._own_commits: deque[int] = deque(maxlen=4096)
-        """This store's latest commits (their NOTIFYs are not reported again)."""
+        self._own_commits: dict[int, None] = {}
+        """This store's latest 4,096 commits, oldest first (their NOTIFYs are
+        not reported again): a dict, for its order and its O(1) lookups."""
         self.url = url
         self.timeouts = timeouts or Timeouts()
         self.pool_size = pool_size
@@ -496,15 +497,17 @@ class PostgresStore(CatalogStore):
         """Another process's commit ``ts``, read back from the versions it
         closed and wrote, told to the commit listeners (live queries)."""
         try:
-            tables = await self._fetch("SELECT name FROM convexpy_tables")
+            # New versions through each table's creation-time index: its
+            # entries of the versions written at ts are found by (idx, from_ts).
             rows = await self._fetch(
                 "SELECT id, tbl, doc, false FROM convexpy_documents WHERE to_ts = $1"
                 " UNION ALL"
                 " SELECT d.id, d.tbl, d.doc, true FROM convexpy_index_entries e"
                 " JOIN convexpy_documents d ON d.id = e.id AND d.from_ts = e.from_ts"
-                " WHERE e.idx = ANY($2) AND e.from_ts = $1",
+                " WHERE e.idx IN (SELECT t.name || $2 FROM convexpy_tables t)"
+                " AND e.from_ts = $1",
                 ts,
-                [creation_index_key(row[0]) for row in tables],
+                _CREATION_SUFFIX,
             )
         except StoreUnavailableError as exc:
             logger.warning("cannot read another process's commit %d: %s", ts, exc)
@@ -778,7 +781,10 @@ class PostgresStore(CatalogStore):
         if jobs is not None and self._job_listeners:
             self._report_jobs(jobs, durable=False)
             self._report_jobs(jobs, durable=True)
-        self._own_commits.append(int(ts))
+        own = self._own_commits
+        own[int(ts)] = None
+        if len(own) > 4096:
+            del own[next(iter(own))]
         if self._commit_listeners:
             # Index changes worked out only if a listener asks (live queries do).
             indexer = functools.partial(index_changes, self._encoders, KeyCache())
@@ -882,6 +888,9 @@ class PostgresStore(CatalogStore):
         rows = await self._fetch("SELECT name FROM convexpy_tables ORDER BY name")
         return [row[0] for row in rows]
 
+
+_CREATION_SUFFIX = creation_index_key("t")[1:]
+"""What a table's name is followed by in its creation-time index's key."""
 
 _PARAMS = ", ".join(f"${n}" for n in range(1, 15))
 _COMMIT = f"SELECT * FROM convexpy_commit({_PARAMS})"
