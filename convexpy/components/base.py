@@ -257,8 +257,11 @@ class RetryPolicy:
                 value["base"],
                 value.get("jitter", 0.5),
             )
-        except ComponentError as exc:
-            raise ComponentError(f"{role}: {exc}") from None
+        except ComponentError as exc:  # named as the caller spelled them
+            text = str(exc).replace("max_attempts", "maxAttempts")
+            raise ComponentError(
+                f"{role}: {text.replace('initial_backoff_ms', 'initialBackoffMs')}"
+            ) from None
 
 
 # -- outcomes ----------------------------------------------------------------------------

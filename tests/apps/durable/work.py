@@ -3,6 +3,7 @@ mutations, and on_complete handlers that record what they were told."""
 
 import asyncio
 import os
+import time
 
 from convexpy import internal_action, internal_mutation, internal_query, mutation
 from convexpy.components import ActionRetrier, RuntimeCrons, Workpool
@@ -33,16 +34,27 @@ async def flaky(ctx, key: str, fail: int) -> str:
 
 @internal_action
 async def busy(ctx, key: str) -> str:
-    """Runs for a while, counting how many run at once."""
+    """Runs for a few milliseconds, counting how many run at once in this
+    module, and records its span (monotonic clock, shared by processes)."""
+    began = time.monotonic()
     concurrency["active"] += 1
     concurrency["max"] = max(concurrency["max"], concurrency["active"])
     try:
-        for _ in range(20):
-            await asyncio.sleep(0)
+        await asyncio.sleep(0.005)
     finally:
         concurrency["active"] -= 1
-    await ctx.run_mutation("work:note", {"key": key})
+    await ctx.run_mutation("work:span", {"key": key, "began": began, "ended": time.monotonic()})
     return key
+
+
+@internal_mutation
+async def span(ctx, key: str, began: float, ended: float) -> None:
+    await ctx.db.insert("spans", {"key": key, "began": began, "ended": ended})
+
+
+@internal_query
+async def spans(ctx) -> list:
+    return [[d["began"], d["ended"]] for d in await ctx.db.query("spans").collect()]
 
 
 @internal_action
