@@ -151,3 +151,9 @@ async def start_shaky(ctx, batch: int, n: int) -> list:
 @internal_query
 async def runs(ctx) -> list:
     return await ctx.db.system.query("_retrier_runs").collect()
+
+
+@internal_query
+async def attempt_jobs(ctx) -> list:
+    jobs = await ctx.db.system.query("_scheduled_functions").collect()
+    return [{"name": j["name"], "state": j["state"]} for j in jobs]
