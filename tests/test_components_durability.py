@@ -17,9 +17,12 @@ import sys
 from pathlib import Path
 
 import anyio
+import pg_server
 import pytest
+from test_components import max_overlap, rt_run
 
 from convexpy import Runtime
+from convexpy.components import Workpool
 from convexpy.components.attempts import RUN_ACTION
 from convexpy.store.jobs import TRANSIENT_ACTION_ERROR
 
@@ -113,3 +116,28 @@ async def test_sigkill_loop_every_retrier_run_completes_exactly_once(tmp_path):
     # Some kills landed mid-attempt, and those attempts were retried.
     interrupted = [j for j in jobs if j["state"].get("error") == TRANSIENT_ACTION_ERROR]
     assert interrupted and all(j["name"] == RUN_ACTION for j in interrupted)
+
+
+async def test_pool_parallelism_holds_across_two_runtimes_on_postgresql(tmp_path):
+    url = pg_server.database_url(tmp_path)
+    pool = Workpool("shared", max_parallelism=2)
+    async with (
+        Runtime(APP, store=url, crons=False) as one,
+        Runtime(APP, store=url, crons=False) as two,
+    ):
+
+        async def enqueue(ctx):
+            for i in range(16):
+                await pool.enqueue_action(
+                    ctx, "work:busy", {"key": f"k{i}"}, on_complete="work:work_done"
+                )
+
+        await rt_run(one, enqueue)
+        with anyio.fail_after(60):
+            while len(await two.query("work:completions")) < 16:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        spans = await one.query("work:spans")
+        runners = set(await one.query("work:span_runners"))
+    assert len(spans) == 16
+    assert max_overlap(spans) <= 2  # counted on the shared monotonic clock
+    assert len(runners) == 2, "both runtimes ran some of the work"

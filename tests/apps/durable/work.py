@@ -8,6 +8,8 @@ import time
 from convexpy import internal_action, internal_mutation, internal_query, mutation
 from convexpy.components import ActionRetrier, RuntimeCrons, Workpool
 
+RUNNER = os.urandom(4).hex()
+"""Which runtime's copy of this module ran a span."""
 calls: dict[str, int] = {}
 """How often each key's action ran (this runtime's copy of the module)."""
 concurrency = {"active": 0, "max": 0}
@@ -43,18 +45,24 @@ async def busy(ctx, key: str) -> str:
         await asyncio.sleep(0.005)
     finally:
         concurrency["active"] -= 1
-    await ctx.run_mutation("work:span", {"key": key, "began": began, "ended": time.monotonic()})
+    ended = time.monotonic()
+    await ctx.run_mutation("work:span", {"key": key, "began": began, "ended": ended, "by": RUNNER})
     return key
 
 
 @internal_mutation
-async def span(ctx, key: str, began: float, ended: float) -> None:
-    await ctx.db.insert("spans", {"key": key, "began": began, "ended": ended})
+async def span(ctx, key: str, began: float, ended: float, by: str = "") -> None:
+    await ctx.db.insert("spans", {"key": key, "began": began, "ended": ended, "by": by})
 
 
 @internal_query
 async def spans(ctx) -> list:
     return [[d["began"], d["ended"]] for d in await ctx.db.query("spans").collect()]
+
+
+@internal_query
+async def span_runners(ctx) -> list:
+    return [d["by"] for d in await ctx.db.query("spans").collect()]
 
 
 @internal_action
