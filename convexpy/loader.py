@@ -80,7 +80,7 @@ def load_app(app_dir: str | Path) -> LoadedApp:
         spec.loader.exec_module(package_module)
     app = LoadedApp(root, package, FunctionRegistry())
     for builtin_path, builtin in BUILTIN_FUNCTIONS.items():  # the building blocks' own
-        app.registry.register(builtin_path, builtin)
+        app.registry.register(builtin_path, builtin, listed=False)
     try:
         for path in _module_paths(root):
             module_name = f"{package}.{path.replace('/', '.')}"

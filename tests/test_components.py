@@ -473,3 +473,14 @@ async def test_runtime_crons_survive_restart_and_reload(tmp_path):
     with pytest.raises((CronSpecError, AppLoadError)):
         async with ConvexTest(app, store=store, clock=clock):
             pass
+
+
+async def test_builtin_functions_resolve_but_are_not_listed_as_the_apps():
+    async with ConvexTest(APP) as t:
+        registry = t.runtime.app.registry
+        assert not [path for path, _ in registry if path.startswith("_components/")]
+        assert len(registry) == len(list(registry))
+        path, fn = t.runtime.resolve(RUN_ACTION)
+        assert (path, fn.kind, fn.visibility) == (RUN_ACTION, "action", "internal")
+        with pytest.raises(Exception, match="Could not find public function"):
+            registry.resolve(RUN_ACTION, trusted=False)
