@@ -230,22 +230,28 @@ class FunctionRegistry:
     def __init__(self) -> None:
         self._by_path: dict[str, ConvexFunction] = {}
         self._paths: dict[int, str] = {}
+        self._unlisted: set[str] = set()
         self._resolved: dict[tuple[str, bool], tuple[str, ConvexFunction]] = {}
         """Path strings already resolved (the registry never changes once loaded)."""
         self._trusted_refs: dict[FunctionReference, tuple[str, ConvexFunction]] = {}
         self._public_refs: dict[FunctionReference, tuple[str, ConvexFunction]] = {}
 
-    def register(self, path: str, function: ConvexFunction) -> None:
+    def register(self, path: str, function: ConvexFunction, *, listed: bool = True) -> None:
+        """Add ``function`` at ``path``; ``listed=False`` (convexpy's own
+        functions) resolves it without listing it among the app's."""
         if path in self._by_path and self._by_path[path] is not function:
             raise ValueError(f"two functions registered at {path!r}")
         self._by_path[path] = function
         self._paths.setdefault(id(function), path)
+        if not listed:
+            self._unlisted.add(path)
 
     def __iter__(self) -> Any:
-        return iter(self._by_path.items())
+        """The app's functions, as ``(path, function)`` pairs."""
+        return ((p, f) for p, f in self._by_path.items() if p not in self._unlisted)
 
     def __len__(self) -> int:
-        return len(self._by_path)
+        return len(self._by_path) - len(self._unlisted)
 
     def __contains__(self, path: object) -> bool:
         return path in self._by_path

@@ -21,6 +21,7 @@ from types import ModuleType
 from typing import Any
 
 from .auth.config import AuthConfig, AuthConfigError, parse_auth_config
+from .components import BUILTIN_FUNCTIONS
 from .errors import ConvexpyError
 from .functions import ConvexFunction, FunctionRegistry
 from .schema import Schema
@@ -78,6 +79,8 @@ def load_app(app_dir: str | Path) -> LoadedApp:
     if (root / "__init__.py").exists() and spec.loader is not None:
         spec.loader.exec_module(package_module)
     app = LoadedApp(root, package, FunctionRegistry())
+    for builtin_path, builtin in BUILTIN_FUNCTIONS.items():  # the building blocks' own
+        app.registry.register(builtin_path, builtin, listed=False)
     try:
         for path in _module_paths(root):
             module_name = f"{package}.{path.replace('/', '.')}"

@@ -17,6 +17,8 @@ from types import TracebackType
 from typing import Any
 
 from .clock import Clock, SystemClock
+from .components import COMPONENT_INDEXES, COMPONENT_TABLES
+from .components.crons import check_static_names
 from .context import ActionCtx, Auth, JobCtx, MutationCtx, QueryCtx, UserIdentity, fixed_time
 from .cron.runner import CRON_INDEXES, CRON_JOBS, CronRunner
 from .db import DatabaseReader, DatabaseWriter, TableNames, Transaction
@@ -127,6 +129,7 @@ class Runtime:
             stack.push_async_callback(self.store.close)
             await self._check_schema(self.app)
             await self._configure_store(self.app)
+            await check_static_names(self, self.app.crons)
             await self.dispatcher.start()
             stack.push_async_callback(lambda: self.dispatcher.stop(self.shutdown_grace))
             if self.crons_enabled:
@@ -164,6 +167,7 @@ class Runtime:
             self.app = new  # cron validation resolves functions in the new app
             self.crons.validate(new.crons)
             await self._configure_store(new)
+            await check_static_names(self, new.crons)
         except BaseException:
             self.app = old
             unload_app(new)
@@ -182,7 +186,7 @@ class Runtime:
         await check_documents(self, app.schema, str(app.root / "schema.py"))
 
     async def _configure_store(self, app: LoadedApp) -> None:
-        indexes = [*SYSTEM_INDEXES, *CRON_INDEXES]
+        indexes = [*SYSTEM_INDEXES, *CRON_INDEXES, *COMPONENT_INDEXES]
         if app.schema is not None:
             indexes.extend(app.schema.index_defs())
             for table in app.schema.tables:
@@ -192,6 +196,8 @@ class Runtime:
         self.tables.add(SCHEDULED_FUNCTIONS)
         self.tables.add(CRON_JOBS)
         self.tables.add(SCHEMAS)
+        for table in COMPONENT_TABLES:
+            self.tables.add(table)
         for table in await self.store.tables():
             self.tables.add(table)
 

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from .clock import VirtualClock
+from .components.crons import TICK as CRON_TICK
 from .context import Auth, MutationCtx, UserIdentity, fixed_time
 from .db import DatabaseWriter, Transaction
 from .errors import ConvexpyError
@@ -173,14 +174,15 @@ class ConvexTest:
         return self.runtime.dispatcher.started
 
     async def _next_pending_time(self) -> float | None:
-        """When the next pending job (not counting cron runs, which never end) is due."""
+        """When the next pending job is due, not counting cron runs and runtime
+        crons' ticks, which never end."""
         cron_runs = self.runtime.crons.current_runs()
         store = self.runtime.store
         after: bytes | None = None
         while True:
             jobs = await store.due_jobs(100, after_key=after)
             for job in jobs:
-                if job.id not in cron_runs:
+                if job.id not in cron_runs and job.name != CRON_TICK:
                     return job.scheduled_time
             if len(jobs) < 100:
                 return None

@@ -110,3 +110,57 @@ async def test_every_cron_kind_runs_over_a_month():
         assert await count("billing") == 1
         assert await count("weekday reminder") == 22
         assert await count("paris lunch") == 31
+
+
+@pytest.mark.parametrize(
+    ("fail_first", "status", "result", "tries"),
+    [
+        (0, "done", "HELLO", 1),
+        (2, "done", "HELLO", 3),
+        (5, "failed", "ConnectionError: upstream unavailable (try 3)", 3),
+    ],
+)
+async def test_durable_tasks_retry_with_backoff_then_record_once(fail_first, status, result, tries):
+    async with ConvexTest(app("durable")) as t:
+        start = t.now
+        task = await t.mutation(api.tasks.enqueue, {"payload": "hello", "failFirst": fail_first})
+        await t.finish_all_scheduled_functions()
+        got = await t.query(api.tasks.status, {"taskId": task})
+        assert (got["status"], got["result"], got["tries"]) == (status, result, tries)
+        assert got["run"]["type"] == "completed"
+        # Retries wait 1 s, then 2 s (max_failures=2): the last attempt starts at +3 s.
+        assert t.now - start == {1: 0, 3: 3000}[tries]
+
+
+async def test_durable_import_fetches_two_at_a_time_and_counts_in_on_complete():
+    async with ConvexTest(app("durable")) as t:
+        import_id = await t.mutation(api.imports.start, {"rows": 9, "badRow": 4})
+        await t.finish_all_scheduled_functions()
+        assert await t.query(api.imports.progress, {"importId": import_id}) == {
+            "rows": 9,
+            "done": 8,
+            "failed": 1,  # after 3 attempts
+        }
+        [pool] = await t.run(lambda ctx: ctx.db.system.query("_workpools").collect())
+        assert (pool["name"], pool["running"], pool["maxParallelism"]) == ("fetches", 0, 2)
+
+
+async def test_durable_digests_follow_each_users_schedule():
+    async with ConvexTest(app("durable")) as t:  # starts 2026-01-01, a Thursday, 00:00 UTC
+        await t.mutation(
+            api.digests.subscribe, {"user": "ada", "cron": "0 8 * * *", "timezone": "Europe/Paris"}
+        )
+        await t.mutation(
+            api.digests.subscribe, {"user": "bob", "cron": "30 6 * * 1-5", "timezone": "UTC"}
+        )
+        assert (await t.query(api.digests.schedule, {"user": "ada"}))["nextRun"] == t.now + 7 * HOUR
+        await t.advance(24 * HOUR)
+        assert sorted(await t.query(api.digests.sent)) == ["ada", "bob"]
+        # Changing a schedule replaces it; unsubscribing deletes it.
+        await t.mutation(
+            api.digests.subscribe, {"user": "ada", "cron": "0 12 * * *", "timezone": "UTC"}
+        )
+        assert await t.mutation(api.digests.unsubscribe, {"user": "bob"}) is True
+        await t.advance(3 * 24 * HOUR)
+        assert (await t.query(api.digests.sent)).count("ada") == 4
+        assert (await t.query(api.digests.sent)).count("bob") == 1

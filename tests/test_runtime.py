@@ -202,6 +202,7 @@ def test_public_names_are_exported():
         "cli",
         "unawaited",
         "auth",
+        "components",
     }
     assert public - modules <= set(convexpy.__all__)
 

@@ -49,7 +49,7 @@ from .jobs import CronJobs
 if TYPE_CHECKING:
     from ..scheduler.host import Host
 
-__all__ = ["CRON_JOBS", "CRON_INDEXES", "CronRunner", "HISTORY_LENGTH"]
+__all__ = ["CRON_INDEXES", "CRON_JOBS", "HISTORY_LENGTH", "CronRunner", "plan_next"]
 
 logger = logging.getLogger("convexpy.cron")
 
@@ -309,7 +309,7 @@ class CronRunner:
             if state != JobState.SUCCESS:
                 run["error"] = job["state"].get("error", state)
             history = [*doc["lastRuns"], run]
-            next_run, skipped = _plan_next(planned.schedule, scheduled, now)
+            next_run, skipped = plan_next(planned.schedule, scheduled, now)
             if skipped:
                 history.append(
                     {"scheduledTime": scheduled, "status": "skipped", "skipped": skipped}
@@ -353,7 +353,7 @@ class CronRunner:
         host.emit(event)
 
 
-def _plan_next(schedule: Schedule, scheduled: float, now: float) -> tuple[int, int]:
+def plan_next(schedule: Schedule, scheduled: float, now: float) -> tuple[int, int]:
     """The first fire time >= ``now`` after a run scheduled at ``scheduled``,
     and how many fire times in between were missed."""
     period = schedule.period_ms

@@ -1,0 +1,186 @@
+"""The action retrier: run an action until it succeeds, with exponential backoff.
+
+Modelled on Convex's ``@convex-dev/action-retrier``. A run is a document of
+``_retrier_runs``::
+
+    {function, args, policy: {maxAttempts, initialBackoffMs, base, jitter},
+     onComplete: path | None, watchMs, state: "inProgress" | "completed",
+     attempt, job, watch, lastError?, result?, completedAt?}
+
+Each attempt is an ordinary scheduled action (see :mod:`.attempts`), so it
+runs at most once; a failed attempt (an exception, or an interruption that
+left its job "Transient error while executing action") is followed by
+another after the policy's backoff, until one succeeds or the attempts run
+out. The run then completes, and its ``on_complete`` mutation runs in the
+transaction that completes it: exactly once.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any
+
+from ..functions import FunctionKind
+from ..scheduler.api import cancel_in
+from .attempts import DEFAULT_WATCH_MS, end_attempt, start_attempt
+from .base import (
+    ComponentError,
+    RetryPolicy,
+    canceled,
+    check_args,
+    check_id,
+    reader_of,
+    replace,
+    resolve_path,
+    run_on_complete,
+    start_time,
+    watch_interval,
+    writer_of,
+)
+
+if TYPE_CHECKING:
+    from ..context import MutationCtx
+    from ..db import Transaction
+    from ..store.base import Document
+
+__all__ = ["RUNS", "ActionRetrier", "finish_run"]
+
+RUNS = "_retrier_runs"
+
+
+class ActionRetrier:
+    """Runs actions with retries; use one from mutations (and queries, for ``status``).
+
+    >>> retrier = ActionRetrier(initial_backoff_ms=250, base=2, max_failures=4)
+    >>> run_id = await retrier.run(ctx, internal.emails.send, {"to": to},
+    ...                            on_complete=internal.emails.sent)
+
+    ``max_failures`` failures are retried (so at most ``max_failures + 1``
+    attempts); the n-th retry waits ``initial_backoff_ms * base ** (n - 1)``
+    ms, spread by ``jitter``: never more than ``jitter`` times that delay away
+    from it (see :class:`~convexpy.components.RetryPolicy`).
+    ``watch_interval_ms`` is how long after an attempt starts its job is
+    looked at in case the process running it died (and then how often).
+    """
+
+    def __init__(
+        self,
+        *,
+        initial_backoff_ms: float = 250.0,
+        base: float = 2.0,
+        max_failures: int = 4,
+        jitter: float = 0.5,
+        watch_interval_ms: float = DEFAULT_WATCH_MS,
+    ) -> None:
+        if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 0:
+            raise ComponentError(f"max_failures must be an integer >= 0, got {max_failures!r}")
+        self.policy = RetryPolicy(max_failures + 1, initial_backoff_ms, base, jitter)
+        self.watch_interval_ms = watch_interval(watch_interval_ms)
+
+    async def run(
+        self,
+        ctx: MutationCtx,
+        action: object,
+        args: dict[str, Any] | None = None,
+        *,
+        on_complete: object = None,
+        run_after: float | None = None,
+        run_at: float | None = None,
+    ) -> str:
+        """Start a run of ``action(args)`` (now, ``run_after`` ms from now, or at
+        ``run_at``); its id. It exists only if the calling mutation commits.
+
+        ``on_complete`` (a mutation) is called once, with ``{"runId",
+        "result"}``, ``result`` being ``{"type": "success", "returnValue"}``,
+        ``{"type": "failed", "error"}`` or ``{"type": "canceled"}``.
+        """
+        txn, runtime = writer_of(ctx, "ActionRetrier.run")
+        path = resolve_path(runtime, action, {FunctionKind.ACTION}, "ActionRetrier.run")
+        on_complete_path = None
+        if on_complete is not None:
+            on_complete_path = resolve_path(
+                runtime, on_complete, {FunctionKind.MUTATION}, "ActionRetrier.run: on_complete"
+            )
+        checked = check_args(args, "ActionRetrier.run")
+        at = start_time(ctx.now(), run_after, run_at, "ActionRetrier.run")
+        fields = {
+            "function": path,
+            "args": checked,
+            "policy": self.policy.to_doc(),
+            "onComplete": on_complete_path,
+            "watchMs": self.watch_interval_ms,
+            "state": "inProgress",
+            "attempt": 0,
+            "job": None,
+            "watch": None,
+        }
+        run_id = await txn.insert(RUNS, fields)
+        run = await txn.get(run_id)
+        assert run is not None
+        started = await start_attempt(txn, run, kind="action", function=path, args=checked, at=at)
+        txn.put(RUNS, run, {**run, **started})
+        return run_id
+
+    async def status(self, ctx: object, run_id: str) -> dict[str, Any]:
+        """``{"type": "inProgress", "attempt": n}`` (n = 1 for the first) or
+        ``{"type": "completed", "result": ...}``; an unknown run raises."""
+        txn = reader_of(ctx, "ActionRetrier.status")
+        run = await _run(txn, run_id, "ActionRetrier.status")
+        if run["state"] == "completed":
+            return {"type": "completed", "result": run["result"]}
+        return {"type": "inProgress", "attempt": run["attempt"]}
+
+    async def cancel(self, ctx: MutationCtx, run_id: str) -> bool:
+        """Stop a run: no further attempt starts, an attempt running now keeps
+        running but its outcome is dropped, and ``on_complete`` gets
+        ``{"type": "canceled"}``. False if the run had completed already."""
+        txn, _ = writer_of(ctx, "ActionRetrier.cancel")
+        run = await _run(txn, run_id, "ActionRetrier.cancel")
+        if run["state"] == "completed":
+            return False
+        if run["job"] is not None:
+            await cancel_in(txn, run["job"], now=ctx.now())
+        await finish_run(ctx, txn, run, canceled())
+        return True
+
+    async def cleanup(self, ctx: MutationCtx, run_id: str) -> bool:
+        """Delete a completed run (its status is gone with it); False if it is
+        still in progress or already gone. Call it once the outcome is used,
+        e.g. from ``on_complete``."""
+        txn, _ = writer_of(ctx, "ActionRetrier.cleanup")
+        check_id(run_id, RUNS, "ActionRetrier.cleanup")
+        run = await txn.get(run_id)
+        if run is None or run["state"] != "completed":
+            return False
+        txn.put(RUNS, run, None)
+        return True
+
+
+async def _run(txn: Transaction, run_id: str, what: str) -> Document:
+    check_id(run_id, RUNS, what)
+    run = await txn.get(run_id)
+    if run is None:
+        raise ComponentError(f"{what}: no run {run_id!r} (it was cleaned up, or never committed)")
+    return run
+
+
+async def finish_run(
+    ctx: MutationCtx, txn: Transaction, run: Document, result: dict[str, Any]
+) -> None:
+    """The finisher of a run's attempt: retry after the backoff, or complete."""
+    now = ctx.now()
+    fields = await end_attempt(txn, run, now)
+    policy = RetryPolicy.from_doc(run["policy"])
+    if result["kind"] == "failed" and run["attempt"] < policy.max_attempts:
+        at = now + policy.delay_ms(run["attempt"], random.random())
+        current = {**run, **fields, "lastError": result["error"]}
+        started = await start_attempt(
+            txn, current, kind="action", function=run["function"], args=run["args"], at=at
+        )
+        await replace(txn, RUNS, run["_id"], {**current, **started})
+        return
+    shown = {"type": result["kind"], **{k: v for k, v in result.items() if k != "kind"}}
+    completed = {**run, **fields, "state": "completed", "result": shown, "completedAt": now}
+    await replace(txn, RUNS, run["_id"], completed)
+    if run["onComplete"] is not None:
+        await run_on_complete(ctx, run["onComplete"], {"runId": run["_id"], "result": shown})
