@@ -6,8 +6,9 @@ runtime. Each keeps its state in system tables (``_retrier_runs``,
 ``_workpool_work`` and ``_workpools``, ``_runtime_crons``; readable with
 ``ctx.db.system``) and changes it only in mutations, so it is atomic with the
 calling mutation, durable, and shared correctly by processes on one store.
-Every attempt is an ordinary scheduled job (see :mod:`.attempts`), so DESIGN
-§4's guarantees hold for each: mutations exactly once, actions at most once.
+Every attempt is an ordinary scheduled job (see :mod:`.attempts`), so the
+scheduler's guarantees hold for each: mutations exactly once, actions at most
+once.
 """
 
 from __future__ import annotations

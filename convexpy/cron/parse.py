@@ -1,6 +1,6 @@
 """The cron grammar: a cron string in, its compiled fields out. Pure, no I/O.
 
-Cron strings follow Convex's rules (DESIGN §5): exactly five fields (minute,
+Cron strings follow Convex's rules: exactly five fields (minute,
 hour, day-of-month, month, day-of-week) separated by ASCII whitespace; ``*``,
 values, ranges ``a-b`` (``a-a`` is the single value ``a``; ``a > b`` wraps
 round, so ``fri-mon`` and ``22-2`` work), steps ``*/n``, ``a/n`` (from ``a``
