@@ -6,6 +6,9 @@ from __future__ import annotations
 DASHBOARD_APP: dict[str, str] = {
     "notes.py": """
 from convexpy import ConvexError, action, internal, internal_mutation, mutation, query, v
+from convexpy.components import RuntimeCrons
+
+runtime_crons = RuntimeCrons()
 
 
 @mutation
@@ -48,6 +51,12 @@ async def tidy(ctx) -> None:
 @internal_mutation
 async def beat(ctx) -> None:
     print("beat")
+
+
+@mutation
+async def remind_every(ctx, minutes: float, name: str | None = None) -> str:
+    schedule = {"kind": "interval", "minutes": minutes}
+    return await runtime_crons.register(ctx, schedule, internal.notes.beat, name=name)
 """,
     "crons.py": """
 from convexpy import cron_jobs, internal

@@ -252,6 +252,26 @@ async def test_crons_have_their_schedule_in_words_and_next_run(client: Client) -
     assert answer["now"] == t.now
 
 
+async def test_runtime_crons_are_listed_with_the_static_ones(client: Client) -> None:
+    t = client.t
+    await t.mutation("notes:remind_every", {"minutes": 10, "name": "reminder"})
+    unnamed = await t.mutation("notes:remind_every", {"minutes": 1})
+    await t.advance(60_000)
+    await t.finish_in_progress_scheduled_functions()
+    answer = await client.get("/api/admin/crons")
+    crons = {c["doc"]["name"]: c for c in answer["crons"]}
+    assert {name: c["source"] for name, c in crons.items()} == {
+        "tidy up": "crons.py",
+        "heartbeat": "crons.py",
+        "reminder": "runtime",
+        unnamed: "runtime",  # shown by its id
+    }
+    assert crons["reminder"]["schedule"] == "every 10 minutes"
+    assert crons["reminder"]["doc"]["function"] == "notes:beat"
+    assert crons[unnamed]["doc"]["lastRuns"][-1]["status"] == "success"
+    assert crons[unnamed]["doc"]["currentRun"] is None
+
+
 async def test_logs_long_poll_gets_the_next_call_with_its_output(client: Client) -> None:
     first = await client.get("/api/admin/logs")
     after = first["last"]

@@ -256,7 +256,11 @@ async def test_cancel_all_pending_jobs_of_a_function(dash: Dash) -> None:
 
 async def test_cron_jobs_show_schedule_next_run_and_last_runs(dash: Dash) -> None:
     page = dash.page
+    await dash.call("mutation", "notes:remind_every", {"minutes": 10, "name": "reminder"})
     await dash.open("Schedules")
+    reminder = page.locator('tr[data-cron="reminder"]')
+    await expect(reminder.locator(".badge")).to_have_text("runtime")  # registered at runtime
+    await expect(reminder.locator(".cron-schedule")).to_have_text("every 10 minutes")
     tidy = page.locator('tr[data-cron="tidy up"]')
     await expect(tidy.locator(".cron-schedule")).to_have_text("every day at 03:30 (UTC)")
     await expect(tidy.locator(".cron-next")).to_contain_text(re.compile(r"in \d+ (h|min)"))

@@ -19,7 +19,8 @@ Admin endpoints (``Convex <admin key>`` only; bad input is a 4xx with
 * ``POST /api/admin/scheduled/cancel`` ``{"id"}`` and
   ``POST /api/admin/scheduled/cancel_all`` ``{"function"}`` (every pending job
   of that function).
-* ``GET /api/admin/crons``: the ``_cron_jobs`` documents, with each schedule
+* ``GET /api/admin/crons``: the ``_cron_jobs`` documents and the runtime
+  crons (``_runtime_crons``; ``source`` tells which), with each schedule
   in words.
 * ``GET /api/admin/logs?after=N&wait=S``: the log entries after number ``N``
   (see :class:`~.feed.LogFeed`), waiting up to ``S`` seconds for one.
@@ -40,6 +41,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ...components.crons import CRONS as RUNTIME_CRONS
 from ...convex_json import to_convex_json
 from ...cron.compile import compile_schedule
 from ...cron.runner import CRON_JOBS
@@ -304,16 +306,25 @@ class Dashboard:
 
     async def crons(self, request: Request) -> Response:
         async def body(txn: Transaction) -> list[dict[str, Any]]:
-            docs: list[dict[str, Any]] = await SystemReader(txn).query(CRON_JOBS).collect()
-            return docs
+            reader = SystemReader(txn)
+            static: list[dict[str, Any]] = await reader.query(CRON_JOBS).collect()
+            runtime: list[dict[str, Any]] = await reader.query(RUNTIME_CRONS).collect()
+            # One shape for both: a runtime cron may be unnamed (shown by id),
+            # and is running while its action attempt is in flight.
+            return [{**doc, "source": "crons.py"} for doc in static] + [
+                {**doc, "name": doc["name"] or doc["_id"], "currentRun": doc["job"],
+                 "source": "runtime"}
+                for doc in runtime
+            ]  # fmt: skip
 
         listed = []
         for doc in sorted(await self._read(body), key=lambda d: str(d.get("name"))):
+            source = doc.pop("source")
             try:
                 words = compile_schedule(doc["spec"], job=doc["name"]).describe()
             except CronSpecError as exc:
                 words = f"invalid schedule: {exc}"
-            listed.append({"doc": to_convex_json(doc), "schedule": words})
+            listed.append({"doc": to_convex_json(doc), "schedule": words, "source": source})
         return json_response(200, {"crons": listed, "now": self.runtime.clock.now()})
 
     # -- cancelling --------------------------------------------------------------------

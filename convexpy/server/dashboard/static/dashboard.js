@@ -541,14 +541,14 @@ async function loadCrons() {
   } catch (err) {
     return clear(body, el("tr", {}, el("td", { colspan: "5", text: err.message })));
   }
-  if (!data.crons.length) return clear(body, el("tr", {}, el("td", { colspan: "5", className: "empty", text: "No cron jobs (define them in crons.py)." })));
+  if (!data.crons.length) return clear(body, el("tr", {}, el("td", { colspan: "5", className: "empty", text: "No cron jobs (define them in crons.py, or register them with RuntimeCrons)." })));
   clear(
     body,
-    data.crons.map(({ doc, schedule }) =>
+    data.crons.map(({ doc, schedule, source }) =>
       el(
         "tr",
         { "data-cron": doc.name },
-        el("td", {}, el("code", { text: doc.name })),
+        el("td", {}, el("code", { text: doc.name }), source === "runtime" ? [" ", badge("runtime", "internal")] : null),
         el("td", {}, el("code", { text: doc.function })),
         el("td", { className: "cron-schedule", text: schedule }),
         el(
