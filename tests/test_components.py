@@ -277,6 +277,15 @@ async def test_pool_retries_actions_and_runs_mutations_once():
         assert await t.run(lambda ctx: pool.status(ctx, later)) == {"state": "finished"}
 
 
+async def test_an_enqueue_after_a_rolled_back_one_still_gets_its_item_started():
+    """The pool's pump scheduled by an enqueue that was rolled back (a nested
+    mutation that raised) is not counted on by the next enqueue."""
+    async with ConvexTest(APP) as t:
+        await t.mutation("work:enqueue_after_a_rollback", {"key": "kept"})
+        await t.finish_all_scheduled_functions()
+        assert await t.query("work:notes") == ["kept"]
+
+
 async def test_pool_cancel_one_and_all():
     async with live() as (rt, _, module):
         pool = module.pool

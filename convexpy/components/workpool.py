@@ -87,9 +87,12 @@ CANCEL_REST = "_components/workpool:cancel_rest"
 CANCEL_BATCH = 100
 """Most items one transaction of ``cancel_all`` cancels (each may run an ``on_complete``)."""
 
-_pumps: weakref.WeakKeyDictionary[Transaction, set[tuple[str, float]]] = weakref.WeakKeyDictionary()
-"""The pumps each open transaction has scheduled, by (pool, time): one is
-enough for all the items a transaction enqueues for the same time."""
+_pumps: weakref.WeakKeyDictionary[Transaction, dict[tuple[str, float], str]] = (
+    weakref.WeakKeyDictionary()
+)
+"""The pump job each open transaction scheduled, by (pool, time): one is
+enough for all the items a transaction enqueues for the same time, as long
+as it was not rolled back (to a savepoint) since."""
 
 
 class Workpool:
@@ -282,12 +285,15 @@ class Workpool:
 
 
 async def _schedule_pump(txn: Transaction, pool: str, max_parallelism: int, at: float) -> None:
-    scheduled = _pumps.setdefault(txn, set())
-    if (pool, at) in scheduled:
-        return
+    scheduled = _pumps.setdefault(txn, {})
+    job = scheduled.get((pool, at))
+    if job is not None:
+        write = txn.writes.get(job)
+        if write is not None and write.new is not None:
+            return  # still part of the transaction
     await txn.prepare(SCHEDULED_FUNCTIONS)
-    schedule_in(txn, PUMP, {"pool": pool, "maxParallelism": max_parallelism}, at)
-    scheduled.add((pool, at))
+    args = {"pool": pool, "maxParallelism": max_parallelism}
+    scheduled[(pool, at)] = schedule_in(txn, PUMP, args, at)
 
 
 async def _pool(txn: Transaction, name: str, max_parallelism: int | None = None) -> Document:

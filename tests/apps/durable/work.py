@@ -2,6 +2,7 @@
 mutations, and on_complete handlers that record what they were told."""
 
 import asyncio
+import contextlib
 import os
 import time
 
@@ -165,3 +166,18 @@ async def runs(ctx) -> list:
 async def attempt_jobs(ctx) -> list:
     jobs = await ctx.db.system.query("_scheduled_functions").collect()
     return [{"name": j["name"], "state": j["state"]} for j in jobs]
+
+
+@internal_mutation
+async def enqueue_then_fail(ctx, key: str) -> None:
+    """Enqueues ``key`` in the pool, then raises: the enqueue is rolled back."""
+    await pool.enqueue_mutation(ctx, "work:note", {"key": key})
+    raise ValueError("changed my mind")
+
+
+@mutation
+async def enqueue_after_a_rollback(ctx, key: str) -> str:
+    """A nested enqueue rolled back, then the same enqueue for real, in one transaction."""
+    with contextlib.suppress(ValueError):
+        await ctx.run_mutation("work:enqueue_then_fail", {"key": key})
+    return await pool.enqueue_mutation(ctx, "work:note", {"key": key})
