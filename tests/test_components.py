@@ -484,6 +484,39 @@ async def test_runtime_crons_survive_restart_and_reload(tmp_path):
             pass
 
 
+async def test_every_building_block_takes_an_action_s_ctx_too():
+    async with ConvexTest(APP) as t:
+        # References travel to the mutation as paths, the retry policy as its fields.
+        found = await t.action("work:from_an_action", {"key": "a"})
+        assert found["run status"] == {"type": "inProgress", "attempt": 1}
+        assert found["work status"] == {"state": "pending", "previousAttempts": 0}
+        assert found["cron"]["id"] == found["cron id"] and found["cron"]["name"] == "a"
+        assert found["crons"] == 1
+        await t.advance(MINUTE)
+        await t.finish_in_progress_scheduled_functions()
+        await t.advance(1000)  # the retrier's backoff
+        await t.finish_in_progress_scheduled_functions()
+        assert await t.query("work:notes") == ["a-cron"]  # the cron's first run
+        completions = await t.query("work:completions")
+        assert {"id": found["run"], "result": {"type": "success", "returnValue": "ok a"}} in (
+            completions
+        )
+        assert {
+            "id": found["work"],
+            "context": {"from": "an action"},
+            "result": {"kind": "success", "returnValue": "ok a-pool"},
+        } in completions
+        stopped = await t.action("work:stop_from_an_action", {"key": "a", "run_id": found["run"]})
+        assert stopped == [True, False, 0]  # the run had completed, the pool was empty
+        assert await t.run(lambda ctx: work(t).crons.list(ctx)) == []
+
+
+async def test_a_query_cannot_write_through_a_building_block():
+    async with ConvexTest(APP) as t:
+        with pytest.raises(TypeError, match="ctx of a mutation or an action, got QueryCtx"):
+            await t.query("work:enqueue_in_a_query")
+
+
 async def test_builtin_functions_resolve_but_are_not_listed_as_the_apps():
     async with ConvexTest(APP) as t:
         registry = t.runtime.app.registry

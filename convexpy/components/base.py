@@ -10,12 +10,14 @@ the store. Nothing here keeps state in memory.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..context import MutationCtx, QueryCtx
+from ..context import ActionCtx, MutationCtx, QueryCtx
 from ..errors import (
     ConvexpyError,
     FunctionNotFoundError,
@@ -23,7 +25,7 @@ from ..errors import (
     StoreUnavailableError,
     error_text,
 )
-from ..functions import FunctionKind
+from ..functions import FunctionKind, FunctionReference
 from ..ids import is_id_of
 from ..store.base import ConflictError
 from ..values import check_value
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
     from ..runtime import Runtime
 
 __all__ = [
+    "FROM_ACTION_READ",
+    "FROM_ACTION_WRITE",
     "MAX_BACKOFF_MS",
     "ComponentError",
     "RetryPolicy",
@@ -40,6 +44,7 @@ __all__ = [
     "check_args",
     "check_id",
     "failed",
+    "from_actions",
     "reader_of",
     "replace",
     "resolve_path",
@@ -67,14 +72,58 @@ class ComponentError(ConvexpyError, ValueError):
 
 # -- reaching the transaction a ctx runs in -------------------------------------------
 
+FROM_ACTION_WRITE = "_components/from_action:write"
+FROM_ACTION_READ = "_components/from_action:read"
+"""The internal mutation and query that run a building block's method for
+an action (see :func:`from_actions`)."""
+
+_Method = TypeVar("_Method", bound=Callable[..., Awaitable[Any]])
+
+
+def from_actions(*, writes: bool) -> Callable[[_Method], _Method]:
+    """Let a building block's method take an action's ``ctx`` too, as Convex's
+    components do: called with one, it runs in a mutation (``writes``) or a
+    query of its own, through ``ctx.run_mutation`` / ``ctx.run_query`` of
+    :data:`FROM_ACTION_WRITE` / :data:`FROM_ACTION_READ`, which rebuild the
+    block from its :meth:`config` and call the method there. So from an
+    action each call commits on its own, as ``ctx.scheduler`` calls do.
+    Function references among the arguments travel as their paths."""
+
+    def decorate(method: _Method) -> _Method:
+        @functools.wraps(method)
+        async def wrapper(self: Any, ctx: object, *args: Any, **kwargs: Any) -> Any:
+            if not isinstance(ctx, ActionCtx):
+                return await method(self, ctx, *args, **kwargs)
+            call = {
+                "block": type(self).__name__,
+                "config": self.config(),
+                "method": method.__name__,
+                "args": [_portable(arg) for arg in args],
+                "kwargs": {name: _portable(value) for name, value in kwargs.items()},
+            }
+            if writes:
+                return await ctx.run_mutation(FROM_ACTION_WRITE, call)
+            return await ctx.run_query(FROM_ACTION_READ, call)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _portable(value: object) -> object:
+    if isinstance(value, FunctionReference):
+        return value.path
+    if isinstance(value, RetryPolicy):
+        return value.to_doc()
+    return value
+
 
 def writer_of(ctx: object, what: str) -> tuple[Transaction, Runtime]:
     """The transaction and runtime of a mutation's ``ctx``; building blocks
     write there, so their changes commit (or not) with the caller's."""
     if not isinstance(ctx, MutationCtx):
         raise TypeError(
-            f"{what} needs the ctx of a mutation, got {type(ctx).__name__}: call it from a "
-            "mutation (from an action, through await ctx.run_mutation(...))"
+            f"{what} needs the ctx of a mutation or an action, got {type(ctx).__name__}"
         )
     return ctx.db._txn, _runtime_of(ctx, what)
 
@@ -83,8 +132,7 @@ def reader_of(ctx: object, what: str) -> Transaction:
     """The transaction of a query's or mutation's ``ctx``."""
     if not isinstance(ctx, QueryCtx | MutationCtx):
         raise TypeError(
-            f"{what} needs the ctx of a query or mutation, got {type(ctx).__name__} "
-            "(from an action, read through await ctx.run_query(...))"
+            f"{what} needs the ctx of a query, a mutation or an action, got {type(ctx).__name__}"
         )
     return ctx.db._txn
 

@@ -1,4 +1,4 @@
-"""Cron jobs registered at runtime, from mutations.
+"""Cron jobs registered at runtime, from mutations and actions.
 
 Modelled on Convex's ``@convex-dev/crons``, with the rules of convexpy's
 ``crons.py`` runner: one run at a time, missed runs skipped (and recorded
@@ -46,6 +46,7 @@ from .base import (
     ComponentError,
     check_args,
     check_id,
+    from_actions,
     reader_of,
     replace,
     resolve_path,
@@ -54,7 +55,7 @@ from .base import (
 )
 
 if TYPE_CHECKING:
-    from ..context import MutationCtx
+    from ..context import ActionCtx, MutationCtx
     from ..db import Transaction
     from ..runtime import Runtime
     from ..store.base import Document
@@ -77,7 +78,7 @@ TICK = "_components/crons:tick"
 
 
 class RuntimeCrons:
-    """Register, read and delete cron jobs from mutations.
+    """Register, read and delete cron jobs from mutations and actions (reads from queries too).
 
     >>> crons = RuntimeCrons()
     >>> cron_id = await crons.register(ctx, "0 9 * * 1-5", internal.reports.send,
@@ -96,9 +97,18 @@ class RuntimeCrons:
     def __init__(self, *, watch_interval_ms: float = DEFAULT_WATCH_MS) -> None:
         self.watch_interval_ms = watch_interval(watch_interval_ms)
 
+    def config(self) -> dict[str, Any]:
+        """What :meth:`from_config` needs to make this handle again (a Convex value)."""
+        return {"watchMs": self.watch_interval_ms}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> RuntimeCrons:
+        return cls(watch_interval_ms=config["watchMs"])
+
+    @from_actions(writes=True)
     async def register(
         self,
-        ctx: MutationCtx,
+        ctx: MutationCtx | ActionCtx,
         schedule: str | dict[str, Any],
         function: object,
         args: dict[str, Any] | None = None,
@@ -144,6 +154,7 @@ class RuntimeCrons:
         txn.put(CRONS, cron, {**cron, "tick": await _schedule_tick(txn, cron_id, float(first))})
         return cron_id
 
+    @from_actions(writes=False)
     async def get(
         self, ctx: object, *, name: str | None = None, id: str | None = None
     ) -> dict[str, Any] | None:
@@ -152,13 +163,15 @@ class RuntimeCrons:
         cron = await _find(txn, name, id, "RuntimeCrons.get")
         return None if cron is None else _info(cron)
 
+    @from_actions(writes=False)
     async def list(self, ctx: object) -> list[dict[str, Any]]:
         """Every runtime cron job, oldest first."""
         txn = reader_of(ctx, "RuntimeCrons.list")
         return [_info(cron) for cron in await Query(txn, CRONS, CallTracker()).collect()]
 
+    @from_actions(writes=True)
     async def delete(
-        self, ctx: MutationCtx, *, name: str | None = None, id: str | None = None
+        self, ctx: MutationCtx | ActionCtx, *, name: str | None = None, id: str | None = None
     ) -> bool:
         """Delete a cron job by ``name`` or ``id`` (give one): no run starts
         after this mutation commits (one running now finishes, unrecorded).

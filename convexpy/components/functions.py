@@ -12,19 +12,28 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OptimisticConcurrencyError, StoreUnavailableError, error_text
-from ..functions import ConvexFunction, internal_action, internal_mutation
+from ..functions import ConvexFunction, internal_action, internal_mutation, internal_query
 from ..scheduler.api import schedule_in
 from ..store.base import conflict_pause_s
 from ..store.jobs import SCHEDULED_FUNCTIONS
 from ..validators import Validator, v
 from .attempts import RECORD, RUN_ACTION, RUN_MUTATION, WATCH, in_flight, job_outcome
-from .base import INFRASTRUCTURE_ERRORS, failed, replace, success, writer_of
-from .crons import CRONS, TICK, finish_cron_run, tick
-from .retrier import RUNS, finish_run
-from .workpool import CANCEL_REST, PUMP, WORK, cancel_pool, finish_work, pump
+from .base import (
+    FROM_ACTION_READ,
+    FROM_ACTION_WRITE,
+    INFRASTRUCTURE_ERRORS,
+    ComponentError,
+    failed,
+    replace,
+    success,
+    writer_of,
+)
+from .crons import CRONS, TICK, RuntimeCrons, finish_cron_run, tick
+from .retrier import RUNS, ActionRetrier, finish_run
+from .workpool import CANCEL_REST, PUMP, WORK, Workpool, cancel_pool, finish_work, pump
 
 if TYPE_CHECKING:
-    from ..context import ActionCtx, MutationCtx
+    from ..context import ActionCtx, MutationCtx, QueryCtx
     from ..db import Transaction
     from ..store.base import Document
 
@@ -131,6 +140,54 @@ async def tick_cron(ctx: MutationCtx, cron: str, at: float) -> None:
     await tick(ctx, txn, cron, at)
 
 
+BLOCKS: dict[str, type[ActionRetrier | Workpool | RuntimeCrons]] = {
+    "ActionRetrier": ActionRetrier,
+    "Workpool": Workpool,
+    "RuntimeCrons": RuntimeCrons,
+}
+WRITES = {
+    "ActionRetrier": {"run", "cancel", "cleanup"},
+    "Workpool": {"enqueue_action", "enqueue_mutation", "cancel", "cancel_all"},
+    "RuntimeCrons": {"register", "delete"},
+}
+READS = {"ActionRetrier": {"status"}, "Workpool": {"status"}, "RuntimeCrons": {"get", "list"}}
+"""The methods an action may call through :data:`FROM_ACTION_WRITE` and
+:data:`FROM_ACTION_READ` (see :func:`.base.from_actions`)."""
+
+_CALL: dict[str, Validator] = {
+    "block": v.string(),
+    "config": v.any(),
+    "method": v.string(),
+    "args": v.array(v.any()),
+    "kwargs": v.any(),
+}
+
+
+def _called_from_actions(allowed: dict[str, set[str]]) -> Callable[..., Awaitable[Any]]:
+    """The handler that runs the methods in ``allowed`` for an action."""
+
+    async def call(
+        ctx: MutationCtx | QueryCtx,
+        block: str,
+        config: dict[str, Any],
+        method: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        if method not in allowed.get(block, ()):
+            raise ComponentError(f"{block}.{method} cannot be called this way")
+        handle = BLOCKS[block].from_config(config)
+        return await getattr(handle, method)(ctx, *args, **kwargs)
+
+    return call
+
+
+write_for_action = internal_mutation(args=_CALL)(_called_from_actions(WRITES))
+"""A building block's method called from an action, in a mutation of its own."""
+read_for_action = internal_query(args=_CALL)(_called_from_actions(READS))
+"""A building block's reading method called from an action, in a query of its own."""
+
+
 def _table(txn: Transaction, doc_id: str) -> str:
     table = txn.table_names.of_id(doc_id)
     if table not in FINISHERS:
@@ -146,4 +203,6 @@ BUILTIN_FUNCTIONS: dict[str, ConvexFunction] = {
     PUMP: pump_pool,
     CANCEL_REST: cancel_rest,
     TICK: tick_cron,
+    FROM_ACTION_WRITE: write_for_action,
+    FROM_ACTION_READ: read_for_action,
 }

@@ -20,6 +20,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Any
 
+from ..context import MutationCtx
 from ..functions import FunctionKind
 from ..scheduler.api import cancel_in
 from .attempts import DEFAULT_WATCH_MS, end_attempt, start_attempt
@@ -29,6 +30,7 @@ from .base import (
     canceled,
     check_args,
     check_id,
+    from_actions,
     reader_of,
     replace,
     resolve_path,
@@ -39,7 +41,7 @@ from .base import (
 )
 
 if TYPE_CHECKING:
-    from ..context import MutationCtx
+    from ..context import ActionCtx
     from ..db import Transaction
     from ..store.base import Document
 
@@ -49,7 +51,7 @@ RUNS = "_retrier_runs"
 
 
 class ActionRetrier:
-    """Runs actions with retries; use one from mutations (and queries, for ``status``).
+    """Runs actions with retries; use one from mutations and actions (and queries, for ``status``).
 
     >>> retrier = ActionRetrier(initial_backoff_ms=250, base=2, max_failures=4)
     >>> run_id = await retrier.run(ctx, internal.emails.send, {"to": to},
@@ -77,9 +79,25 @@ class ActionRetrier:
         self.policy = RetryPolicy(max_failures + 1, initial_backoff_ms, base, jitter)
         self.watch_interval_ms = watch_interval(watch_interval_ms)
 
+    def config(self) -> dict[str, Any]:
+        """What :meth:`from_config` needs to make this retrier again (a Convex value)."""
+        return {"policy": self.policy.to_doc(), "watchMs": self.watch_interval_ms}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> ActionRetrier:
+        policy = RetryPolicy.from_doc(config["policy"])
+        return cls(
+            initial_backoff_ms=policy.initial_backoff_ms,
+            base=policy.base,
+            max_failures=policy.max_attempts - 1,
+            jitter=policy.jitter,
+            watch_interval_ms=config["watchMs"],
+        )
+
+    @from_actions(writes=True)
     async def run(
         self,
-        ctx: MutationCtx,
+        ctx: MutationCtx | ActionCtx,
         action: object,
         args: dict[str, Any] | None = None,
         *,
@@ -121,6 +139,7 @@ class ActionRetrier:
         txn.put(RUNS, run, {**run, **started})
         return run_id
 
+    @from_actions(writes=False)
     async def status(self, ctx: object, run_id: str) -> dict[str, Any]:
         """``{"type": "inProgress", "attempt": n}`` (n = 1 for the first) or
         ``{"type": "completed", "result": ...}``; an unknown run raises."""
@@ -130,11 +149,13 @@ class ActionRetrier:
             return {"type": "completed", "result": run["result"]}
         return {"type": "inProgress", "attempt": run["attempt"]}
 
-    async def cancel(self, ctx: MutationCtx, run_id: str) -> bool:
+    @from_actions(writes=True)
+    async def cancel(self, ctx: MutationCtx | ActionCtx, run_id: str) -> bool:
         """Stop a run: no further attempt starts, an attempt running now keeps
         running but its outcome is dropped, and ``on_complete`` gets
         ``{"type": "canceled"}``. False if the run had completed already."""
         txn, _ = writer_of(ctx, "ActionRetrier.cancel")
+        assert isinstance(ctx, MutationCtx)  # writer_of refused the others
         run = await _run(txn, run_id, "ActionRetrier.cancel")
         if run["state"] == "completed":
             return False
@@ -143,7 +164,8 @@ class ActionRetrier:
         await finish_run(ctx, txn, run, canceled())
         return True
 
-    async def cleanup(self, ctx: MutationCtx, run_id: str) -> bool:
+    @from_actions(writes=True)
+    async def cleanup(self, ctx: MutationCtx | ActionCtx, run_id: str) -> bool:
         """Delete a completed run (its status is gone with it); False if it is
         still in progress or already gone. Call it once the outcome is used,
         e.g. from ``on_complete``."""

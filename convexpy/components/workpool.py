@@ -37,6 +37,7 @@ import random
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from ..context import MutationCtx
 from ..db import Transaction
 from ..functions import FunctionKind
 from ..queries import Query
@@ -51,6 +52,7 @@ from .base import (
     canceled,
     check_args,
     check_id,
+    from_actions,
     reader_of,
     replace,
     resolve_path,
@@ -61,7 +63,7 @@ from .base import (
 )
 
 if TYPE_CHECKING:
-    from ..context import MutationCtx
+    from ..context import ActionCtx
     from ..store.base import Document
 
 __all__ = [
@@ -142,12 +144,33 @@ class Workpool:
         )
         self.watch_interval_ms = watch_interval(watch_interval_ms)
 
+    def config(self) -> dict[str, Any]:
+        """What :meth:`from_config` needs to make this pool's handle again (a Convex value)."""
+        return {
+            "name": self.name,
+            "maxParallelism": self.max_parallelism,
+            "retryActionByDefault": self.retry_action_by_default,
+            "defaultRetryBehavior": self.default_retry_behavior.to_doc(),
+            "watchMs": self.watch_interval_ms,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Workpool:
+        return cls(
+            config["name"],
+            max_parallelism=config["maxParallelism"],
+            retry_action_by_default=config["retryActionByDefault"],
+            default_retry_behavior=config["defaultRetryBehavior"],
+            watch_interval_ms=config["watchMs"],
+        )
+
     def __repr__(self) -> str:
         return f"<Workpool {self.name!r} max_parallelism={self.max_parallelism}>"
 
+    @from_actions(writes=True)
     async def enqueue_action(
         self,
-        ctx: MutationCtx,
+        ctx: MutationCtx | ActionCtx,
         action: object,
         args: dict[str, Any] | None = None,
         *,
@@ -166,9 +189,10 @@ class Workpool:
             ctx, FunctionKind.ACTION, action, args, run_after, run_at, on_complete, context, retry
         )
 
+    @from_actions(writes=True)
     async def enqueue_mutation(
         self,
-        ctx: MutationCtx,
+        ctx: MutationCtx | ActionCtx,
         mutation: object,
         args: dict[str, Any] | None = None,
         *,
@@ -194,7 +218,7 @@ class Workpool:
 
     async def _enqueue(
         self,
-        ctx: MutationCtx,
+        ctx: MutationCtx | ActionCtx,
         kind: FunctionKind,
         function: object,
         args: dict[str, Any] | None,
@@ -206,6 +230,7 @@ class Workpool:
     ) -> str:
         what = f"Workpool {self.name!r}: enqueue_{kind}"
         txn, runtime = writer_of(ctx, what)
+        assert isinstance(ctx, MutationCtx)
         path = resolve_path(runtime, function, {kind}, what)
         on_complete_path = None
         if on_complete is not None:
@@ -242,6 +267,7 @@ class Workpool:
         await _schedule_pump(txn, self.name, self.max_parallelism, ready)
         return work_id
 
+    @from_actions(writes=False)
     async def status(self, ctx: object, work_id: str) -> dict[str, Any]:
         """``{"state": "pending" | "running", "previousAttempts": n}`` or
         ``{"state": "finished"}`` (finished work is deleted: an id no longer
@@ -254,20 +280,24 @@ class Workpool:
             return {"state": "running", "previousAttempts": item["attempt"] - 1}
         return {"state": "pending", "previousAttempts": item["attempt"]}
 
-    async def cancel(self, ctx: MutationCtx, work_id: str) -> bool:
+    @from_actions(writes=True)
+    async def cancel(self, ctx: MutationCtx | ActionCtx, work_id: str) -> bool:
         """Cancel one item (see the module docstring); False if it had finished."""
         txn, _ = writer_of(ctx, f"Workpool {self.name!r}: cancel")
+        assert isinstance(ctx, MutationCtx)  # writer_of refused the others
         item = await self._item(txn, work_id, "cancel")
         if item is None or item["state"] == "canceled":
             return False
         await _cancel(ctx, txn, item)
         return True
 
-    async def cancel_all(self, ctx: MutationCtx) -> int:
+    @from_actions(writes=True)
+    async def cancel_all(self, ctx: MutationCtx | ActionCtx) -> int:
         """Cancel every pending and running item of the pool: up to
         :data:`CANCEL_BATCH` in this transaction, the rest in scheduled
         mutations right after it commits. How many this transaction cancelled."""
         txn, _ = writer_of(ctx, f"Workpool {self.name!r}: cancel_all")
+        assert isinstance(ctx, MutationCtx)
         return await cancel_pool(ctx, txn, self.name)
 
     async def _item(self, txn: Transaction, work_id: str, verb: str) -> Document | None:

@@ -6,8 +6,8 @@ import contextlib
 import os
 import time
 
-from convexpy import internal_action, internal_mutation, internal_query, mutation
-from convexpy.components import ActionRetrier, RuntimeCrons, Workpool
+from convexpy import action, internal, internal_action, internal_mutation, internal_query, mutation
+from convexpy.components import ActionRetrier, RetryPolicy, RuntimeCrons, Workpool
 
 RUNNER = os.urandom(4).hex()
 """Which runtime's copy of this module ran a span."""
@@ -181,3 +181,46 @@ async def enqueue_after_a_rollback(ctx, key: str) -> str:
     with contextlib.suppress(ValueError):
         await ctx.run_mutation("work:enqueue_then_fail", {"key": key})
     return await pool.enqueue_mutation(ctx, "work:note", {"key": key})
+
+
+@action
+async def from_an_action(ctx, key: str) -> dict:
+    """Every building block called with an action's ctx (each call commits on its own)."""
+    run_id = await retrier.run(
+        ctx, internal.work.flaky, {"key": key, "fail": 1}, on_complete=internal.work.done
+    )
+    work_id = await pool.enqueue_action(
+        ctx,
+        internal.work.flaky,
+        {"key": f"{key}-pool", "fail": 1},
+        on_complete=internal.work.work_done,
+        context={"from": "an action"},
+        retry=RetryPolicy(max_attempts=2, initial_backoff_ms=10, jitter=0),
+    )
+    schedule = {"kind": "interval", "minutes": 1}
+    cron_id = await crons.register(
+        ctx, schedule, internal.work.note, {"key": f"{key}-cron"}, name=key
+    )
+    return {
+        "run": run_id,
+        "work": work_id,
+        "cron id": cron_id,
+        "run status": await retrier.status(ctx, run_id),
+        "work status": await pool.status(ctx, work_id),
+        "cron": await crons.get(ctx, name=key),
+        "crons": len(await crons.list(ctx)),
+    }
+
+
+@action
+async def stop_from_an_action(ctx, key: str, run_id: str) -> list:
+    return [
+        await crons.delete(ctx, name=key),
+        await retrier.cancel(ctx, run_id),
+        await pool.cancel_all(ctx),
+    ]
+
+
+@internal_query
+async def enqueue_in_a_query(ctx) -> str:
+    return await pool.enqueue_mutation(ctx, "work:note", {"key": "x"})
