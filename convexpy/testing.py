@@ -25,6 +25,7 @@ from typing import Any
 
 from .clock import VirtualClock
 from .components.crons import TICK as CRON_TICK
+from .components.retrier import EXPIRE as RETRIER_EXPIRE
 from .context import Auth, MutationCtx, UserIdentity, fixed_time
 from .db import DatabaseWriter, Transaction
 from .errors import ConvexpyError
@@ -34,6 +35,10 @@ from .store import Store
 from .unawaited import IN_MUTATION
 
 __all__ = ["ConvexTest"]
+
+_HOUSEKEEPING = frozenset({CRON_TICK, RETRIER_EXPIRE})
+"""Jobs ``finish_all_scheduled_functions`` does not wait for: runtime crons'
+ticks (they never end) and the retrier's deletions of completed runs."""
 
 DEFAULT_START_MS = 1_767_225_600_000.0  # 2026-01-01T00:00:00Z
 
@@ -175,14 +180,15 @@ class ConvexTest:
 
     async def _next_pending_time(self) -> float | None:
         """When the next pending job is due, not counting cron runs and runtime
-        crons' ticks, which never end."""
+        crons' ticks, which never end, nor the retrier's deletions of completed
+        runs, days later (housekeeping, like the jobs' own retention)."""
         cron_runs = self.runtime.crons.current_runs()
         store = self.runtime.store
         after: bytes | None = None
         while True:
             jobs = await store.due_jobs(100, after_key=after)
             for job in jobs:
-                if job.id not in cron_runs and job.name != CRON_TICK:
+                if job.id not in cron_runs and job.name not in _HOUSEKEEPING:
                     return job.scheduled_time
             if len(jobs) < 100:
                 return None

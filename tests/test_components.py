@@ -18,6 +18,7 @@ from convexpy import CronSpecError, MutationCtx, Runtime
 from convexpy.clock import VirtualClock
 from convexpy.components import ActionRetrier, ComponentError, RetryPolicy, RuntimeCrons, Workpool
 from convexpy.components.attempts import RUN_ACTION
+from convexpy.components.retrier import EXPIRE
 from convexpy.context import Auth, fixed_time
 from convexpy.db import DatabaseWriter
 from convexpy.loader import AppLoadError
@@ -107,12 +108,46 @@ async def test_retrier_backoff_times_are_exact_and_on_complete_runs_once():
         result = {"type": "success", "returnValue": "ok a"}
         assert await status() == {"type": "completed", "result": result}
         assert await t.query("work:completions") == [{"id": run_id, "result": result}]
-        # Every watch was cancelled by the attempt's report: nothing is left pending.
+        # Every watch was cancelled by the attempt's report: nothing is left
+        # pending but the run's deletion, seven days on, which cleanup cancels.
         jobs = await system(t, "_scheduled_functions")
-        assert {j["state"]["kind"] for j in jobs} == {"success", "canceled"}
+        pending = [j for j in jobs if j["state"]["kind"] == "pending"]
+        assert [(j["name"], j["scheduledTime"] - t.now) for j in pending] == [
+            (EXPIRE, 7 * 24 * 60 * MINUTE)
+        ]
+        assert {j["state"]["kind"] for j in jobs} == {"success", "canceled", "pending"}
         assert await t.run(lambda ctx: retrier.cleanup(ctx, run_id)) is True
         with pytest.raises(ComponentError, match="no run"):
             await status()
+        expire = await t.run(lambda ctx: ctx.db.system.get(pending[0]["_id"]))
+        assert expire["state"]["kind"] == "canceled"
+
+
+async def test_a_completed_run_is_deleted_after_its_time_to_be_kept():
+    async with ConvexTest(APP) as t:
+        keeping = ActionRetrier(keep_completed_ms=MINUTE, jitter=0)
+        forever = ActionRetrier(keep_completed_ms=None)
+
+        async def start(ctx):
+            return [
+                await r.run(ctx, "work:flaky", {"key": key, "fail": 0})
+                for r, key in ((keeping, "k"), (forever, "f"))
+            ]
+
+        kept, unbounded = await t.run(start)
+        await t.finish_all_scheduled_functions()  # housekeeping is not waited for
+        assert await t.run(lambda ctx: keeping.status(ctx, kept)) == {
+            "type": "completed",
+            "result": {"type": "success", "returnValue": "ok k"},
+        }
+        await t.advance(MINUTE)
+        with pytest.raises(ComponentError, match="no run"):
+            await t.run(lambda ctx: keeping.status(ctx, kept))
+        await t.advance(30 * 24 * 60 * MINUTE)  # far beyond seven days
+        status = await t.run(lambda ctx: forever.status(ctx, unbounded))
+        assert status["type"] == "completed"
+        with pytest.raises(ComponentError, match="keep_completed_ms must be"):
+            ActionRetrier(keep_completed_ms=-1)
 
 
 async def test_retrier_gives_up_after_max_failures_with_the_last_error():

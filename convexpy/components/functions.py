@@ -29,7 +29,7 @@ from .base import (
     writer_of,
 )
 from .crons import CRONS, TICK, RuntimeCrons, finish_cron_run, tick
-from .retrier import RUNS, ActionRetrier, finish_run
+from .retrier import EXPIRE, RUNS, ActionRetrier, expire_run, finish_run
 from .workpool import CANCEL_REST, PUMP, WORK, Workpool, cancel_pool, finish_work, pump
 
 if TYPE_CHECKING:
@@ -133,6 +133,13 @@ async def cancel_rest(ctx: MutationCtx, pool: str) -> None:
     await cancel_pool(ctx, txn, pool)
 
 
+@internal_mutation(args={"run": v.string()})
+async def expire(ctx: MutationCtx, run: str) -> None:
+    """Delete a completed retrier run once its time to be kept is over."""
+    txn, _ = writer_of(ctx, EXPIRE)
+    await expire_run(txn, run)
+
+
 @internal_mutation(args={"cron": v.string(), "at": v.number()})
 async def tick_cron(ctx: MutationCtx, cron: str, at: float) -> None:
     """Start a runtime cron's run due at ``at``."""
@@ -203,6 +210,7 @@ BUILTIN_FUNCTIONS: dict[str, ConvexFunction] = {
     PUMP: pump_pool,
     CANCEL_REST: cancel_rest,
     TICK: tick_cron,
+    EXPIRE: expire,
     FROM_ACTION_WRITE: write_for_action,
     FROM_ACTION_READ: read_for_action,
 }

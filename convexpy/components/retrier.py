@@ -17,12 +17,14 @@ transaction that completes it: exactly once.
 
 from __future__ import annotations
 
+import math
 import random
 from typing import TYPE_CHECKING, Any
 
 from ..context import MutationCtx
 from ..functions import FunctionKind
-from ..scheduler.api import cancel_in
+from ..scheduler.api import cancel_in, schedule_in
+from ..store.jobs import SCHEDULED_FUNCTIONS
 from .attempts import DEFAULT_WATCH_MS, end_attempt, start_attempt
 from .base import (
     ComponentError,
@@ -45,9 +47,12 @@ if TYPE_CHECKING:
     from ..db import Transaction
     from ..store.base import Document
 
-__all__ = ["RUNS", "ActionRetrier", "finish_run"]
+__all__ = ["EXPIRE", "KEEP_COMPLETED_MS", "RUNS", "ActionRetrier", "expire_run", "finish_run"]
 
 RUNS = "_retrier_runs"
+EXPIRE = "_components/retrier:expire"
+KEEP_COMPLETED_MS = 7 * 24 * 3600 * 1000.0
+"""How long a completed run stays readable by default (as Convex's retrier keeps them)."""
 
 
 class ActionRetrier:
@@ -63,6 +68,8 @@ class ActionRetrier:
     from it (see :class:`~convexpy.components.RetryPolicy`).
     ``watch_interval_ms`` is how long after an attempt starts its job is
     looked at in case the process running it died (and then how often).
+    A completed run is deleted ``keep_completed_ms`` after it completed
+    (seven days by default; None keeps it until :meth:`cleanup`).
     """
 
     def __init__(
@@ -73,15 +80,30 @@ class ActionRetrier:
         max_failures: int = 4,
         jitter: float = 0.5,
         watch_interval_ms: float = DEFAULT_WATCH_MS,
+        keep_completed_ms: float | None = KEEP_COMPLETED_MS,
     ) -> None:
         if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 0:
             raise ComponentError(f"max_failures must be an integer >= 0, got {max_failures!r}")
         self.policy = RetryPolicy(max_failures + 1, initial_backoff_ms, base, jitter)
         self.watch_interval_ms = watch_interval(watch_interval_ms)
+        if keep_completed_ms is not None and not (
+            isinstance(keep_completed_ms, int | float)
+            and not isinstance(keep_completed_ms, bool)
+            and 0 <= keep_completed_ms < math.inf
+        ):
+            raise ComponentError(
+                "keep_completed_ms must be a finite number of milliseconds >= 0, or None, "
+                f"got {keep_completed_ms!r}"
+            )
+        self.keep_completed_ms = None if keep_completed_ms is None else float(keep_completed_ms)
 
     def config(self) -> dict[str, Any]:
         """What :meth:`from_config` needs to make this retrier again (a Convex value)."""
-        return {"policy": self.policy.to_doc(), "watchMs": self.watch_interval_ms}
+        return {
+            "policy": self.policy.to_doc(),
+            "watchMs": self.watch_interval_ms,
+            "keepMs": self.keep_completed_ms,
+        }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ActionRetrier:
@@ -92,6 +114,7 @@ class ActionRetrier:
             max_failures=policy.max_attempts - 1,
             jitter=policy.jitter,
             watch_interval_ms=config["watchMs"],
+            keep_completed_ms=config["keepMs"],
         )
 
     @from_actions(writes=True)
@@ -127,6 +150,7 @@ class ActionRetrier:
             "policy": self.policy.to_doc(),
             "onComplete": on_complete_path,
             "watchMs": self.watch_interval_ms,
+            "keepMs": self.keep_completed_ms,
             "state": "inProgress",
             "attempt": 0,
             "job": None,
@@ -174,6 +198,8 @@ class ActionRetrier:
         run = await txn.get(run_id)
         if run is None or run["state"] != "completed":
             return False
+        if run.get("expire") is not None:
+            await cancel_in(txn, run["expire"], now=ctx.now())
         txn.put(RUNS, run, None)
         return True
 
@@ -203,6 +229,17 @@ async def finish_run(
         return
     shown = {"type": result["kind"], **{k: v for k, v in result.items() if k != "kind"}}
     completed = {**run, **fields, "state": "completed", "result": shown, "completedAt": now}
+    keep = run.get("keepMs")
+    if keep is not None:
+        await txn.prepare(SCHEDULED_FUNCTIONS)
+        completed["expire"] = schedule_in(txn, EXPIRE, {"run": run["_id"]}, now + keep)
     await replace(txn, RUNS, run["_id"], completed)
     if run["onComplete"] is not None:
         await run_on_complete(ctx, run["onComplete"], {"runId": run["_id"], "result": shown})
+
+
+async def expire_run(txn: Transaction, run_id: str) -> None:
+    """Delete a completed run whose time to be kept is over (the expire job)."""
+    run = await txn.get(run_id)
+    if run is not None and run["state"] == "completed":
+        txn.put(RUNS, run, None)
