@@ -136,11 +136,11 @@ async def pump_pool(ctx: MutationCtx, pool: str, maxParallelism: int) -> None:
     await pump(txn, pool, maxParallelism, ctx.now())
 
 
-@internal_mutation(args={"pool": v.string(), "generation": v.int64()})
-async def loop_round(ctx: MutationCtx, pool: str, generation: int) -> None:
+@internal_mutation(args={"pool": v.string(), "generation": v.int64(), "quiet": v.int64()})
+async def loop_round(ctx: MutationCtx, pool: str, generation: int, quiet: int) -> None:
     """One round of a pool's loop: account for outcomes, start ready work."""
     txn, _ = writer_of(ctx, LOOP)
-    await run_round(ctx, txn, pool, generation)
+    await run_round(ctx, txn, pool, generation, quiet)
 
 
 @internal_mutation(args={"pool": v.string()})

@@ -60,8 +60,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..context import MutationCtx
 from ..db import Transaction
+from ..errors import SchedulerError
 from ..functions import FunctionKind
-from ..scheduler.api import cancel_in, schedule_in
+from ..scheduler.api import MAX_JOBS_PER_TRANSACTION, cancel_in, schedule_in
 from ..store.base import IndexDef, KeyRange
 from ..store.jobs import SCHEDULED_FUNCTIONS, JobState
 from ..store.keys import encode_prefix, prefix_successor
@@ -92,6 +93,7 @@ __all__ = [
     "BY_STATE",
     "CANCEL_REST",
     "LOOP",
+    "LINGER",
     "LOOPS",
     "POOLS",
     "PUMP",
@@ -115,6 +117,11 @@ PUMP = "_components/workpool:pump"
 LOOP = "_components/workpool:loop"
 ROUND = 100
 """Most outcomes one round of the loop accounts for (each may run an ``on_complete``)."""
+LINGER = 4
+"""Rounds in a row that find nothing, with attempts in flight, before the loop
+stops: outcomes of short attempts then come while it still runs, sparing
+the stop and the kick that starts it again (both write its state, which
+every finisher reads)."""
 CANCEL_REST = "_components/workpool:cancel_rest"
 CANCEL_BATCH = 100
 """Most items one transaction of ``cancel_all`` cancels (each may run an ``on_complete``)."""
@@ -452,9 +459,11 @@ async def _kick(txn: Transaction, pool: str, now: float) -> None:
     await _schedule_round(txn, pool, generation, now)
 
 
-async def _schedule_round(txn: Transaction, pool: str, generation: int, at: float) -> None:
+async def _schedule_round(
+    txn: Transaction, pool: str, generation: int, at: float, quiet: int = 0
+) -> None:
     await txn.prepare(SCHEDULED_FUNCTIONS)
-    schedule_in(txn, LOOP, {"pool": pool, "generation": generation}, at)
+    schedule_in(txn, LOOP, {"pool": pool, "generation": generation, "quiet": quiet}, at)
 
 
 async def pump(txn: Transaction, name: str, max_parallelism: int, now: float) -> None:
@@ -465,7 +474,9 @@ async def pump(txn: Transaction, name: str, max_parallelism: int, now: float) ->
     await _kick(txn, name, now)
 
 
-async def run_round(ctx: MutationCtx, txn: Transaction, name: str, generation: int) -> None:
+async def run_round(
+    ctx: MutationCtx, txn: Transaction, name: str, generation: int, quiet: int
+) -> None:
     """One round of the pool's loop (see the module docstring)."""
     now = ctx.now()
     state = await _loop_state(txn, name)
@@ -483,29 +494,44 @@ async def run_round(ctx: MutationCtx, txn: Transaction, name: str, generation: i
         await _account(ctx, txn, pool, item, now)
     running -= accounted
     started = 0
-    free = pool["maxParallelism"] - running
+    free = min(pool["maxParallelism"] - running, ROUND)
+    full = False  # this transaction may schedule no more jobs: the next round starts the rest
     if free > 0:
         for seen in await _peek(txn, lambda: _in_state(txn, name, "pending", free, by=now)):
             item = await txn.get(seen["_id"])
             if item is None or item["state"] != "pending" or item["readyAt"] > now:
                 continue
-            fields = await start_attempt(
-                txn, item, kind=item["kind"], function=item["function"], args=item["args"], at=now
-            )
+            mark = txn.savepoint()
+            try:
+                if txn.jobs_scheduled + 3 > MAX_JOBS_PER_TRANSACTION:  # one left for the next round
+                    raise SchedulerError("no room for an attempt and its watch")
+                fields = await start_attempt(
+                    txn,
+                    item,
+                    kind=item["kind"],
+                    function=item["function"],
+                    args=item["args"],
+                    at=now,
+                )
+            except SchedulerError:  # Convex's per-transaction limits (a batch shares them)
+                txn.rollback_to(mark)
+                full = True
+                break
             txn.put(WORK, item, {**item, **fields, "state": "running"})
             started += 1
     running += started
     if running != pool["running"]:
         await replace(txn, POOLS, pool["_id"], {**pool, "running": running})
-    busy = accounted > 0 or started > 0 or len(outcomes) == ROUND
+    busy = accounted > 0 or started > 0 or full or len(outcomes) == ROUND
     if not busy and state["state"] == "idle":
         return  # the last round found nothing either: the loop stops
-    # Busy: the next round. Idle: one more, which sees every outcome
-    # recorded before this commit.
-    new_state = "running" if busy else "idle"
-    if state["state"] != new_state:
-        txn.put(LOOPS, state, {**state, "state": new_state})
-    await _schedule_round(txn, name, generation, now)
+    quiet = 0 if busy else quiet + 1
+    if not busy and (running == 0 or quiet > LINGER):
+        # One more round, which sees every outcome recorded before this commit.
+        txn.put(LOOPS, state, {**state, "state": "idle"})
+    elif state["state"] != "running":
+        txn.put(LOOPS, state, {**state, "state": "running"})
+    await _schedule_round(txn, name, generation, now, quiet)
 
 
 def _retried(item: Document) -> bool:
