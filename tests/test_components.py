@@ -18,6 +18,7 @@ import pytest
 from convexpy import CronSpecError, MutationCtx, Runtime
 from convexpy.clock import VirtualClock
 from convexpy.components import ActionRetrier, ComponentError, RetryPolicy, RuntimeCrons, Workpool
+from convexpy.components import workpool as workpool_module
 from convexpy.components.attempts import RUN_ACTION
 from convexpy.components.retrier import EXPIRE
 from convexpy.context import Auth, fixed_time
@@ -401,6 +402,29 @@ async def test_a_pool_of_one_runs_its_items_one_after_another():
         assert all(prev[1] <= nxt[0] for prev, nxt in itertools.pairwise(spans))
         keys = await rt_run(rt, lambda ctx: ctx.db.query("spans").collect())
         assert [k["key"] for k in keys] == [f"s{i}" for i in range(8)]
+
+
+async def test_a_failing_round_is_tried_again_later(monkeypatch, caplog):
+    """A round that raises (a bug) keeps the loop going: its work is rolled
+    back and the round runs again a second later."""
+    original = workpool_module._round
+    failures = []
+
+    async def flaky_round(*args):
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("a bug")
+        await original(*args)
+
+    monkeypatch.setattr(workpool_module, "_round", flaky_round)
+    async with ConvexTest(APP) as t:
+        pool = work(t).pool
+        start = t.now
+        await t.run(lambda ctx: pool.enqueue_mutation(ctx, "work:note", {"key": "again"}))
+        await t.finish_all_scheduled_functions()
+        assert await t.query("work:notes") == ["again"]
+        assert t.now - start == workpool_module.ROUND_RETRY_MS
+    assert "a round of workpool 'main' failed" in caplog.text
 
 
 async def _count(rt: Runtime, query: str, n: int) -> bool:

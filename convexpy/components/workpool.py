@@ -1,7 +1,7 @@
 """Workpools: named queues of actions and mutations, at most N running at once.
 
-Modelled on Convex's ``@convex-dev/workpool``. Work items are documents of
-``_workpool_work``::
+Modelled on Convex's ``@convex-dev/workpool``, whose single main loop per
+pool this follows. Work items are documents of ``_workpool_work``::
 
     {pool, kind: "action" | "mutation", function, args, readyAt,
      state: "pending" | "running" | "canceled" | "done", attempt, job, watch,
@@ -9,50 +9,53 @@ Modelled on Convex's ``@convex-dev/workpool``. Work items are documents of
      onComplete: path | None, context, result}
 
 Each pool has two more documents: ``{name, running, maxParallelism}`` in
-``_workpools``, the *loop*'s state, and ``{pool, state: "running" | "idle",
-generation}`` in ``_workpool_loops``, whether the loop is going. The loop (a chain of
-scheduled mutations, :data:`LOOP`, one *round* each) is the only writer of
-``running``: it counts the items whose attempt is in flight or whose
-outcome it has not accounted for yet, and as rounds of one pool all read and
-write it, however many processes share the store they are serialized on it
-and it never passes ``maxParallelism``.
+``_workpools``, the *loop*'s, and ``{pool, state: "running" | "idle",
+generation}`` in ``_workpool_loops``, whether the loop is going. The loop is
+a chain of scheduled mutations (:data:`LOOP`, one *round* each) and the only
+writer of ``running``: the items whose attempt is in flight or whose outcome
+it has not accounted for yet. Rounds of one pool all read and write it, so
+however many processes share the store they are serialized on it, and it
+never passes ``maxParallelism``.
 
 * **Enqueue** inserts a ``pending`` item and schedules the pool's *pump*
-  (one per pool and due time per transaction) at the item's ``readyAt``; the
-  pump *kicks* the loop. Enqueueing touches no pool document, so it never
+  (one per pool and due time per transaction) at the item's ``readyAt``;
+  the pump kicks the loop. Enqueueing touches no pool document, so it never
   conflicts with work finishing.
-* **Finishing** an attempt (the finisher: see :mod:`.attempts`) only records
-  its outcome on the item (``state: "done"``, ``result``, ``readyAt``: when)
-  and kicks the loop. A finisher writes its own item and reads the pool's
-  ``_workpool_loops`` document, which changes only when the loop stops or
-  starts: finishers of different items never conflict with each other, and
-  rarely with the loop, however many commit at once.
-* **Kicking**: if the loop is ``idle``, mark it ``running`` and schedule a
-  round now; if it is ``running``, nothing (a round is due, and will see
-  the outcome).
-* A **round** accounts for up to :data:`ROUND` recorded outcomes, oldest
-  first: it frees their slots, and then deletes the item and runs
-  ``on_complete`` in its transaction, or puts the item back to ``pending``
-  after the retry backoff (counted from when the outcome was recorded; a
-  pump is scheduled for then). Then it starts ready pending items, oldest
-  ``readyAt`` first, in the free slots. A round that did something schedules
-  the next one now; one that found nothing marks the loop ``idle`` and
-  schedules one more round, which stops the chain if it finds nothing
-  either. (That last round sees every outcome recorded before the loop went
-  idle; any recorded after saw it idle, or conflicted with the change, and
-  kicked.) A round finds candidates without adding the ranges it looked in
-  to its read set (:func:`_peek`), so finishers inserting outcomes meanwhile
-  do not make it conflict; it reads each item it acts on again by id.
+* **Finishing** an attempt (the finisher: see :mod:`.attempts`) only
+  records its outcome on the item (``state: "done"``, ``result``, and
+  ``readyAt``: when) and kicks the loop. It writes nothing but its item (and
+  its attempt's watch), and reads the ``_workpool_loops`` document, which
+  changes only when the loop stops or starts again: finishers never conflict
+  with each other, however many commit at once.
+* **Kick**: if the loop is ``idle``, mark it ``running``, bump its
+  ``generation`` and schedule a round now; if it is ``running``, nothing.
+* A **round** (of the current generation; a round of an older one ends at
+  once) accounts for up to :data:`ROUND` recorded outcomes, oldest first:
+  frees their slots, and either deletes the item and runs ``on_complete``
+  in its transaction, or puts it back to ``pending`` after the retry backoff
+  (counted from when the outcome was recorded, and a pump scheduled for
+  then). Then it starts ready pending items in the free slots, oldest
+  ``readyAt`` first. A round that did something schedules the next one now.
+  One that found nothing does too, :data:`LINGER` times in a row while
+  attempts are in flight; then it marks the loop ``idle`` and schedules one
+  last round, which stops the chain if it finds nothing either. That last
+  round sees every outcome recorded before the loop went idle; a finisher
+  that commits later read ``idle`` and kicked, or read ``running`` and
+  conflicts with the change. Rounds find candidates without adding the
+  ranges they looked in to their read set (:func:`_peek`), so outcomes
+  recorded meanwhile do not make them conflict; they read each item they
+  act on again by id.
 * **Cancel**: a pending item is deleted; a running one whose attempt has not
-  started is cancelled with its job (its slot is freed by the loop). An
-  action already running keeps its slot until it ends (so the pool never
-  runs more than its parallelism); its item is ``canceled`` meanwhile, and
-  its outcome is dropped. An outcome waiting for a retry is dropped too.
-  Either way ``on_complete`` gets ``{"kind": "canceled"}`` at once.
+  started is cancelled with its job (the loop frees its slot). An action
+  already running keeps its slot until it ends (so the pool never runs more
+  than its parallelism); its item is ``canceled`` meanwhile, and its outcome
+  is dropped. So is an outcome waiting for its retry. Either way
+  ``on_complete`` gets ``{"kind": "canceled"}`` at once.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import weakref
 from collections.abc import Awaitable, Callable
@@ -68,6 +71,7 @@ from ..store.jobs import SCHEDULED_FUNCTIONS, JobState
 from ..store.keys import encode_prefix, prefix_successor
 from .attempts import DEFAULT_WATCH_MS, end_attempt, start_attempt
 from .base import (
+    INFRASTRUCTURE_ERRORS,
     ComponentError,
     RetryPolicy,
     canceled,
@@ -106,6 +110,8 @@ __all__ = [
     "run_round",
 ]
 
+logger = logging.getLogger("convexpy.components")
+
 WORK = "_workpool_work"
 POOLS = "_workpools"
 LOOPS = "_workpool_loops"
@@ -122,16 +128,18 @@ LINGER = 4
 stops: outcomes of short attempts then come while it still runs, sparing
 the stop and the kick that starts it again (both write its state, which
 every finisher reads)."""
+ROUND_RETRY_MS = 1000.0
+"""How long after a round that failed (a bug) the loop tries again."""
 CANCEL_REST = "_components/workpool:cancel_rest"
 CANCEL_BATCH = 100
 """Most items one transaction of ``cancel_all`` cancels (each may run an ``on_complete``)."""
 
-_scheduled: weakref.WeakKeyDictionary[Transaction, dict[tuple[str, str, float], str]] = (
+_pumps: weakref.WeakKeyDictionary[Transaction, dict[tuple[str, float], str]] = (
     weakref.WeakKeyDictionary()
 )
-"""The pump jobs each open transaction scheduled, by (function, pool,
-time): one is enough for all the items a transaction enqueues for the same
-time, as long as it was not rolled back (to a savepoint) since."""
+"""The pump job each open transaction scheduled, by (pool, time): one is
+enough for all the items a transaction enqueues for the same time, as long
+as it was not rolled back (to a savepoint) since."""
 _loop_ids: weakref.WeakKeyDictionary[Transaction, dict[str, str]] = weakref.WeakKeyDictionary()
 """The ``_workpool_loops`` document of each pool an open transaction looked
 up (a batch of finishers looks it up once)."""
@@ -355,19 +363,22 @@ class Workpool:
 
 
 async def _schedule_pump(txn: Transaction, pool: str, max_parallelism: int, at: float) -> None:
-    await _schedule_once(txn, PUMP, {"pool": pool, "maxParallelism": max_parallelism}, at)
-
-
-async def _schedule_once(txn: Transaction, function: str, args: dict[str, Any], at: float) -> None:
-    scheduled = _scheduled.setdefault(txn, {})
-    key = (function, args["pool"], at)
-    job = scheduled.get(key)
+    scheduled = _pumps.setdefault(txn, {})
+    job = scheduled.get((pool, at))
     if job is not None:
         write = txn.writes.get(job)
         if write is not None and write.new is not None:
             return  # still part of the transaction
     await txn.prepare(SCHEDULED_FUNCTIONS)
-    scheduled[key] = schedule_in(txn, function, args, at)
+    args = {"pool": pool, "maxParallelism": max_parallelism}
+    scheduled[(pool, at)] = schedule_in(txn, PUMP, args, at)
+
+
+async def _schedule_round(
+    txn: Transaction, pool: str, generation: int, at: float, quiet: int = 0
+) -> None:
+    await txn.prepare(SCHEDULED_FUNCTIONS)
+    schedule_in(txn, LOOP, {"pool": pool, "generation": generation, "quiet": quiet}, at)
 
 
 _T = TypeVar("_T")
@@ -459,13 +470,6 @@ async def _kick(txn: Transaction, pool: str, now: float) -> None:
     await _schedule_round(txn, pool, generation, now)
 
 
-async def _schedule_round(
-    txn: Transaction, pool: str, generation: int, at: float, quiet: int = 0
-) -> None:
-    await txn.prepare(SCHEDULED_FUNCTIONS)
-    schedule_in(txn, LOOP, {"pool": pool, "generation": generation, "quiet": quiet}, at)
-
-
 async def pump(txn: Transaction, name: str, max_parallelism: int, now: float) -> None:
     """The pump job: bring the pool's ``maxParallelism`` to the enqueuer's and kick the loop."""
     found = await _peek(txn, lambda: _by_name(txn, BY_NAME, name))
@@ -477,7 +481,24 @@ async def pump(txn: Transaction, name: str, max_parallelism: int, now: float) ->
 async def run_round(
     ctx: MutationCtx, txn: Transaction, name: str, generation: int, quiet: int
 ) -> None:
-    """One round of the pool's loop (see the module docstring)."""
+    """One round of the pool's loop (see the module docstring). If it fails
+    (a bug: the store's errors are raised, to try the round again), what it
+    did is rolled back and the loop tries again :data:`ROUND_RETRY_MS` later:
+    the chain never ends while the loop is marked ``running``."""
+    mark = txn.savepoint()
+    try:
+        await _round(ctx, txn, name, generation, quiet)
+    except INFRASTRUCTURE_ERRORS:
+        raise
+    except Exception:
+        txn.rollback_to(mark)
+        logger.exception("a round of workpool %r failed; trying again", name)
+        await _schedule_round(txn, name, generation, ctx.now() + ROUND_RETRY_MS, quiet)
+
+
+async def _round(
+    ctx: MutationCtx, txn: Transaction, name: str, generation: int, quiet: int
+) -> None:
     now = ctx.now()
     state = await _loop_state(txn, name)
     if state is None or state["generation"] != generation:
