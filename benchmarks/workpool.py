@@ -5,7 +5,8 @@ store. ``plain``: N no-op jobs scheduled with ``run_after(0)``, ``--batch``
 per mutation, one mutation after another; done when every handler ran.
 ``pool``: the same no-ops enqueued into a ``Workpool`` (``max_parallelism``
 16, then 4), with an ``on_complete``; done when every ``on_complete`` ran
-(each item: enqueue, a pump, its attempt job, and for actions the report
+(each item: enqueue, its attempt job, its share of the pool loop's rounds
+that start it and account for its outcome, and for actions the report
 mutation and a watch scheduled and cancelled). "enqueue/s" is N over the
 time until the last enqueueing mutation returned (jobs run meanwhile);
 "items/s" is N over the time until the last one was done. Ratios are

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 from convexpy import CronSpecError, MutationCtx, Runtime
 from convexpy.clock import VirtualClock
 from convexpy.components import ActionRetrier, ComponentError, RetryPolicy, RuntimeCrons, Workpool
+from convexpy.components import workpool as workpool_module
 from convexpy.components.attempts import RUN_ACTION
 from convexpy.components.retrier import EXPIRE
 from convexpy.context import Auth, fixed_time
@@ -357,6 +359,76 @@ async def test_pool_cancel_one_and_all():
         [doc] = await rt_run(rt, lambda ctx: ctx.db.system.query("_workpools").collect())
         assert doc["running"] == 0
         assert await rt_run(rt, lambda ctx: ctx.db.system.query("_workpool_work").collect()) == []
+
+
+async def test_finishers_never_conflict_with_each_other(tmp_path):
+    """Many attempts finishing at once only record their outcomes; the pool's
+    loop accounts for them in batches, so no commit is refused. (SQLite: its
+    commits wait for its writer, so transactions overlap.)"""
+    pool = Workpool("wide", max_parallelism=12)
+    async with live(crons=False, store=f"sqlite:///{tmp_path}/pool.sqlite3") as (rt, _, _m):
+
+        async def enqueue(ctx):
+            for i in range(60):
+                await pool.enqueue_mutation(
+                    ctx, "work:note", {"key": f"n{i}"}, on_complete="work:work_done", context=i
+                )
+                await pool.enqueue_action(
+                    ctx, "work:busy", {"key": f"b{i}"}, on_complete="work:work_done", context=i
+                )
+
+        await rt_run(rt, enqueue)
+        await until(lambda: _count(rt, "work:completions", 120))
+        assert rt.store.conflicts == 0
+        assert max_overlap(await rt.query("work:spans")) <= 12
+        assert sorted(await rt.query("work:notes")) == sorted(f"n{i}" for i in range(60))
+        [doc] = await rt_run(rt, lambda ctx: ctx.db.system.query("_workpools").collect())
+        assert doc["running"] == 0
+
+
+async def test_a_pool_of_one_runs_its_items_one_after_another():
+    pool = Workpool("single", max_parallelism=1)
+    async with live(crons=False) as (rt, _, _module):
+
+        async def enqueue(ctx):
+            for i in range(8):
+                await pool.enqueue_action(ctx, "work:busy", {"key": f"s{i}"})
+
+        await rt_run(rt, enqueue)
+        await until(lambda: _count(rt, "work:spans", 8))
+        spans = await rt.query("work:spans")
+        assert max_overlap(spans) == 1
+        # In enqueue order (oldest readyAt first), each after the previous ended.
+        assert all(prev[1] <= nxt[0] for prev, nxt in itertools.pairwise(spans))
+        keys = await rt_run(rt, lambda ctx: ctx.db.query("spans").collect())
+        assert [k["key"] for k in keys] == [f"s{i}" for i in range(8)]
+
+
+async def test_a_failing_round_is_tried_again_later(monkeypatch, caplog):
+    """A round that raises (a bug) keeps the loop going: its work is rolled
+    back and the round runs again a second later."""
+    original = workpool_module._round
+    failures = []
+
+    async def flaky_round(*args):
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("a bug")
+        await original(*args)
+
+    monkeypatch.setattr(workpool_module, "_round", flaky_round)
+    async with ConvexTest(APP) as t:
+        pool = work(t).pool
+        start = t.now
+        await t.run(lambda ctx: pool.enqueue_mutation(ctx, "work:note", {"key": "again"}))
+        await t.finish_all_scheduled_functions()
+        assert await t.query("work:notes") == ["again"]
+        assert t.now - start == workpool_module.ROUND_RETRY_MS
+    assert "a round of workpool 'main' failed" in caplog.text
+
+
+async def _count(rt: Runtime, query: str, n: int) -> bool:
+    return len(await rt.query(query)) >= n
 
 
 async def test_pool_refuses_bad_input_naming_it():

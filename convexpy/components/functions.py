@@ -30,7 +30,17 @@ from .base import (
 )
 from .crons import CRONS, TICK, RuntimeCrons, finish_cron_run, tick
 from .retrier import EXPIRE, RUNS, ActionRetrier, expire_run, finish_run
-from .workpool import CANCEL_REST, PUMP, WORK, Workpool, cancel_pool, finish_work, pump
+from .workpool import (
+    CANCEL_REST,
+    LOOP,
+    PUMP,
+    WORK,
+    Workpool,
+    cancel_pool,
+    finish_work,
+    pump,
+    run_round,
+)
 
 if TYPE_CHECKING:
     from ..context import ActionCtx, MutationCtx, QueryCtx
@@ -121,9 +131,16 @@ async def watch(ctx: MutationCtx, owner: str, attempt: int) -> None:
 
 @internal_mutation(args={"pool": v.string(), "maxParallelism": v.int64()})
 async def pump_pool(ctx: MutationCtx, pool: str, maxParallelism: int) -> None:
-    """Start a pool's ready work in its free slots."""
+    """Kick a pool's loop: work is ready."""
     txn, _ = writer_of(ctx, PUMP)
     await pump(txn, pool, maxParallelism, ctx.now())
+
+
+@internal_mutation(args={"pool": v.string(), "generation": v.int64(), "quiet": v.int64()})
+async def loop_round(ctx: MutationCtx, pool: str, generation: int, quiet: int) -> None:
+    """One round of a pool's loop: account for outcomes, start ready work."""
+    txn, _ = writer_of(ctx, LOOP)
+    await run_round(ctx, txn, pool, generation, quiet)
 
 
 @internal_mutation(args={"pool": v.string()})
@@ -208,6 +225,7 @@ BUILTIN_FUNCTIONS: dict[str, ConvexFunction] = {
     RECORD: record,
     WATCH: watch,
     PUMP: pump_pool,
+    LOOP: loop_round,
     CANCEL_REST: cancel_rest,
     TICK: tick_cron,
     EXPIRE: expire,
