@@ -65,10 +65,10 @@ from ..context import MutationCtx
 from ..db import Transaction
 from ..errors import SchedulerError
 from ..functions import FunctionKind
+from ..queries import IndexRangeBuilder
 from ..scheduler.api import MAX_JOBS_PER_TRANSACTION, cancel_in, schedule_in
-from ..store.base import IndexDef, KeyRange
+from ..store.base import IndexDef
 from ..store.jobs import SCHEDULED_FUNCTIONS, JobState
-from ..store.keys import encode_prefix, prefix_successor
 from .attempts import DEFAULT_WATCH_MS, end_attempt, start_attempt
 from .base import (
     INFRASTRUCTURE_ERRORS,
@@ -406,10 +406,14 @@ async def _scan(
     txn: Transaction, index: IndexDef, values: tuple[object, ...], limit: int, upto: object = None
 ) -> list[Document]:
     """The first ``limit`` documents of ``index`` whose leading fields are
-    ``values`` (and the next one ``<= upto``, if given), in index order."""
-    prefix = encode_prefix(values)
-    high = prefix_successor(prefix if upto is None else prefix + encode_prefix([upto]))
-    rows = await txn.scan(index, KeyRange(index.key, prefix, high), "asc", limit)
+    ``values`` (and the next one ``<= upto``, if given), in index order: the
+    documents as stored (not copies, unlike a ``Query``'s), not to be mutated."""
+    bounds = IndexRangeBuilder(index)
+    for field, value in zip(index.fields, values, strict=False):
+        bounds.eq(field, value)
+    if upto is not None:
+        bounds.lte(index.fields[len(values)], upto)
+    rows = await txn.scan(index, bounds.key_range(), "asc", limit)
     return [doc for _, doc in rows]
 
 
@@ -423,7 +427,8 @@ def _in_state(
 async def _by_name(txn: Transaction, index: IndexDef, name: str) -> Document | None:
     """The document of ``index``'s table named ``name`` (the index's one field)."""
     found = await _scan(txn, index, (name,), 1)
-    # By id too: a write that keeps a document's index key moves no entry.
+    # Read again by id, so that the document joins the read set even when
+    # the range read is left out of it (see _peek).
     return await txn.get(found[0]["_id"]) if found else None
 
 
