@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 import asyncpg
+import msgspec
 import pg_server
 import pytest
 from conformance.helpers import TASKS, Txn, insert, read_get, replace
@@ -25,7 +26,24 @@ from e2e_helpers import dev_server, run_cli, write_app
 
 from convexpy.db import TableNames, Transaction
 from convexpy.errors import CommitFailedError, StoreUnavailableError, StoreVersionError
-from convexpy.store import ConflictError, IndexDef, KeyRange, PostgresStore, store_from_url
+from convexpy.ids import new_id
+from convexpy.store import (
+    ConflictError,
+    IndexDef,
+    KeyRange,
+    PostgresStore,
+    Snapshot,
+    store_from_url,
+)
+from convexpy.store.jobs import (
+    SCHEDULED_FUNCTIONS,
+    SYSTEM_INDEXES,
+    JobState,
+    ended,
+    new_job,
+    started,
+    state_range,
+)
 from convexpy.store.postgres import SnapshotTooOldError, Timeouts
 
 CHILD = str(Path(__file__).with_name("pg_child.py"))
@@ -138,38 +156,101 @@ async def test_a_database_with_a_newer_layout_is_refused(url: str) -> None:
     again = PostgresStore(url)
     with pytest.raises(StoreVersionError) as caught:
         await again.open()
-    assert "schema version 99" in str(caught.value) and "up to 3" in str(caught.value)
+    assert "schema version 99" in str(caught.value) and "up to 4" in str(caught.value)
     await again.close()
 
 
 async def test_an_older_layout_is_migrated_on_open(url: str) -> None:
-    """Version 1 (no claims table) and version 2 (the old commit function) are
-    brought to the current layout, documents kept."""
+    """Version 1 (no claims table, jobs kept as versioned documents) is
+    brought to the current layout: documents kept, and every job moved to
+    the job table with its states at each past commit."""
     store = PostgresStore(url)
     await store.open()
-    await store.configure_indexes([])
+    await store.configure_indexes(SYSTEM_INDEXES)
     note = await insert(store, "notes", n=1)
     await store.close()
-    database = url.rpartition("/")[2]
-    old_commit = "CREATE OR REPLACE FUNCTION convexpy_commit" + pg_server.cluster().psql(
-        "SELECT pg_get_functiondef('convexpy_commit'::regproc)", database
-    ).partition("convexpy_commit")[2].replace("CROSS JOIN LATERAL", "CROSS JOIN /*v2*/ LATERAL")
-    pg_server.cluster().psql(old_commit, database)
-    pg_server.cluster().psql("UPDATE convexpy_schema SET version = 1", database)
-    pg_server.cluster().psql("DROP TABLE convexpy_claims", database)
+    conn = await asyncpg.connect(url)
+    try:
+        ts = await conn.fetchval("SELECT ts FROM convexpy_clock")
+        await conn.execute("DROP TABLE convexpy_jobs, convexpy_claims")
+        await conn.execute("DROP FUNCTION convexpy_commit")
+        # Version 3's signature, which the migration must drop.
+        await conn.execute(
+            "CREATE FUNCTION convexpy_commit(bigint, bigint, text[], text[], bytea[], bytea[],"
+            " text[], text[], text[], bytea[], text[], bytea[], text[], text[],"
+            " OUT out_ts bigint, OUT out_conflict text)"
+            " LANGUAGE sql AS 'SELECT 0::bigint, NULL::text'"
+        )
+        await conn.execute("UPDATE convexpy_schema SET version = 1")
+        t1, t2, t3 = ts + 1, ts + 2, ts + 3
+        encode = msgspec.msgpack.encode
+        ids = [new_id(SCHEDULED_FUNCTIONS) for _ in range(3)]
+        ran, running, gone = (
+            new_job(f"jobs:{n}", {"n": n}, 5.0) | {"_id": i, "_creationTime": 1.0 + n}
+            for n, i in enumerate(ids)
+        )
+        versions = [  # (id, from_ts, to_ts, doc)
+            (ran["_id"], t1, t2, ran),
+            (ran["_id"], t2, None, ended(ran, JobState.SUCCESS, 7.0)),
+            (running["_id"], t1, t3, running),
+            (running["_id"], t3, None, started(running)),
+            (gone["_id"], t1, t2, gone),
+            (gone["_id"], t2, t3, ended(gone, JobState.CANCELED, 6.0)),
+        ]
+        await conn.executemany(
+            "INSERT INTO convexpy_documents (id, from_ts, to_ts, tbl, doc)"
+            " VALUES ($1, $2, $3, '_scheduled_functions', $4)",
+            [(i, f, t, encode(doc)) for i, f, t, doc in versions],
+        )
+        await conn.execute(
+            "INSERT INTO convexpy_index_entries (idx, key, from_ts, id)"
+            " VALUES ('_scheduled_functions.by_state', '\\x00', $1, $2)",
+            t1,
+            ran["_id"],
+        )
+        await conn.execute("UPDATE convexpy_clock SET ts = $1", t3)
+    finally:
+        await conn.close()
     again = PostgresStore(url)
     await again.open()
     try:
+        await again.configure_indexes(SYSTEM_INDEXES)
         assert await again.claim_jobs(["j1"]) == ["j1"]
         assert await read_get(again, note["_id"]) == note
         await replace(again, "notes", note["_id"], n=2)  # through the new commit function
+        at = {t: Snapshot(t) for t in (t1, t2, t3)}
+        states = {
+            t: [
+                None if (job := await again.get(snapshot, i)) is None else job["state"]["kind"]
+                for i in ids
+            ]
+            for t, snapshot in at.items()
+        }
+        assert states == {
+            t1: ["pending", "pending", "pending"],
+            t2: ["success", "pending", "canceled"],
+            t3: ["success", "inProgress", None],
+        }
+        assert await again.get(at[t2], ran["_id"]) == ended(ran, JobState.SUCCESS, 7.0)
+        pending = await again.scan(at[t2], state_range(JobState.PENDING), "asc", 10)
+        assert [doc["_id"] for _, doc in pending] == [running["_id"]]
+        now = again.snapshot()
+        assert await again.due_jobs(10) == []
+        in_progress = await again.scan(now, state_range(JobState.IN_PROGRESS), "asc", 10)
+        assert [doc for _, doc in in_progress] == [started(running)]
+        assert await again.oldest_finished_job() == 7.0
+        assert await again.finish_action(running["_id"], JobState.SUCCESS, 8.0)
     finally:
         await again.close()
-    assert pg_server.cluster().psql("SELECT version FROM convexpy_schema", database).strip() == "3"
-    source = pg_server.cluster().psql(
-        "SELECT prosrc FROM pg_proc WHERE proname = 'convexpy_commit'", database
+    database = url.rpartition("/")[2]
+    assert pg_server.cluster().psql("SELECT version FROM convexpy_schema", database).strip() == "4"
+    left = pg_server.cluster().psql(
+        "SELECT (SELECT count(*) FROM convexpy_documents WHERE tbl = '_scheduled_functions')"
+        " + (SELECT count(*) FROM convexpy_index_entries WHERE idx LIKE '\\_scheduled%')"
+        " + (SELECT count(*) FROM pg_proc WHERE proname = 'convexpy_commit') - 1",
+        database,
     )
-    assert "LATERAL" in source and "/*v2*/" not in source
+    assert left.strip() == "0"
 
 
 async def test_stores_opened_at_once_create_the_layout_once(url: str) -> None:

@@ -1,10 +1,12 @@
 """The PostgreSQL store's layout and server-side functions (see :mod:`.postgres`).
 
-Version 3. Opening an older layout migrates it: version 1 lacked
-``convexpy_claims``, and version 2's ``convexpy_commit`` looked documents up
-in a way the planner could turn into a scan of the whole table. Every
+Version 4. Opening an older layout migrates it: version 1 lacked
+``convexpy_claims``, version 2's ``convexpy_commit`` looked documents up in a
+way the planner could turn into a scan of the whole table, and version 3
+kept jobs as versioned documents (they move to ``convexpy_jobs``). Every
 table is named ``convexpy_*``, so the store can share a database with other
-software.
+software. Stop every process before opening a database with a newer
+convexpy: a migration changes what commits write.
 
 * ``convexpy_schema``: one row, the layout version.
 * ``convexpy_clock``: one row: ``ts``, the last commit's timestamp; ``floor``,
@@ -21,6 +23,9 @@ software.
   document changed: a scan over it read the old content).
 * ``convexpy_indexes``: the declared indexes that are built, with their definition.
 * ``convexpy_tables``: the tables that hold or held documents.
+* ``convexpy_jobs``: the ``_scheduled_functions`` table, one row per job
+  with the timestamp of each of its transitions (see :mod:`._pg_jobs`): jobs
+  have no versions or index entries.
 * ``convexpy_claims``: which process (``owner``) holds a job, until when
   (``until``, the database's clock): a due job is started by the process
   that claimed it, and a running action's claim is its lease, renewed while
@@ -29,7 +34,7 @@ software.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 CHANNEL = "convexpy_commit"
 """Every commit NOTIFYs its timestamp here."""
@@ -52,6 +57,38 @@ CLAIMS = [
 ]
 """What version 2 added to version 1 (also run to migrate)."""
 
+JOBS = [
+    """CREATE TABLE convexpy_jobs (
+        id text COLLATE "C" PRIMARY KEY,
+        created double precision NOT NULL,
+        name text NOT NULL,
+        args bytea NOT NULL,
+        scheduled double precision NOT NULL,
+        state smallint NOT NULL,
+        completed double precision,
+        error text,
+        created_ts bigint NOT NULL,
+        started_ts bigint,
+        ended_ts bigint,
+        deleted_ts bigint,
+        changed_ts bigint NOT NULL,
+        ckey bytea NOT NULL,
+        pkey bytea,
+        ikey bytea,
+        skey bytea,
+        ekey bytea
+    )""",
+    "CREATE INDEX convexpy_jobs_created ON convexpy_jobs (ckey)",
+    "CREATE INDEX convexpy_jobs_state ON convexpy_jobs (skey) WHERE skey IS NOT NULL",
+    "CREATE INDEX convexpy_jobs_completed ON convexpy_jobs (ekey) WHERE ekey IS NOT NULL",
+    "CREATE INDEX convexpy_jobs_changed ON convexpy_jobs (changed_ts)",
+]
+"""What version 4 added (also run to migrate). ``state``, ``completed`` and
+``error`` are the latest version's; ``changed_ts`` is the latest transition's
+timestamp; the keys are explained in :mod:`._pg_jobs`."""
+
+JOB_TABLE = "_scheduled_functions"
+
 # One commit, validated and applied in one statement (one round trip).
 # Returns the commit's timestamp, or a conflict: '#indexes' (the built
 # indexes changed: recompute the entries and call again), '#old' (the
@@ -60,11 +97,17 @@ CLAIMS = [
 # Each document is found by one step along the primary key (id, from_ts),
 # whatever the statistics say: a table never analyzed (fresh, or written
 # faster than autovacuum looks) otherwise got plans scanning every version.
-COMMIT_FUNCTION = f"""CREATE OR REPLACE FUNCTION convexpy_commit(
+COMMIT_FUNCTION = f"""CREATE FUNCTION convexpy_commit(
         snap bigint, known_indexes bigint,
         read_ids text[], r_idx text[], r_lo bytea[], r_hi bytea[],
         w_ids text[], n_ids text[], n_tbls text[], n_docs bytea[],
         e_idx text[], e_keys bytea[], e_ids text[], new_tables text[],
+        jr_ids text[], jr_kinds smallint[], jr_lo bytea[], jr_hi bytea[],
+        ji_ids text[], ji_created float8[], ji_names text[], ji_args bytea[],
+        ji_scheduled float8[], ji_states smallint[], ji_completed float8[],
+        ji_errors text[], ji_ckeys bytea[], ji_skeys bytea[], ji_ekeys bytea[],
+        ju_ids text[], ju_kinds smallint[], ju_states smallint[],
+        ju_completed float8[], ju_errors text[], ju_keys bytea[],
         OUT out_ts bigint, OUT out_conflict text)
     LANGUAGE plpgsql AS $$
     DECLARE
@@ -115,6 +158,31 @@ COMMIT_FUNCTION = f"""CREATE OR REPLACE FUNCTION convexpy_commit(
             IF out_conflict IS NOT NULL THEN
                 RETURN;
             END IF;
+            -- Jobs: one read by id changed if the job did; a range read if
+            -- a job that changed since held a key in it (while pending, in
+            -- progress or ended), around one of those changes.
+            SELECT 'doc:{JOB_TABLE}' INTO out_conflict FROM convexpy_jobs j
+                WHERE j.id = ANY(jr_ids) AND j.changed_ts > snap LIMIT 1;
+            IF out_conflict IS NOT NULL THEN
+                RETURN;
+            END IF;
+            SELECT 'doc:{JOB_TABLE}' INTO out_conflict
+                FROM unnest(jr_kinds, jr_lo, jr_hi) AS r(k, lo, hi)
+                WHERE EXISTS (
+                    SELECT 1 FROM convexpy_jobs j WHERE j.changed_ts > snap AND CASE r.k
+                    WHEN 0 THEN j.ckey >= r.lo AND (r.hi IS NULL OR j.ckey < r.hi)
+                    WHEN 1 THEN (j.pkey >= r.lo AND (r.hi IS NULL OR j.pkey < r.hi)
+                            AND (j.created_ts > snap
+                                OR coalesce(j.started_ts, j.ended_ts, j.deleted_ts) > snap))
+                        OR (j.ikey >= r.lo AND (r.hi IS NULL OR j.ikey < r.hi)
+                            AND (j.started_ts > snap OR coalesce(j.ended_ts, j.deleted_ts) > snap))
+                    ELSE j.ekey >= r.lo AND (r.hi IS NULL OR j.ekey < r.hi)
+                        AND (j.ended_ts > snap OR j.deleted_ts > snap)
+                    END)
+                LIMIT 1;
+            IF out_conflict IS NOT NULL THEN
+                RETURN;
+            END IF;
         END IF;
         out_ts := out_ts + 1;
         UPDATE convexpy_documents d SET to_ts = out_ts FROM unnest(w_ids) AS u(id)
@@ -129,13 +197,57 @@ COMMIT_FUNCTION = f"""CREATE OR REPLACE FUNCTION convexpy_commit(
             WHERE id = ANY(w_ids) AND to_ts IS NULL;
         INSERT INTO convexpy_index_entries (idx, key, from_ts, id)
             SELECT u.x, u.k, out_ts, u.i FROM unnest(e_idx, e_keys, e_ids) AS u(x, k, i);
+        INSERT INTO convexpy_jobs (id, created, name, args, scheduled, state, completed, error,
+                created_ts, started_ts, ended_ts, changed_ts, ckey, pkey, ikey, skey, ekey)
+            SELECT u.id, u.c, u.n, u.a, u.s, u.st, u.co, u.er,
+                out_ts, CASE WHEN u.st = 2 THEN out_ts END,
+                CASE WHEN u.st NOT IN (2, 3) THEN out_ts END, out_ts,
+                u.ck, CASE WHEN u.st = 3 THEN u.sk END, CASE WHEN u.st = 2 THEN u.sk END,
+                u.sk, u.ek
+            FROM unnest(ji_ids, ji_created, ji_names, ji_args, ji_scheduled, ji_states,
+                ji_completed, ji_errors, ji_ckeys, ji_skeys, ji_ekeys)
+                AS u(id, c, n, a, s, st, co, er, ck, sk, ek);
+        -- Transitions: 1 an action started, 2 the job ended, 3 it was deleted.
+        UPDATE convexpy_jobs j SET
+                state = CASE WHEN u.k = 3 THEN j.state ELSE u.st END,
+                completed = CASE WHEN u.k = 3 THEN j.completed ELSE u.co END,
+                error = CASE WHEN u.k = 3 THEN j.error ELSE u.er END,
+                started_ts = CASE WHEN u.k = 1 THEN out_ts ELSE j.started_ts END,
+                ended_ts = CASE WHEN u.k = 2 THEN out_ts ELSE j.ended_ts END,
+                deleted_ts = CASE WHEN u.k = 3 THEN out_ts ELSE j.deleted_ts END,
+                ikey = CASE WHEN u.k = 1 THEN u.key ELSE j.ikey END,
+                skey = CASE WHEN u.k = 1 THEN u.key END,
+                ekey = CASE WHEN u.k = 2 THEN u.key ELSE j.ekey END,
+                changed_ts = out_ts
+            FROM unnest(ju_ids, ju_kinds, ju_states, ju_completed, ju_errors, ju_keys)
+                AS u(id, k, st, co, er, key)
+            WHERE j.id = u.id;
         IF cardinality(new_tables) > 0 THEN
             INSERT INTO convexpy_tables SELECT unnest(new_tables) ON CONFLICT DO NOTHING;
         END IF;
         UPDATE convexpy_clock SET ts = out_ts WHERE id;
         PERFORM pg_notify('{CHANNEL}', out_ts::text);
     END $$"""
-"""What version 3 changed (also run to migrate)."""
+"""The commit, as version 4 has it (version 3 had one without jobs: migrating
+drops it, so that a process of an older convexpy fails rather than writes
+jobs where they are no longer read)."""
+
+OLD_COMMIT_FUNCTION = (
+    "DROP FUNCTION IF EXISTS convexpy_commit(bigint, bigint, text[], text[], bytea[], bytea[],"
+    " text[], text[], text[], bytea[], text[], bytea[], text[], text[])"
+)
+
+# Forget versions that stopped being current at or before ``horizon``.
+COLLECT_FUNCTION = """CREATE OR REPLACE FUNCTION convexpy_collect(horizon bigint) RETURNS void
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE convexpy_clock SET floor = horizon WHERE id AND floor < horizon;
+        IF FOUND THEN
+            DELETE FROM convexpy_documents WHERE to_ts <= horizon;
+            DELETE FROM convexpy_index_entries WHERE to_ts <= horizon;
+            DELETE FROM convexpy_jobs WHERE deleted_ts <= horizon;
+        END IF;
+    END $$"""
 
 LOCK_KEY = 0x636F6E76
 """The advisory lock that serializes creating and migrating the layout."""
@@ -178,17 +290,9 @@ CREATE = [
     )""",
     'CREATE TABLE convexpy_tables (name text COLLATE "C" PRIMARY KEY)',
     COMMIT_FUNCTION,
-    # Forget versions that stopped being current at or before ``horizon``.
-    """CREATE FUNCTION convexpy_collect(horizon bigint) RETURNS void
-    LANGUAGE plpgsql AS $$
-    BEGIN
-        UPDATE convexpy_clock SET floor = horizon WHERE id AND floor < horizon;
-        IF FOUND THEN
-            DELETE FROM convexpy_documents WHERE to_ts <= horizon;
-            DELETE FROM convexpy_index_entries WHERE to_ts <= horizon;
-        END IF;
-    END $$""",
+    COLLECT_FUNCTION,
     *CLAIMS,
+    *JOBS,
     f"INSERT INTO convexpy_schema VALUES ({SCHEMA_VERSION})",
 ]
 
@@ -254,5 +358,57 @@ LIVE_CLAIMS = """SELECT id FROM convexpy_claims
 WHERE id = ANY($1::text[]) AND until >= clock_timestamp()"""
 
 COMMIT_JOBS = """SELECT c.out_ts, c.out_conflict, CASE WHEN c.out_conflict IS NULL
-    THEN (SELECT 1 FROM pg_notify('{channel}', c.out_ts::text || ' ' || $15::text)) END
+    THEN (SELECT 1 FROM pg_notify('{channel}', c.out_ts::text || ' ' || $36::text)) END
 FROM convexpy_commit({params}) AS c"""
+
+
+# -- jobs (see _pg_jobs) ------------------------------------------------------------
+
+JOB_COLUMNS = (
+    "j.id, j.created, j.name, j.args, j.scheduled, j.state, j.completed, j.error,"
+    " j.created_ts, j.started_ts, j.ended_ts, j.deleted_ts"
+)
+"""What ``_pg_jobs.job_at`` reads of a row, in this order."""
+
+GET_JOBS = f"""SELECT c.ts, c.floor, s.* FROM convexpy_clock c
+LEFT JOIN LATERAL (
+    SELECT {JOB_COLUMNS} FROM convexpy_jobs j WHERE j.id = ANY($1::text[])
+) s ON true WHERE c.id"""
+
+
+def job_scan_sql(kind: int, descending: bool, bounded: bool) -> str:
+    """The scan of a job index range (``kind`` as in ``_pg_jobs.KEYS``) as of
+    a timestamp: ``$1`` ts, ``$2`` low key, ``$3`` limit, ``$4`` high key
+    (when ``bounded``). Rows: ``(clock ts, floor, key, JOB_COLUMNS..., pkey,
+    ikey)``; ``by_state`` adds the jobs changed since the timestamp, keyless
+    (their key then is worked out from ``pkey`` and ``ikey``)."""
+    order = "DESC" if descending else "ASC"
+    column = ("ckey", "skey", "ekey")[kind]
+
+    def in_range(key: str) -> str:
+        return f"{key} >= $2" + (f" AND {key} < $4" if bounded else "")
+
+    visible = {
+        0: "j.created_ts <= $1 AND (j.deleted_ts IS NULL OR j.deleted_ts > $1)",
+        # Unchanged since $1: the key now is the key then.
+        1: "j.skey IS NOT NULL AND j.changed_ts <= $1",
+        2: "j.ekey IS NOT NULL AND j.ended_ts <= $1"
+        " AND (j.deleted_ts IS NULL OR j.deleted_ts > $1)",
+    }[kind]
+    rows = f"""(SELECT j.{column}, {JOB_COLUMNS}, j.pkey, j.ikey FROM convexpy_jobs j
+        WHERE {in_range("j." + column)} AND {visible} ORDER BY j.{column} {order} LIMIT $3)"""
+    if kind == 1:
+        rows += f"""
+    UNION ALL
+    SELECT NULL, {JOB_COLUMNS}, j.pkey, j.ikey FROM convexpy_jobs j
+        WHERE j.changed_ts > $1 AND j.created_ts <= $1
+        AND (({in_range("j.pkey")}) OR ({in_range("j.ikey")}))"""
+    return f"""SELECT c.ts, c.floor, s.* FROM convexpy_clock c
+LEFT JOIN LATERAL (
+    {rows}
+) s ON true WHERE c.id"""
+
+
+# The jobs a commit (or the commits after $1) changed: a row is found by its
+# latest change, at or after the commit's.
+JOBS_CHANGED_SINCE = f"SELECT {JOB_COLUMNS} FROM convexpy_jobs j WHERE j.changed_ts >= $1"

@@ -23,9 +23,15 @@ from typing import Any
 
 import msgspec
 
-from ..ids import _table_prefix
 from .engine import index_key_of
-from .jobs import BY_COMPLETED, BY_STATE, SCHEDULED_FUNCTIONS
+from .jobs import (
+    BY_COMPLETED,
+    BY_STATE,
+    SCHEDULED_FUNCTIONS,
+    STATE_CODES,
+    is_job_id,
+    job_document,
+)
 from .types import BY_CREATION_TIME, Document, IndexDef, KeyRange, Order, Write
 
 __all__ = [
@@ -59,39 +65,15 @@ JOB_SCHEMA = [
     " WHERE completed IS NOT NULL",
 ]
 
-# State codes in the order of their names, as index keys sort them.
-STATE_CODES = {"canceled": 0, "failed": 1, "inProgress": 2, "pending": 3, "success": 4}
-STATE_NAMES = sorted(STATE_CODES, key=STATE_CODES.__getitem__)
-
-_JOB_ID_PREFIX = _table_prefix(SCHEDULED_FUNCTIONS)[1]
-
 COLUMNS = "j.id, j.created, n.name, j.args, j.scheduled, j.state, j.completed, j.error"
 FROM = "jobs j JOIN job_names n ON n.num = j.name"
 
 _encode = msgspec.msgpack.Encoder().encode
-_decode_args = msgspec.msgpack.Decoder(list[dict[str, Any]]).decode
-
-
-def is_job_id(doc_id: str) -> bool:
-    """Whether ``doc_id`` is the id of a job (every id starts with its table number)."""
-    return doc_id.startswith(_JOB_ID_PREFIX)
 
 
 def job_from_row(row: Iterable[Any]) -> Document:
     """The job document of a row of :data:`COLUMNS`."""
-    doc_id, created, name, args, scheduled, state, completed, error = row
-    kind = STATE_NAMES[state]
-    doc: Document = {
-        "_id": doc_id,
-        "_creationTime": created,
-        "name": name,
-        "args": _decode_args(args),
-        "scheduledTime": scheduled,
-        "state": {"kind": kind} if error is None else {"kind": kind, "error": error},
-    }
-    if completed is not None:
-        doc["completedTime"] = completed
-    return doc
+    return job_document(*row)
 
 
 JobRow = tuple[str, float, int, bytes, float, int, "float | None", "str | None"]

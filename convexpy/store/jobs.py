@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import msgspec
+
+from ..ids import _table_prefix
 from .keys import MISSING, encode_prefix, prefix_successor
 from .types import Document, IndexDef, KeyRange, Write
 
@@ -31,12 +34,16 @@ __all__ = [
     "BY_COMPLETED",
     "BY_STATE",
     "SCHEDULED_FUNCTIONS",
+    "STATE_CODES",
+    "STATE_NAMES",
     "SYSTEM_INDEXES",
     "TRANSIENT_ACTION_ERROR",
     "JobChanges",
     "JobState",
     "completed_before",
     "ended",
+    "is_job_id",
+    "job_document",
     "job_changes",
     "new_job",
     "started",
@@ -56,6 +63,48 @@ class JobState(StrEnum):
     @property
     def finished(self) -> bool:
         return self in (JobState.SUCCESS, JobState.FAILED, JobState.CANCELED)
+
+
+STATE_CODES = {"canceled": 0, "failed": 1, "inProgress": 2, "pending": 3, "success": 4}
+"""The stores' numbers for the states (SQL columns), in the order of their names,
+as index keys sort them."""
+STATE_NAMES = sorted(STATE_CODES, key=STATE_CODES.__getitem__)
+
+_JOB_ID_PREFIX = _table_prefix(SCHEDULED_FUNCTIONS)[1]
+
+
+def is_job_id(doc_id: str) -> bool:
+    """Whether ``doc_id`` is the id of a job (every id starts with its table number)."""
+    return doc_id.startswith(_JOB_ID_PREFIX)
+
+
+_decode_args = msgspec.msgpack.Decoder(list[dict[str, Any]]).decode
+
+
+def job_document(
+    doc_id: str,
+    created: float,
+    name: str,
+    args: bytes,
+    scheduled: float,
+    state: int,
+    completed: float | None,
+    error: str | None,
+) -> Document:
+    """A job from the columns a store keeps of it: ``args`` in msgpack,
+    ``state`` as its :data:`STATE_CODES` number."""
+    kind = STATE_NAMES[state]
+    doc: Document = {
+        "_id": doc_id,
+        "_creationTime": created,
+        "name": name,
+        "args": _decode_args(args),
+        "scheduledTime": scheduled,
+        "state": {"kind": kind} if error is None else {"kind": kind, "error": error},
+    }
+    if completed is not None:
+        doc["completedTime"] = completed
+    return doc
 
 
 TRANSIENT_ACTION_ERROR = "Transient error while executing action"

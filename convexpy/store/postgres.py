@@ -8,8 +8,10 @@ created on open, migrated when older, and refused when newer.
 How it meets the port
 ---------------------
 Documents and index entries are *versioned* in the database: each row is
-valid from the commit that wrote it until the commit that replaced it. A
-snapshot is therefore just a commit timestamp, and every read is one
+valid from the commit that wrote it until the commit that replaced it. Jobs
+(``_scheduled_functions``) are one row each that holds the timestamp of
+every transition, which says what the job was at any commit (see
+:mod:`._pg_jobs`). A snapshot is therefore just a commit timestamp, and every read is one
 statement on any pooled connection selecting the versions valid at it, so a
 snapshot holds no connection and no server transaction (:meth:`snapshot`
 and :meth:`release` do no I/O), and reads exactly the commits up to its
@@ -20,7 +22,7 @@ round trip, its own transaction): it locks the clock row, which serializes
 commits across all processes and gives each the next timestamp; validates
 the read set against the versions written after the snapshot (a document
 read by id, or an index entry opened or closed inside a scanned key range,
-means :class:`ConflictError`, nothing written); then writes the new versions
+and the same of jobs, means :class:`ConflictError`, nothing written); then writes the new versions
 and NOTIFYs its timestamp. Commits are thus serializable *in timestamp
 order*, the property the conformance suite checks, and durable on return.
 The timestamp :meth:`commit` returns is the clock row's counter: strictly
@@ -110,6 +112,8 @@ import msgspec
 
 from ..errors import StoreClosedError, StoreUnavailableError, StoreVersionError
 from . import _pg_schema as schema
+from ._pg_jobs import KEYS as JOB_KEYS
+from ._pg_jobs import JobWrites, job_at, job_row_of_versions, job_rows_landed, scan_rows
 from .base import (
     ConflictError,
     Document,
@@ -122,7 +126,14 @@ from .base import (
 )
 from .catalog import CatalogStore, declared_by_table
 from .engine import KeyCache, creation_index_key, index_changes
-from .jobs import SCHEDULED_FUNCTIONS, JobChanges, JobState, job_changes
+from .jobs import (
+    SCHEDULED_FUNCTIONS,
+    STATE_CODES,
+    JobChanges,
+    JobState,
+    is_job_id,
+    job_changes,
+)
 from .keys import encode_suffix, prefix_encoder
 from .occ import Commit
 
@@ -509,16 +520,23 @@ class PostgresStore(CatalogStore):
                 ts,
                 _CREATION_SUFFIX,
             )
+            job_rows = await self._fetch(schema.JOBS_CHANGED_SINCE, ts)
         except StoreUnavailableError as exc:
             logger.warning("cannot read another process's commit %d: %s", ts, exc)
             return
-        if ts in self._own_commits or not rows:
-            return  # this store's own (reported when made), or no documents
+        if ts in self._own_commits:
+            return  # this store's own (reported when made)
         versions: dict[str, list[Any]] = {}
         for doc_id, table, blob, is_new in rows:
             version = versions.setdefault(doc_id, [table, None, None])
             version[2 if is_new else 1] = _decode(blob)
         writes = [Write(i, table, old, new) for i, (table, old, new) in versions.items()]
+        for row in job_rows:
+            if ts in row[8:12]:  # one of its transitions is this commit's
+                old, new = job_at(row, ts - 1), job_at(row, ts)
+                writes.append(Write(row[0], SCHEDULED_FUNCTIONS, old, new))
+        if not writes:
+            return
         indexer = functools.partial(index_changes, self._encoders, KeyCache())
         self._report_commit(Commit(ts, writes, indexer))
 
@@ -558,28 +576,22 @@ class PostgresStore(CatalogStore):
         many for a NOTIFY, or made while the listener was disconnected), read
         from the versions they wrote, reported to the job listeners."""
         try:
-            # Through the creation-time index: its entries of the versions
-            # written at ts are found by (idx, from_ts).
-            rows = await self._fetch(
-                "SELECT d.id, d.doc FROM convexpy_index_entries e JOIN convexpy_documents d"
-                " ON d.id = e.id AND d.from_ts = e.from_ts"
-                " WHERE e.idx = $1 AND e.from_ts > $2 AND e.from_ts <= $3",
-                creation_index_key(SCHEDULED_FUNCTIONS),
-                after,
-                until,
-            )
+            rows = await self._fetch(schema.JOBS_CHANGED_SINCE, after + 1)
         except StoreUnavailableError as exc:
             # The dispatcher's next window load finds them.
             logger.warning("cannot read the jobs another process scheduled: %s", exc)
             return
         changes = JobChanges()
-        for job_id, blob in rows:
-            doc = _decode(blob)
-            kind = doc["state"]["kind"]
-            if kind == JobState.PENDING:
-                changes.created.append((job_id, doc["scheduledTime"], doc["name"]))
-            elif kind == JobState.CANCELED:
-                changes.canceled.append(job_id)
+        for row in rows:
+            created_ts, ended_ts = row[8], row[10]
+            if after < created_ts <= until and created_ts != ended_ts:
+                changes.created.append((row[0], row[4], row[2]))
+            if (
+                ended_ts is not None
+                and after < ended_ts <= until
+                and row[5] == STATE_CODES[JobState.CANCELED]
+            ):
+                changes.canceled.append(row[0])
         self._report_jobs(changes, durable=True)
 
     def _jobs_payload(self, changes: JobChanges) -> str:
@@ -618,7 +630,13 @@ class PostgresStore(CatalogStore):
     async def configure_indexes(self, indexes: Iterable[IndexDef]) -> None:
         declared = declared_by_table(indexes)
         self._check_open()
-        wanted = {i.key: i for t in declared.values() for i in t.values()}
+        # The job table's indexes are the job rows' own (see _pg_jobs).
+        wanted = {
+            i.key: i
+            for t in declared.values()
+            for i in t.values()
+            if i.table != SCHEDULED_FUNCTIONS
+        }
         async with self._connection() as conn, conn.transaction():
             ts = await conn.fetchval("SELECT ts FROM convexpy_clock WHERE id FOR UPDATE")
             built = {
@@ -677,18 +695,37 @@ class PostgresStore(CatalogStore):
 
     async def get(self, snapshot: Snapshot, doc_id: str) -> Document | None:
         self._check_open()
+        if is_job_id(doc_id):
+            return (await self._get_jobs(snapshot, [doc_id]))[doc_id]
         (row,) = await self._fetch(schema.GET, doc_id, snapshot.ts)
         self._seen(row, snapshot, "")
         return None if row[2] is None else _decode(row[2])
 
     async def get_many(self, snapshot: Snapshot, doc_ids: list[str]) -> dict[str, Document | None]:
         self._check_open()
+        job_ids = [doc_id for doc_id in doc_ids if is_job_id(doc_id)]
+        if job_ids:
+            jobs = await self._get_jobs(snapshot, job_ids)
+            if len(job_ids) == len(doc_ids):
+                return jobs
+            doc_ids = [doc_id for doc_id in doc_ids if not is_job_id(doc_id)]
         rows = await self._fetch(schema.GET_MANY, doc_ids, snapshot.ts)
         self._seen(rows[0], snapshot, "")
         found: dict[str, Document | None] = dict.fromkeys(doc_ids)
         for row in rows:
             if row[2] is not None:
                 found[row[2]] = _decode(row[3])
+        if job_ids:
+            found.update(jobs)
+        return found
+
+    async def _get_jobs(self, snapshot: Snapshot, job_ids: list[str]) -> dict[str, Document | None]:
+        rows = await self._fetch(schema.GET_JOBS, job_ids)
+        self._seen(rows[0], snapshot, SCHEDULED_FUNCTIONS)
+        found: dict[str, Document | None] = dict.fromkeys(job_ids)
+        for row in rows:
+            if row[2] is not None:
+                found[row[2]] = job_at(row, snapshot.ts, 2)
         return found
 
     async def scan(
@@ -698,7 +735,16 @@ class PostgresStore(CatalogStore):
         index = self._index(key_range.index)
         if limit <= 0:
             return []
-        args: list[Any] = [key_range.index, snapshot.ts, key_range.low, limit]
+        job_index = JOB_KEYS.get(key_range.index)
+        if job_index is not None:
+            args: list[Any] = [snapshot.ts, key_range.low, limit]
+            if key_range.high is not None:
+                args.append(key_range.high)
+            sql = _job_scan_sql(job_index, order == "desc", key_range.high is not None)
+            rows = await self._fetch(sql, *args)
+            self._seen(rows[0], snapshot, index.table)
+            return scan_rows(rows, snapshot.ts, key_range, order, limit)
+        args = [key_range.index, snapshot.ts, key_range.low, limit]
         if key_range.high is not None:
             args.append(key_range.high)
         sql = _scan_sql(order == "desc", key_range.high is not None)
@@ -733,7 +779,11 @@ class PostgresStore(CatalogStore):
             (_COMMIT, ()) if jobs is None else (_COMMIT_JOBS, (self._jobs_payload(jobs),))
         )
         new_tables = sorted({w.table for w in latest.values()} - self._known_tables)
-        read_args = _read_args(reads)
+        read_args, job_read_args = _read_args(reads)
+        job_writes = JobWrites()
+        for write in latest.values():
+            if write.table == SCHEDULED_FUNCTIONS:
+                job_writes.add(write)
         while True:
             args = self._write_args(latest)
             try:
@@ -745,6 +795,8 @@ class PostgresStore(CatalogStore):
                         *read_args,
                         *args,
                         new_tables,
+                        *job_read_args,
+                        *job_writes.args(),
                         *extra,
                     )
                     assert row is not None
@@ -754,7 +806,7 @@ class PostgresStore(CatalogStore):
                     raise
                 if self._pool is not None:  # the others may be as dead: new ones next
                     await self._pool.expire_connections()
-                landed = await self._landed(snapshot, latest, args[3], exc)
+                landed = await self._landed(snapshot, latest, args[3], job_writes, exc)
                 if landed is None:
                     raise StoreUnavailableError(f"{exc}; nothing was written") from exc.__cause__
                 logger.warning("A commit's connection was lost; the commit had landed.")
@@ -797,13 +849,19 @@ class PostgresStore(CatalogStore):
         snapshot: Snapshot,
         latest: dict[str, Write],
         blobs: list[bytes],
+        jobs: JobWrites,
         lost: StoreUnavailableError,
     ) -> int | None:
         """Whether a commit whose connection was lost mid-call landed: its
         timestamp, or None. A commit is one transaction, so its versions are
         all there (each written document's new version, each deletion's
-        closing, all at one timestamp after the snapshot) or none is."""
-        written = [w for w in latest.values() if w.old is not None or w.new is not None]
+        closing, each job's row or transition, all at one timestamp after
+        the snapshot) or none is."""
+        written = [
+            w
+            for w in latest.values()
+            if (w.old is not None or w.new is not None) and w.table != SCHEDULED_FUNCTIONS
+        ]
         try:
             rows = await self._fetch(
                 "SELECT id, from_ts, to_ts, doc FROM convexpy_documents"
@@ -811,12 +869,20 @@ class PostgresStore(CatalogStore):
                 [w.id for w in written],
                 snapshot.ts,
             )
+            job_rows = await self._fetch(
+                "SELECT id, created_ts, started_ts, ended_ts, deleted_ts FROM convexpy_jobs"
+                " WHERE id = ANY($1)",
+                [*jobs.inserts[0], *jobs.updates[0]],
+            )
         except StoreUnavailableError as exc:
             raise StoreUnavailableError(
                 f"{lost}; whether the commit was written is unknown (checking failed: {exc})"
             ) from lost.__cause__
         blob_of = dict(zip((w.id for w in written if w.new is not None), blobs, strict=True))
-        stamps: set[int] = set()
+        job_stamps = job_rows_landed(jobs, job_rows, snapshot.ts)
+        if job_stamps is None:
+            return None
+        stamps: set[int] = set(job_stamps)
         for write in written:
             if write.new is not None:
                 found = [
@@ -832,8 +898,9 @@ class PostgresStore(CatalogStore):
         return stamps.pop()
 
     def _write_args(self, latest: dict[str, Write]) -> list[list[Any]]:
-        """The arrays ``convexpy_commit`` takes for ``latest`` (one write per
-        document): ids written, the new versions, and their index entries."""
+        """The arrays ``convexpy_commit`` takes for the documents of ``latest``
+        (one write per document; jobs aside): ids written, the new versions,
+        and their index entries."""
         n_ids: list[str] = []
         n_tbls: list[str] = []
         n_docs: list[bytes] = []
@@ -841,7 +908,11 @@ class PostgresStore(CatalogStore):
         e_keys: list[bytes] = []
         e_ids: list[str] = []
         encoders = self._encoders
+        written: list[str] = []
         for doc_id, write in latest.items():
+            if write.table == SCHEDULED_FUNCTIONS:
+                continue  # a job: a row of convexpy_jobs (see JobWrites)
+            written.append(doc_id)
             doc = write.new
             if doc is None:
                 continue
@@ -858,7 +929,7 @@ class PostgresStore(CatalogStore):
                     e_idx.append(key)
                     e_keys.append(prefix + suffix)
                     e_ids.append(doc_id)
-        return [list(latest), n_ids, n_tbls, n_docs, e_idx, e_keys, e_ids]
+        return [written, n_ids, n_tbls, n_docs, e_idx, e_keys, e_ids]
 
     async def _after_commit(self, ts: int) -> None:
         """Every :attr:`collect_every` commits, forget the versions no snapshot
@@ -892,7 +963,7 @@ class PostgresStore(CatalogStore):
 _CREATION_SUFFIX = creation_index_key("t")[1:]
 """What a table's name is followed by in its creation-time index's key."""
 
-_PARAMS = ", ".join(f"${n}" for n in range(1, 15))
+_PARAMS = ", ".join(f"${n}" for n in range(1, 36))
 _COMMIT = f"SELECT * FROM convexpy_commit({_PARAMS})"
 _COMMIT_JOBS = schema.COMMIT_JOBS.format(channel=schema.JOBS_CHANNEL, params=_PARAMS)
 
@@ -902,14 +973,29 @@ def _scan_sql(descending: bool, bounded: bool) -> str:
     return schema.scan_sql(descending, bounded)
 
 
-def _read_args(reads: ReadSet) -> list[list[Any]]:
-    ranges = reads.ranges
-    return [
-        list(reads.ids),
-        [r.index for r in ranges],
-        [r.low for r in ranges],
-        [r.high for r in ranges],
-    ]
+@functools.lru_cache(maxsize=12)
+def _job_scan_sql(kind: int, descending: bool, bounded: bool) -> str:
+    return schema.job_scan_sql(kind, descending, bounded)
+
+
+def _read_args(reads: ReadSet) -> tuple[list[list[Any]], list[list[Any]]]:
+    """The read set as ``convexpy_commit`` takes it: documents (ids, index
+    ranges), and jobs (ids, index ranges by ``_pg_jobs.KEYS`` number)."""
+    ids: list[str] = []
+    job_ids: list[str] = []
+    for doc_id in reads.ids:
+        (job_ids if is_job_id(doc_id) else ids).append(doc_id)
+    ranges = [r for r in reads.ranges if r.index not in JOB_KEYS]
+    job_ranges = [r for r in reads.ranges if r.index in JOB_KEYS]
+    return (
+        [ids, [r.index for r in ranges], [r.low for r in ranges], [r.high for r in ranges]],
+        [
+            job_ids,
+            [JOB_KEYS[r.index] for r in job_ranges],
+            [r.low for r in job_ranges],
+            [r.high for r in job_ranges],
+        ],
+    )
 
 
 async def _keep_connection(conn: Connection) -> None:
@@ -935,10 +1021,58 @@ async def _prepare_schema(conn: Connection, where: str) -> None:
         if version < 2:
             for statement in schema.CLAIMS:
                 await conn.execute(statement)
-        if version < 3:
-            await conn.execute(schema.COMMIT_FUNCTION)
+        if version < 4:
+            await _move_jobs(conn)
         if version < schema.SCHEMA_VERSION:
             await conn.execute("UPDATE convexpy_schema SET version = $1", schema.SCHEMA_VERSION)
+
+
+async def _move_jobs(conn: Connection) -> None:
+    """Version 3 to 4: jobs leave the versioned documents for ``convexpy_jobs``
+    (one row each, from every version of theirs still kept), with a new
+    ``convexpy_commit`` (inside the transaction that holds the layout's lock;
+    the clock row is held too, so no commit lands meanwhile)."""
+    await conn.execute("SELECT ts FROM convexpy_clock WHERE id FOR UPDATE")
+    for statement in (*schema.JOBS, schema.OLD_COMMIT_FUNCTION, schema.COMMIT_FUNCTION):
+        await conn.execute(statement)
+    await conn.execute(schema.COLLECT_FUNCTION)
+    versions: list[tuple[int, int | None, Document]] = []
+    current: str | None = None
+    rows: list[list[Any]] = []
+
+    async def flush() -> None:
+        if rows:
+            await conn.executemany(_INSERT_MOVED_JOB, rows)
+            rows.clear()
+
+    cursor = conn.cursor(
+        "SELECT id, from_ts, to_ts, doc FROM convexpy_documents WHERE tbl = $1"
+        " ORDER BY id, from_ts",
+        SCHEDULED_FUNCTIONS,
+    )
+    async for doc_id, from_ts, to_ts, blob in cursor:
+        if doc_id != current:
+            if current is not None:
+                rows.append(job_row_of_versions(current, versions))
+            current, versions = doc_id, []
+        versions.append((from_ts, to_ts, _decode(blob)))
+        if len(rows) >= 1000:
+            await flush()
+    if current is not None:
+        rows.append(job_row_of_versions(current, versions))
+    await flush()
+    prefix = SCHEDULED_FUNCTIONS + ".%"
+    await conn.execute("DELETE FROM convexpy_index_entries WHERE idx LIKE $1", prefix)
+    await conn.execute("DELETE FROM convexpy_documents WHERE tbl = $1", SCHEDULED_FUNCTIONS)
+    # The built indexes changed: every process reloads them.
+    await conn.execute("DELETE FROM convexpy_indexes WHERE tbl = $1", SCHEDULED_FUNCTIONS)
+    await conn.execute("UPDATE convexpy_clock SET ts = ts + 1, indexes = ts + 1 WHERE id")
+
+
+_INSERT_MOVED_JOB = """INSERT INTO convexpy_jobs (id, created, name, args, scheduled, state,
+    completed, error, created_ts, started_ts, ended_ts, deleted_ts, changed_ts,
+    ckey, pkey, ikey, skey, ekey)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"""
 
 
 async def _build_index(conn: Connection, index: IndexDef) -> None:

@@ -7,19 +7,21 @@ from typing import Any
 
 import pytest
 
-from convexpy.store import Store
+from convexpy.store import ConflictError, KeyRange, Store
 from convexpy.store.jobs import (
     SCHEDULED_FUNCTIONS,
     SYSTEM_INDEXES,
     TRANSIENT_ACTION_ERROR,
     JobChanges,
     JobState,
+    completed_before,
     ended,
     new_job,
     started,
+    state_range,
 )
 
-from .helpers import T0, Txn, read_get
+from .helpers import T0, TASKS, Txn, by_creation, full, read_get
 
 JOBS = SCHEDULED_FUNCTIONS
 
@@ -185,3 +187,105 @@ async def test_finished_jobs_are_deleted_oldest_first_up_to_the_cutoff(jobs: Sto
     assert await jobs.delete_finished_jobs(T0 + 3, limit=10) == 1  # T0+3; T0+4 is newer
     assert await read_get(jobs, ids[3]) is not None
     assert (await job(jobs, ids[4]))["state"] == {"kind": "pending"}  # never deleted
+
+
+# -- jobs at older snapshots, and conflicts on them --------------------------------------
+
+
+async def job_scan(txn: Txn, key_range: KeyRange) -> list[str]:
+    return [doc["_id"] for _, doc in await txn.scan(key_range)]
+
+
+async def test_a_snapshot_reads_jobs_as_they_were_through_every_transition(
+    jobs: Store,
+) -> None:
+    """Each snapshot sees every job, by id and through each job index, as it
+    was when the snapshot was taken: pending, in progress, ended, deleted."""
+    action, other = await add_jobs(jobs, ("a:act", T0 + 2), ("a:f", T0 + 1))
+    created = by_creation(JOBS)
+    running, pending = state_range(JobState.IN_PROGRESS), state_range(JobState.PENDING)
+    finished = completed_before(float("inf"))
+    seen: list[tuple[Txn, Any]] = []
+
+    async def look() -> None:
+        seen.append((Txn(jobs), [await job(jobs, action), await job(jobs, other)]))
+
+    await look()
+    started_doc = await jobs.start_action(action)
+    assert started_doc is not None
+    await look()
+    await jobs.finish_action(action, JobState.SUCCESS, T0 + 5)
+    await set_job(jobs, other, ended(await job(jobs, other), JobState.CANCELED, T0 + 4))
+    await look()
+    assert await jobs.delete_finished_jobs(T0 + 4, limit=10) == 1  # `other`, completed first
+    expected = [
+        # (by id, pending, in progress, finished, by creation)
+        ([action, other], [other, action], [], [], [action, other]),
+        ([action, other], [other], [action], [], [action, other]),
+        ([action, other], [], [], [other, action], [action, other]),
+        ([action, None], [], [], [action], [action]),
+    ]
+    seen.append((Txn(jobs), None))
+    for (txn, docs), (by_id, due, busy, done, made) in zip(seen, expected, strict=True):
+        found = [await txn.get(i) for i in (action, other)]
+        assert [None if doc is None else doc["_id"] for doc in found] == by_id
+        if docs is not None:
+            assert found == docs
+        assert await job_scan(txn, pending) == due
+        assert await job_scan(txn, running) == busy
+        assert await job_scan(txn, finished) == done
+        assert await job_scan(txn, full(created)) == made
+        jobs.release(txn.snapshot)
+
+
+async def test_a_job_changed_after_a_read_of_it_conflicts(jobs: Store) -> None:
+    action, other = await add_jobs(jobs, ("a:act", T0), ("a:f", T0))
+    by_id = Txn(jobs)
+    await by_id.get(action)
+    await by_id.insert(TASKS, n=1)
+    unrelated = Txn(jobs)
+    await unrelated.get(other)
+    await unrelated.insert(TASKS, n=2)
+    await jobs.start_action(action)
+    with pytest.raises(ConflictError):
+        await by_id.commit()
+    await unrelated.commit()
+
+
+@pytest.mark.parametrize(
+    ("read", "change", "conflicts"),
+    [
+        ("running", "start", True),  # a job entered the range
+        ("running", "cancel", False),  # a pending job left another range
+        ("pending", "cancel", True),
+        ("pending", "create", True),
+        ("running", "create", False),
+        ("finished", "cancel", True),
+        ("finished", "start", False),
+        ("created", "start", True),  # same key, new content
+    ],
+)
+async def test_a_job_index_range_read_conflicts_only_with_changes_inside_it(
+    jobs: Store, read: str, change: str, conflicts: bool
+) -> None:
+    (job_id,) = await add_jobs(jobs, ("a:act", T0))
+    ranges = {
+        "running": state_range(JobState.IN_PROGRESS),
+        "pending": state_range(JobState.PENDING),
+        "finished": completed_before(float("inf")),
+        "created": full(by_creation(JOBS)),
+    }
+    txn = Txn(jobs)
+    await txn.scan(ranges[read])
+    await txn.insert(TASKS, n=1)
+    if change == "start":
+        await jobs.start_action(job_id)
+    elif change == "cancel":
+        await set_job(jobs, job_id, ended(await job(jobs, job_id), JobState.CANCELED, T0 + 1))
+    else:
+        await add_jobs(jobs, ("a:f", T0 + 1))
+    if conflicts:
+        with pytest.raises(ConflictError):
+            await txn.commit()
+    else:
+        await txn.commit()
