@@ -82,6 +82,8 @@ JOBS = [
     "CREATE INDEX convexpy_jobs_state ON convexpy_jobs (skey) WHERE skey IS NOT NULL",
     "CREATE INDEX convexpy_jobs_completed ON convexpy_jobs (ekey) WHERE ekey IS NOT NULL",
     "CREATE INDEX convexpy_jobs_changed ON convexpy_jobs (changed_ts)",
+    """CREATE INDEX convexpy_jobs_deleted ON convexpy_jobs (deleted_ts)
+        WHERE deleted_ts IS NOT NULL""",
 ]
 """What version 4 added (also run to migrate). ``state``, ``completed`` and
 ``error`` are the latest version's; ``changed_ts`` is the latest transition's

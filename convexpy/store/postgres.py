@@ -400,7 +400,15 @@ class PostgresStore(CatalogStore):
                 raise
 
     def _server_settings(self) -> dict[str, str]:
-        return {**self.timeouts.settings(), "application_name": "convexpy", "jit": "off"}
+        # Every statement of the store has an index to follow; the planner,
+        # misled by small or never-analyzed tables (as a fresh database's
+        # are), otherwise scans whole tables per commit.
+        return {
+            **self.timeouts.settings(),
+            "application_name": "convexpy",
+            "jit": "off",
+            "enable_seqscan": "off",
+        }
 
     def _check_open(self) -> asyncpg.Pool:
         if self._closed or not self._opened or self._pool is None:
