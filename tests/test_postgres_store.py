@@ -20,6 +20,7 @@ import msgspec
 import pg_server
 import pytest
 from conformance.helpers import TASKS, Txn, insert, read_get, replace
+from conformance.test_job_queue import add_jobs
 from conformance.test_serializable import T0, by_v, replay
 from convex.http_client import ConvexHttpClient
 from e2e_helpers import dev_server, run_cli, write_app
@@ -38,6 +39,7 @@ from convexpy.store import (
 from convexpy.store.jobs import (
     SCHEDULED_FUNCTIONS,
     SYSTEM_INDEXES,
+    JobChanges,
     JobState,
     ended,
     new_job,
@@ -533,3 +535,48 @@ async def test_a_commit_that_lost_its_connection_is_settled_from_the_database(
         monkeypatch.undo()
         assert await read_get(store, doc["_id"]) is None
         assert (await read_get(store, kept["_id"]) or {})["n"] == 1
+
+
+async def test_job_changes_too_many_for_a_notify_are_read_from_the_store(two: Any) -> None:
+    """Another process hears of the jobs a commit created or cancelled, also
+    when they are too many for a NOTIFY's payload (read back instead)."""
+    first, second = two
+    await first.configure_indexes(SYSTEM_INDEXES)
+    heard = Heard()
+    second.watch_jobs(heard)
+    few = await add_jobs(first, *[("a:f", T0)] * 3)
+    many = await add_jobs(first, *[("a:f", T0 + 1)] * 300)
+    txn = Txn(first)
+    for job_id in [*many, few[0]]:
+        job = await txn.get(job_id)
+        assert job is not None
+        txn.write(SCHEDULED_FUNCTIONS, job_id, job, ended(job, JobState.CANCELED, T0))
+    await txn.commit()
+    with anyio.fail_after(30):
+        await heard.until(lambda: len(heard.canceled) == 301)
+    assert sorted(heard.created) == sorted(few + many)
+    assert sorted(heard.canceled) == sorted([*many, few[0]])
+    assert heard.accepted == 0  # another process's commits are durable when heard of
+
+
+class Heard:
+    """A job listener of the port that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.created: list[str] = []
+        self.canceled: list[str] = []
+        self.accepted = 0
+        self._changed = asyncio.Event()
+
+    def jobs_accepted(self, changes: JobChanges) -> None:
+        self.accepted += 1
+
+    def jobs_durable(self, changes: JobChanges) -> None:
+        self.created += [job_id for job_id, _, _ in changes.created]
+        self.canceled += changes.canceled
+        self._changed.set()
+
+    async def until(self, check: Any) -> None:
+        while not check():
+            self._changed.clear()
+            await self._changed.wait()

@@ -120,26 +120,27 @@ class JobWrites:
     __slots__ = ("inserts", "updates")
 
     def __init__(self) -> None:
-        self.inserts: list[list[Any]] = [[] for _ in range(11)]
-        """ids, creation times, names, args, scheduled times, states,
-        completion times, errors, creation keys, state keys, completed keys."""
-        self.updates: list[list[Any]] = [[] for _ in range(6)]
-        """ids, transitions (START, END, DELETE), states, completion times,
-        errors, and the key the transition gives (``by_state`` for START,
+        self.inserts: list[tuple[Any, ...]] = []
+        """New rows: id, creation time, name, args, scheduled time, state,
+        completion time, error, creation key, state key, completed key."""
+        self.updates: list[tuple[Any, ...]] = []
+        """Transitions: id, which (START, END, DELETE), state, completion time,
+        error, and the key the transition gives (``by_state`` for START,
         ``by_completed`` for END)."""
 
     def add(self, write: Write) -> None:
         old, new, doc_id = write.old, write.new, write.id
         if new is None:
             if old is not None:
-                self._update(doc_id, DELETE, None, None, None, None)
+                self.updates.append((doc_id, DELETE, None, None, None, None))
             return
         state = new["state"]
         kind = state["kind"]
         code = STATE_CODES[kind]
+        suffix = encode_suffix(new["_creationTime"], doc_id)
         if old is None:
-            for column, value in zip(
-                self.inserts,
+            completed = new.get("completedTime")
+            self.inserts.append(
                 (
                     doc_id,
                     new["_creationTime"],
@@ -147,49 +148,52 @@ class JobWrites:
                     _encode(new["args"]),
                     new["scheduledTime"],
                     code,
-                    new.get("completedTime"),
+                    completed,
                     state.get("error"),
-                    encode_suffix(new["_creationTime"], doc_id),
-                    _key(_state_key, new),
-                    _key(_completed_key, new),
-                ),
-                strict=True,
-            ):
-                column.append(value)
+                    suffix,
+                    _joined(_state_key(new), suffix),
+                    _joined(_completed_key(new), suffix),
+                )
+            )
             return
         was = STATE_CODES[old["state"]["kind"]]
         if was == _PENDING and code == _IN_PROGRESS:
-            self._update(doc_id, START, code, None, None, _key(_state_key, new))
+            key = _joined(_state_key(new), suffix)
+            self.updates.append((doc_id, START, code, None, None, key))
         elif was in (_PENDING, _IN_PROGRESS) and code not in (_PENDING, _IN_PROGRESS):
-            key = _key(_completed_key, new)
-            self._update(doc_id, END, code, new["completedTime"], state.get("error"), key)
+            self.updates.append(
+                (
+                    doc_id,
+                    END,
+                    code,
+                    new["completedTime"],
+                    state.get("error"),
+                    _joined(_completed_key(new), suffix),
+                )
+            )
         else:
             raise ValueError(
                 f"job {doc_id}: a job changes from pending to inProgress, or from either to an"
                 f" end state, not from {old['state']['kind']} to {kind}"
             )
 
-    def _update(
-        self,
-        doc_id: str,
-        transition: int,
-        state: int | None,
-        completed: float | None,
-        error: str | None,
-        key: bytes | None,
-    ) -> None:
-        for column, value in zip(
-            self.updates, (doc_id, transition, state, completed, error, key), strict=True
-        ):
-            column.append(value)
+    def ids(self) -> list[str]:
+        """The ids of the jobs written."""
+        return [row[0] for row in self.inserts] + [row[0] for row in self.updates]
 
     def args(self) -> list[list[Any]]:
-        return [*self.inserts, *self.updates]
+        """The 17 arrays, column by column."""
+        inserts = [list(column) for column in zip(*self.inserts, strict=True)] or [[]] * 11
+        updates = [list(column) for column in zip(*self.updates, strict=True)] or [[]] * 6
+        return [*inserts, *updates]
+
+
+def _joined(prefix: bytes | None, suffix: bytes) -> bytes | None:
+    return None if prefix is None else prefix + suffix
 
 
 def _key(encode: Any, doc: Document) -> bytes | None:
-    prefix = encode(doc)
-    return None if prefix is None else prefix + encode_suffix(doc["_creationTime"], doc["_id"])
+    return _joined(encode(doc), encode_suffix(doc["_creationTime"], doc["_id"]))
 
 
 def job_rows_landed(writes: JobWrites, rows: Sequence[Any], after: int) -> set[int] | None:
@@ -198,8 +202,8 @@ def job_rows_landed(writes: JobWrites, rows: Sequence[Any], after: int) -> set[i
     landed), or None if any is missing."""
     events = {row[0]: row[1:] for row in rows}
     stamps: set[int] = set()
-    wanted = [(doc_id, 0) for doc_id in writes.inserts[0]]
-    wanted += list(zip(writes.updates[0], writes.updates[1], strict=True))
+    wanted = [(row[0], 0) for row in writes.inserts]
+    wanted += [(row[0], row[1]) for row in writes.updates]
     for doc_id, transition in wanted:
         row = events.get(doc_id)
         stamp = None if row is None else row[transition]

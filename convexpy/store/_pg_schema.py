@@ -411,6 +411,14 @@ LEFT JOIN LATERAL (
 ) s ON true WHERE c.id"""
 
 
-# The jobs a commit (or the commits after $1) changed: a row is found by its
-# latest change, at or after the commit's.
+# The jobs commit $1 changed: a row is found by its latest change, at or
+# after the commit's.
 JOBS_CHANGED_SINCE = f"SELECT {JOB_COLUMNS} FROM convexpy_jobs j WHERE j.changed_ts >= $1"
+
+# The jobs the commits after $1 up to $2 created (pending), or cancelled:
+# ``(id, scheduled, name, created_ts, ended_ts, state)``.
+JOB_CHANGES = """SELECT j.id, j.scheduled, j.name, j.created_ts, j.ended_ts, j.state
+FROM convexpy_jobs j
+WHERE j.changed_ts > $1
+    AND ((j.created_ts > $1 AND j.created_ts <= $2 AND j.created_ts IS DISTINCT FROM j.ended_ts)
+        OR (j.ended_ts > $1 AND j.ended_ts <= $2 AND j.state = 0))"""

@@ -584,22 +584,18 @@ class PostgresStore(CatalogStore):
         many for a NOTIFY, or made while the listener was disconnected), read
         from the versions they wrote, reported to the job listeners."""
         try:
-            rows = await self._fetch(schema.JOBS_CHANGED_SINCE, after + 1)
+            rows = await self._fetch(schema.JOB_CHANGES, after, until)
         except StoreUnavailableError as exc:
             # The dispatcher's next window load finds them.
             logger.warning("cannot read the jobs another process scheduled: %s", exc)
             return
         changes = JobChanges()
-        for row in rows:
-            created_ts, ended_ts = row[8], row[10]
+        canceled = STATE_CODES[JobState.CANCELED]
+        for job_id, scheduled, name, created_ts, ended_ts, state in rows:
             if after < created_ts <= until and created_ts != ended_ts:
-                changes.created.append((row[0], row[4], row[2]))
-            if (
-                ended_ts is not None
-                and after < ended_ts <= until
-                and row[5] == STATE_CODES[JobState.CANCELED]
-            ):
-                changes.canceled.append(row[0])
+                changes.created.append((job_id, scheduled, name))
+            if ended_ts is not None and after < ended_ts <= until and state == canceled:
+                changes.canceled.append(job_id)
         self._report_jobs(changes, durable=True)
 
     def _jobs_payload(self, changes: JobChanges) -> str:
@@ -880,7 +876,7 @@ class PostgresStore(CatalogStore):
             job_rows = await self._fetch(
                 "SELECT id, created_ts, started_ts, ended_ts, deleted_ts FROM convexpy_jobs"
                 " WHERE id = ANY($1)",
-                [*jobs.inserts[0], *jobs.updates[0]],
+                jobs.ids(),
             )
         except StoreUnavailableError as exc:
             raise StoreUnavailableError(
