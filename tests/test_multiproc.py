@@ -29,7 +29,13 @@ from e2e_helpers import dev_server
 from convexpy import Runtime
 from convexpy.client import AsyncConvexClient, Subscription
 from convexpy.store import MemoryStore, PostgresStore
-from convexpy.store.jobs import SYSTEM_INDEXES, TRANSIENT_ACTION_ERROR, started
+from convexpy.store.jobs import (
+    SYSTEM_INDEXES,
+    TRANSIENT_ACTION_ERROR,
+    JobState,
+    ended,
+    started,
+)
 
 APP = Path(__file__).parent / "apps" / "multiproc"
 CRONS_APP = Path(__file__).parent / "apps" / "multiproc_crons"
@@ -145,17 +151,26 @@ async def test_claims_are_exclusive_until_their_lease_expires(url: str) -> None:
     first, second = PostgresStore(url, lease=0.5), PostgresStore(url, lease=0.5)
     await first.open()
     await second.open()
-    try:
-        assert sorted(await first.claim_jobs(["a", "b"])) == ["a", "b"]
-        assert await second.claim_jobs(["b", "c"]) == ["c"]
-        assert sorted(await first.claim_jobs(["a", "b"])) == ["a", "b"]  # its own: renewed
-        await second.release_claims(["c"])
-        assert await first.claim_jobs(["c"]) == ["c"]
-        await first.release_claims(["a"])
-        assert await second.claim_jobs(["a"]) == ["a"]
 
-        async def taken_over() -> bool:  # "b" and "c" are not renewed: their claims expire
-            return sorted(await second.claim_jobs(["b", "c"])) == ["b", "c"]
+    async def granted(store: PostgresStore, job_ids: list[str]) -> list[str]:
+        return sorted((await store.claim_jobs(job_ids)).granted)
+
+    try:
+        await first.configure_indexes(SYSTEM_INDEXES)
+        a, b, c, done = sorted(await add_jobs(first, *[("a:f", T0)] * 4))
+        await set_job(first, done, ended(await job(first, done), JobState.SUCCESS, T0))
+        # Nothing to run in a job that ended, or in one that does not exist.
+        assert await first.claim_jobs([done, "no-such-job"]) == ([], [done, "no-such-job"])
+        assert await granted(first, [a, b]) == [a, b]
+        assert await second.claim_jobs([b, c]) == ([c], [])  # b is held by the first
+        assert await granted(first, [a, b]) == [a, b]  # its own: renewed
+        await second.release_claims([c])
+        assert await granted(first, [c]) == [c]
+        await first.release_claims([a])
+        assert await granted(second, [a]) == [a]
+
+        async def taken_over() -> bool:  # b and c are not renewed: their claims expire
+            return await granted(second, [b, c]) == [b, c]
 
         await until(taken_over, seconds=10)
     finally:
@@ -167,7 +182,7 @@ async def test_a_store_of_one_process_grants_every_claim() -> None:
     store = MemoryStore()
     await store.open()
     assert not store.shared
-    assert await store.claim_jobs(["a", "b"]) == ["a", "b"]
+    assert await store.claim_jobs(["a", "b"]) == (["a", "b"], ())
     await store.close()
 
 
@@ -259,7 +274,7 @@ async def test_actions_with_a_live_lease_are_passed_over_not_failed(url: str) ->
         ids = await add_jobs(checker, *[("a:act", T0 + n) for n in range(5)])
         for job_id in ids:
             await set_job(checker, job_id, started(await job(checker, job_id)))
-        assert sorted(await runner.claim_jobs(ids[:3])) == sorted(ids[:3])  # running there
+        assert sorted((await runner.claim_jobs(ids[:3])).granted) == sorted(ids[:3])  # running
         # The live ones come first, more than a page of them: the rest is still found.
         assert await checker.fail_interrupted_actions(T0 + 9, TRANSIENT_ACTION_ERROR, 2) == 2
         assert await checker.fail_interrupted_actions(T0 + 9, TRANSIENT_ACTION_ERROR, 2) == 0

@@ -14,12 +14,12 @@ On a store shared by several processes (:attr:`Store.shared
 <convexpy.store.base.Store.shared>`, PostgreSQL) every process hears of
 every job (the store reports other processes' commits too), so they race
 for due jobs: each batch or action is claimed first
-(:meth:`~convexpy.store.base.Store.claim_jobs`) and jobs claimed elsewhere
-are looked at again one lease later (taken over if their claimer died, or
-dropped once finished). Running jobs' claims are renewed every third of a
-lease (a running action's claim is its lease), and every lease the
-dispatcher fails the running actions whose lease ran out (their process is
-gone). A store used by one process skips all of this.
+(:meth:`~convexpy.store.base.Store.claim_jobs`): jobs found ended are
+dropped, and jobs claimed elsewhere are looked at again one lease later
+(taken over if their claimer died, or dropped once finished). Running
+jobs' claims are renewed every third of a lease (a running action's claim
+is its lease), and every lease the dispatcher fails the running actions
+whose lease ran out (their process is gone). A store used by one process skips all of this.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..clock import sleep_until_or_woken
 from ..functions import FunctionKind
+from ..store.base import Claims
 from ..store.health import pause_for_store, run_forever
 from ..store.jobs import TRANSIENT_ACTION_ERROR, JobChanges
 from .ready import ReadyQueue
@@ -411,12 +412,15 @@ class Dispatcher:
         only skips (it reads each job's state) those it did not claim."""
         store = self._host.store
         try:
-            claimed = await store.claim_jobs(job_ids)
+            claims = await store.claim_jobs(job_ids)
         except Exception as exc:  # the store failed: try them all again later
             logger.debug("claiming jobs failed: %s", exc)
-            claimed = []
+            claims = Claims([])
+        claimed = claims.granted
         if len(claimed) < len(job_ids):
-            mine = set(claimed)
+            ended = set(claims.ended)
+            self._forget(ended)
+            mine = set(claimed) | ended
             self._look_again([job_id for job_id in job_ids if job_id not in mine])
         if not claimed:
             work.close()
@@ -432,6 +436,13 @@ class Dispatcher:
             done = [job_id for job_id in claimed if self._running.get(job_id) is task]
             with contextlib.suppress(Exception):
                 await store.release_claims(done)
+
+    def _forget(self, job_ids: set[str]) -> None:
+        """Jobs a claim found ended (another process ran them): nothing to do."""
+        running, task = self._running, asyncio.current_task()
+        for job_id in job_ids:
+            if running.get(job_id) is task:
+                del running[job_id]
 
     def _look_again(self, job_ids: list[str]) -> None:
         """Jobs claimed elsewhere: back in the wheel, due one lease from now."""

@@ -113,8 +113,8 @@ def scan_rows(
 
 
 class JobWrites:
-    """The arrays ``convexpy_commit`` takes for a commit's job writes (one per
-    job, the commit's first ``old`` and last ``new``): new rows, and the
+    """What ``convexpy_commit`` takes of a commit's job writes (one per job,
+    the commit's first ``old`` and last ``new``): new rows, and the
     transitions of existing ones."""
 
     __slots__ = ("inserts", "updates")
@@ -181,11 +181,9 @@ class JobWrites:
         """The ids of the jobs written."""
         return [row[0] for row in self.inserts] + [row[0] for row in self.updates]
 
-    def args(self) -> list[list[Any]]:
-        """The 17 arrays, column by column."""
-        inserts = [list(column) for column in zip(*self.inserts, strict=True)] or [[]] * 11
-        updates = [list(column) for column in zip(*self.updates, strict=True)] or [[]] * 6
-        return [*inserts, *updates]
+    def args(self) -> list[list[tuple[Any, ...]]]:
+        """The two arrays of rows (``convexpy_new_job``, ``convexpy_job_change``)."""
+        return [self.inserts, self.updates]
 
 
 def _joined(prefix: bytes | None, suffix: bytes) -> bytes | None:

@@ -79,6 +79,16 @@ JOBS = [
         ekey bytea
     )""",
     "CREATE INDEX convexpy_jobs_created ON convexpy_jobs (ckey)",
+    # What convexpy_commit takes of new jobs and of transitions (see
+    # _pg_jobs.JobWrites): an array of rows encodes faster than one array
+    # per column.
+    """CREATE TYPE convexpy_new_job AS (
+        id text, created float8, name text, args bytea, scheduled float8, state smallint,
+        completed float8, error text, ckey bytea, skey bytea, ekey bytea
+    )""",
+    """CREATE TYPE convexpy_job_change AS (
+        id text, transition smallint, state smallint, completed float8, error text, key bytea
+    )""",
     "CREATE INDEX convexpy_jobs_state ON convexpy_jobs (skey) WHERE skey IS NOT NULL",
     "CREATE INDEX convexpy_jobs_completed ON convexpy_jobs (ekey) WHERE ekey IS NOT NULL",
     "CREATE INDEX convexpy_jobs_changed ON convexpy_jobs (changed_ts)",
@@ -105,11 +115,7 @@ COMMIT_FUNCTION = f"""CREATE FUNCTION convexpy_commit(
         w_ids text[], n_ids text[], n_tbls text[], n_docs bytea[],
         e_idx text[], e_keys bytea[], e_ids text[], new_tables text[],
         jr_ids text[], jr_kinds smallint[], jr_lo bytea[], jr_hi bytea[],
-        ji_ids text[], ji_created float8[], ji_names text[], ji_args bytea[],
-        ji_scheduled float8[], ji_states smallint[], ji_completed float8[],
-        ji_errors text[], ji_ckeys bytea[], ji_skeys bytea[], ji_ekeys bytea[],
-        ju_ids text[], ju_kinds smallint[], ju_states smallint[],
-        ju_completed float8[], ju_errors text[], ju_keys bytea[],
+        new_jobs convexpy_new_job[], job_changes convexpy_job_change[],
         OUT out_ts bigint, OUT out_conflict text)
     LANGUAGE plpgsql AS $$
     DECLARE
@@ -206,9 +212,7 @@ COMMIT_FUNCTION = f"""CREATE FUNCTION convexpy_commit(
                 CASE WHEN u.st NOT IN (2, 3) THEN out_ts END, out_ts,
                 u.ck, CASE WHEN u.st = 3 THEN u.sk END, CASE WHEN u.st = 2 THEN u.sk END,
                 u.sk, u.ek
-            FROM unnest(ji_ids, ji_created, ji_names, ji_args, ji_scheduled, ji_states,
-                ji_completed, ji_errors, ji_ckeys, ji_skeys, ji_ekeys)
-                AS u(id, c, n, a, s, st, co, er, ck, sk, ek);
+            FROM unnest(new_jobs) AS u(id, c, n, a, s, st, co, er, ck, sk, ek);
         -- Transitions: 1 an action started, 2 the job ended, 3 it was deleted.
         UPDATE convexpy_jobs j SET
                 state = CASE WHEN u.k = 3 THEN j.state ELSE u.st END,
@@ -221,8 +225,7 @@ COMMIT_FUNCTION = f"""CREATE FUNCTION convexpy_commit(
                 skey = CASE WHEN u.k = 1 THEN u.key END,
                 ekey = CASE WHEN u.k = 2 THEN u.key ELSE j.ekey END,
                 changed_ts = out_ts
-            FROM unnest(ju_ids, ju_kinds, ju_states, ju_completed, ju_errors, ju_keys)
-                AS u(id, k, st, co, er, key)
+            FROM unnest(job_changes) AS u(id, k, st, co, er, key)
             WHERE j.id = u.id;
         IF cardinality(new_tables) > 0 THEN
             INSERT INTO convexpy_tables SELECT unnest(new_tables) ON CONFLICT DO NOTHING;
@@ -291,10 +294,10 @@ CREATE = [
         spec text NOT NULL
     )""",
     'CREATE TABLE convexpy_tables (name text COLLATE "C" PRIMARY KEY)',
+    *JOBS,
     COMMIT_FUNCTION,
     COLLECT_FUNCTION,
     *CLAIMS,
-    *JOBS,
     f"INSERT INTO convexpy_schema VALUES ({SCHEMA_VERSION})",
 ]
 
@@ -337,15 +340,22 @@ LEFT JOIN LATERAL (
 
 # -- the job queue's claims (see PostgresStore.claim_jobs) ----------------------------
 
-# In id order, so that two processes claiming overlapping sets lock the rows
-# in the same order (no deadlock); a claim held by another owner and not
-# expired is left alone (not returned).
-CLAIM = """INSERT INTO convexpy_claims (id, owner, until)
-SELECT u.id, $2, clock_timestamp() + make_interval(secs => $3)
-FROM unnest($1::text[]) AS u(id) ORDER BY u.id
-ON CONFLICT (id) DO UPDATE SET owner = EXCLUDED.owner, until = EXCLUDED.until
-WHERE convexpy_claims.owner = EXCLUDED.owner OR convexpy_claims.until < clock_timestamp()
-RETURNING id"""
+# Only jobs that have not ended; in id order, so that two processes claiming
+# overlapping sets lock the rows in the same order (no deadlock); a claim
+# held by another owner and not expired is left alone (not returned).
+# Rows: (id, true) for each claim granted, (id, false) for each job ended or gone.
+CLAIM = """WITH asked AS (
+    SELECT u.id, j.id IS NOT NULL AND j.ended_ts IS NULL AND j.deleted_ts IS NULL AS live
+    FROM unnest($1::text[]) AS u(id) LEFT JOIN convexpy_jobs j ON j.id = u.id
+), granted AS (
+    INSERT INTO convexpy_claims (id, owner, until)
+    SELECT a.id, $2, clock_timestamp() + make_interval(secs => $3)
+    FROM asked a WHERE a.live ORDER BY a.id
+    ON CONFLICT (id) DO UPDATE SET owner = EXCLUDED.owner, until = EXCLUDED.until
+    WHERE convexpy_claims.owner = EXCLUDED.owner OR convexpy_claims.until < clock_timestamp()
+    RETURNING id
+)
+SELECT id, true FROM granted UNION ALL SELECT id, false FROM asked WHERE NOT live"""
 
 # Renew this owner's claims, and forget claims expired long ago (their owner is gone).
 RENEW = """WITH renewed AS (
@@ -360,7 +370,7 @@ LIVE_CLAIMS = """SELECT id FROM convexpy_claims
 WHERE id = ANY($1::text[]) AND until >= clock_timestamp()"""
 
 COMMIT_JOBS = """SELECT c.out_ts, c.out_conflict, CASE WHEN c.out_conflict IS NULL
-    THEN (SELECT 1 FROM pg_notify('{channel}', c.out_ts::text || ' ' || $36::text)) END
+    THEN (SELECT 1 FROM pg_notify('{channel}', c.out_ts::text || ' ' || $21::text)) END
 FROM convexpy_commit({params}) AS c"""
 
 

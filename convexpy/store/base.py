@@ -24,7 +24,7 @@ import asyncio
 import logging
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple, Protocol, TypeVar
 
 from ..errors import CommitFailedError
@@ -89,6 +89,16 @@ class DueJob(NamedTuple):
     id: str
     scheduled_time: float
     name: str
+
+
+class Claims(NamedTuple):
+    """What :meth:`Store.claim_jobs` says of the jobs it was asked for."""
+
+    granted: list[str]
+    """The jobs this process may start now."""
+    ended: Sequence[str] = ()
+    """The jobs with nothing left to run: ended, or gone. The others were
+    claimed by another process."""
 
 
 class JobListener(Protocol):
@@ -303,14 +313,14 @@ class Store(ABC):
     lease = 10.0
     """Seconds a claim lasts unless renewed (a shared store's)."""
 
-    async def claim_jobs(self, job_ids: list[str]) -> list[str]:
+    async def claim_jobs(self, job_ids: list[str]) -> Claims:
         """Claim due jobs for this process, for :attr:`lease` seconds: those of
         ``job_ids`` it may start (claimed by no other process, or by one whose
-        claim expired: a dead process's jobs are taken over). A claim only
-        avoids duplicate work: exactly-once mutations and at-most-once actions
-        hold by transactions whatever the claims. A store used by one process
-        (the default) grants them all."""
-        return job_ids
+        claim expired: a dead process's jobs are taken over), and which of the
+        rest ended already. A claim only avoids duplicate work: exactly-once
+        mutations and at-most-once actions hold by transactions whatever the
+        claims. A store used by one process (the default) grants them all."""
+        return Claims(job_ids)
 
     async def renew_claims(self, job_ids: list[str]) -> None:
         """Extend this process's claims of ``job_ids`` by another :attr:`lease`

@@ -115,6 +115,7 @@ from . import _pg_schema as schema
 from ._pg_jobs import KEYS as JOB_KEYS
 from ._pg_jobs import JobWrites, job_at, job_row_of_versions, job_rows_landed, scan_rows
 from .base import (
+    Claims,
     ConflictError,
     Document,
     IndexDef,
@@ -608,11 +609,11 @@ class PostgresStore(CatalogStore):
 
     # -- claims (see Store.claim_jobs) ----------------------------------------------------
 
-    async def claim_jobs(self, job_ids: list[str]) -> list[str]:
+    async def claim_jobs(self, job_ids: list[str]) -> Claims:
         if not job_ids:
-            return []
+            return Claims([])
         rows = await self._fetch(schema.CLAIM, job_ids, self.owner, self.lease)
-        return [row[0] for row in rows]
+        return Claims([row[0] for row in rows if row[1]], [row[0] for row in rows if not row[1]])
 
     async def renew_claims(self, job_ids: list[str]) -> None:
         await self._fetch(schema.RENEW, job_ids, self.owner, self.lease)
@@ -967,7 +968,7 @@ class PostgresStore(CatalogStore):
 _CREATION_SUFFIX = creation_index_key("t")[1:]
 """What a table's name is followed by in its creation-time index's key."""
 
-_PARAMS = ", ".join(f"${n}" for n in range(1, 36))
+_PARAMS = ", ".join(f"${n}" for n in range(1, 21))
 _COMMIT = f"SELECT * FROM convexpy_commit({_PARAMS})"
 _COMMIT_JOBS = schema.COMMIT_JOBS.format(channel=schema.JOBS_CHANNEL, params=_PARAMS)
 
