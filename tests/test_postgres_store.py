@@ -507,8 +507,11 @@ async def test_a_commit_that_lost_its_connection_is_settled_from_the_database(
     store: PostgresStore, monkeypatch: pytest.MonkeyPatch, landed: bool
 ) -> None:
     """The reply of the commit is lost (after the server committed it, or
-    before it got the call): the store finds out which, from the database."""
+    before it got the call): the store finds out which, from the database,
+    documents and jobs alike."""
+    await store.configure_indexes(SYSTEM_INDEXES)
     kept = await insert(store, TASKS, n=1)
+    (action,) = await add_jobs(store, ("a:act", T0))
     fetchrow = asyncpg.connection.Connection.fetchrow
 
     async def lose_reply(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
@@ -523,6 +526,10 @@ async def test_a_commit_that_lost_its_connection_is_settled_from_the_database(
     new = await txn.insert(TASKS, n=3)
     await txn.delete(TASKS, new["_id"])  # written and gone in one commit: no trace
     doc = await txn.insert(TASKS, n=4)
+    pending = await txn.get(action)
+    assert pending is not None
+    txn.write(SCHEDULED_FUNCTIONS, action, pending, started(pending))
+    job = await txn.insert(SCHEDULED_FUNCTIONS, **new_job("a:f", {}, T0))
     monkeypatch.setattr(asyncpg.connection.Connection, "fetchrow", lose_reply)
     if landed:
         ts = await txn.commit()
@@ -530,12 +537,16 @@ async def test_a_commit_that_lost_its_connection_is_settled_from_the_database(
         monkeypatch.undo()
         assert await read_get(store, doc["_id"]) == doc
         assert (await read_get(store, kept["_id"]) or {})["n"] == 2
+        assert await read_get(store, job["_id"]) == job
+        assert await read_get(store, action) == started(pending)
     else:
         with pytest.raises(StoreUnavailableError, match="nothing was written"):
             await txn.commit()
         monkeypatch.undo()
         assert await read_get(store, doc["_id"]) is None
         assert (await read_get(store, kept["_id"]) or {})["n"] == 1
+        assert await read_get(store, job["_id"]) is None
+        assert await read_get(store, action) == pending
 
 
 async def test_job_changes_too_many_for_a_notify_are_read_from_the_store(two: Any) -> None:
@@ -581,3 +592,27 @@ class Heard:
         while not check():
             self._changed.clear()
             await self._changed.wait()
+
+
+async def test_reports_of_job_commits_move_the_job_indexes_keys(two: Any) -> None:
+    """Live queries over the job table's indexes are told of job changes, the
+    committing process's and another's alike (their keys are the job rows'
+    own columns, not index entries)."""
+    first, second = two
+    await first.configure_indexes(SYSTEM_INDEXES)
+    (job_id,) = await add_jobs(first, ("a:act", T0))
+    heard: dict[str, list[Any]] = {"first": [], "second": []}
+    first.watch_commits(heard["first"].append)
+    second.watch_commits(heard["second"].append)
+    assert await first.start_action(job_id) is not None
+    with anyio.fail_after(30):
+        while not heard["second"]:  # noqa: ASYNC110 (told by NOTIFY, then a read)
+            await asyncio.sleep(0.01)
+    by_state = f"{SCHEDULED_FUNCTIONS}.by_state"
+    for name, commits in heard.items():
+        (commit,) = commits
+        assert [w.id for w in commit.writes] == [job_id], name
+        moved = [change for change in commit.index_changes if change[0] == by_state]
+        assert len(moved) == 1 and moved[0][1] == job_id, name
+        _, _, old_key, new_key = moved[0]
+        assert old_key is not None and new_key is not None and old_key != new_key, name

@@ -130,6 +130,7 @@ from .engine import KeyCache, creation_index_key, index_changes
 from .jobs import (
     SCHEDULED_FUNCTIONS,
     STATE_CODES,
+    SYSTEM_INDEXES,
     JobChanges,
     JobState,
     is_job_id,
@@ -282,7 +283,8 @@ class PostgresStore(CatalogStore):
         self._ts = 0
         """The last commit this process knows of: what a new snapshot pins."""
         self._encoders: Encoders = {}
-        """The built indexes, as the database lists them (what commits maintain)."""
+        """The built indexes, as the database lists them (what commits maintain),
+        and the job table's (what reports of commits move)."""
         self._indexes_ts = -1
         """The ``indexes`` timestamp the encoders were loaded at."""
         self._known_tables: set[str] = set()
@@ -672,7 +674,14 @@ class PostgresStore(CatalogStore):
             " LEFT JOIN convexpy_indexes i ON true WHERE c.id"
         )
         self._indexes_ts = rows[0][0]
-        encoders: Encoders = {}
+        # The job table's indexes are its own columns (commits write no
+        # entries for them), but reports of commits move their keys too.
+        encoders: Encoders = {
+            SCHEDULED_FUNCTIONS: [
+                (index.key, prefix_encoder(index.fields, index.sparse, index.where))
+                for index in SYSTEM_INDEXES
+            ]
+        }
         for _, key, table, spec in rows:
             if key is None:
                 continue
