@@ -2,8 +2,8 @@
 
 Version 4. Opening an older layout migrates it: version 1 lacked
 ``convexpy_claims``, version 2's ``convexpy_commit`` looked documents up in a
-way the planner could turn into a scan of the whole table, and version 3
-kept jobs as versioned documents (they move to ``convexpy_jobs``). Every
+way the planner could turn into a scan of the whole table, and versions 1
+to 3 kept jobs as versioned documents (they move to ``convexpy_jobs``). Every
 table is named ``convexpy_*``, so the store can share a database with other
 software. Stop every process before opening a database with a newer
 convexpy: a migration changes what commits write.
@@ -25,7 +25,8 @@ convexpy: a migration changes what commits write.
 * ``convexpy_tables``: the tables that hold or held documents.
 * ``convexpy_jobs``: the ``_scheduled_functions`` table, one row per job
   with the timestamp of each of its transitions (see :mod:`._pg_jobs`): jobs
-  have no versions or index entries.
+  have no versions or index entries. ``convexpy_new_job`` and
+  ``convexpy_job_change`` are the row types ``convexpy_commit`` takes them in.
 * ``convexpy_claims``: which process (``owner``) holds a job, until when
   (``until``, the database's clock): a due job is started by the process
   that claimed it, and a running action's claim is its lease, renewed while
