@@ -19,7 +19,8 @@ dropped, and jobs claimed elsewhere are looked at again one lease later
 (taken over if their claimer died, or dropped once finished). Running
 jobs' claims are renewed every third of a lease (a running action's claim
 is its lease), and every lease the dispatcher fails the running actions
-whose lease ran out (their process is gone). A store used by one process skips all of this.
+whose lease ran out (their process is gone). A store used by one process
+skips all of this.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..clock import sleep_until_or_woken
@@ -418,10 +419,7 @@ class Dispatcher:
             claims = Claims([])
         claimed = claims.granted
         if len(claimed) < len(job_ids):
-            ended = set(claims.ended)
-            self._forget(ended)
-            mine = set(claimed) | ended
-            self._look_again([job_id for job_id in job_ids if job_id not in mine])
+            self._not_claimed(job_ids, claimed, claims.ended)
         if not claimed:
             work.close()
             return
@@ -437,23 +435,21 @@ class Dispatcher:
             with contextlib.suppress(Exception):
                 await store.release_claims(done)
 
-    def _forget(self, job_ids: set[str]) -> None:
-        """Jobs a claim found ended (another process ran them): nothing to do."""
-        running, task = self._running, asyncio.current_task()
-        for job_id in job_ids:
-            if running.get(job_id) is task:
-                del running[job_id]
-
-    def _look_again(self, job_ids: list[str]) -> None:
-        """Jobs claimed elsewhere: back in the wheel, due one lease from now."""
+    def _not_claimed(self, job_ids: list[str], claimed: list[str], ended: Sequence[str]) -> None:
+        """The jobs of ``job_ids`` not ``claimed`` are not running here; those
+        claimed elsewhere (not ``ended``) go back in the wheel, due one lease
+        from now."""
         wheel = self._wheel
         running = self._running
         task = asyncio.current_task()
         when = self._host.clock.now() + self._host.store.lease * 1000
+        mine, gone = set(claimed), set(ended)
         for job_id in job_ids:
+            if job_id in mine:
+                continue
             if running.get(job_id) is task:
                 del running[job_id]
-            if wheel is not None and not self._stopping:
+            if job_id not in gone and wheel is not None and not self._stopping:
                 wheel.add(job_id, when)
         if when < self._sleep_deadline:
             self._wake.set()

@@ -36,12 +36,12 @@ from .jobs import (
     job_document,
 )
 from .keys import encode_suffix, prefix_encoder
-from .types import BY_CREATION_TIME, Document, KeyRange, Order, Write
+from .types import Document, IndexDef, KeyRange, Order, Write
 
 __all__ = ["KEYS", "JobWrites", "job_at", "job_row_of_versions", "job_rows_landed", "scan_rows"]
 
 KEYS = {
-    f"{SCHEDULED_FUNCTIONS}.{BY_CREATION_TIME}": 0,
+    IndexDef.by_creation_time(SCHEDULED_FUNCTIONS).key: 0,
     BY_STATE.key: 1,
     BY_COMPLETED.key: 2,
 }

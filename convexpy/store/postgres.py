@@ -11,20 +11,21 @@ Documents and index entries are *versioned* in the database: each row is
 valid from the commit that wrote it until the commit that replaced it. Jobs
 (``_scheduled_functions``) are one row each that holds the timestamp of
 every transition, which says what the job was at any commit (see
-:mod:`._pg_jobs`). A snapshot is therefore just a commit timestamp, and every read is one
-statement on any pooled connection selecting the versions valid at it, so a
-snapshot holds no connection and no server transaction (:meth:`snapshot`
-and :meth:`release` do no I/O), and reads exactly the commits up to its
-timestamp however long after it was taken.
+:mod:`._pg_jobs`). A snapshot is therefore just a commit timestamp, and
+every read is one statement on any pooled connection selecting the
+versions valid at it, so a snapshot holds no connection and no server
+transaction (:meth:`snapshot` and :meth:`release` do no I/O), and reads
+exactly the commits up to its timestamp however long after it was taken.
 
 A commit is one call of the server-side function ``convexpy_commit`` (one
 round trip, its own transaction): it locks the clock row, which serializes
 commits across all processes and gives each the next timestamp; validates
 the read set against the versions written after the snapshot (a document
 read by id, or an index entry opened or closed inside a scanned key range,
-and the same of jobs, means :class:`ConflictError`, nothing written); then writes the new versions
-and NOTIFYs its timestamp. Commits are thus serializable *in timestamp
-order*, the property the conformance suite checks, and durable on return.
+and the same of jobs, means :class:`ConflictError`, nothing written); then
+writes the new versions and NOTIFYs its timestamp. Commits are thus
+serializable *in timestamp order*, the property the conformance suite
+checks, and durable on return.
 The timestamp :meth:`commit` returns is the clock row's counter: strictly
 increasing in commit order across every process on the database, gapless
 except for index configurations (which take one). A commit without writes
@@ -876,17 +877,26 @@ class PostgresStore(CatalogStore):
             for w in latest.values()
             if (w.old is not None or w.new is not None) and w.table != SCHEDULED_FUNCTIONS
         ]
+        job_ids = jobs.ids()
         try:
-            rows = await self._fetch(
-                "SELECT id, from_ts, to_ts, doc FROM convexpy_documents"
-                " WHERE id = ANY($1) AND (from_ts > $2 OR to_ts > $2)",
-                [w.id for w in written],
-                snapshot.ts,
+            rows = (
+                await self._fetch(
+                    "SELECT id, from_ts, to_ts, doc FROM convexpy_documents"
+                    " WHERE id = ANY($1) AND (from_ts > $2 OR to_ts > $2)",
+                    [w.id for w in written],
+                    snapshot.ts,
+                )
+                if written
+                else []
             )
-            job_rows = await self._fetch(
-                "SELECT id, created_ts, started_ts, ended_ts, deleted_ts FROM convexpy_jobs"
-                " WHERE id = ANY($1)",
-                jobs.ids(),
+            job_rows = (
+                await self._fetch(
+                    "SELECT id, created_ts, started_ts, ended_ts, deleted_ts FROM convexpy_jobs"
+                    " WHERE id = ANY($1)",
+                    job_ids,
+                )
+                if job_ids
+                else []
             )
         except StoreUnavailableError as exc:
             raise StoreUnavailableError(
@@ -1047,9 +1057,13 @@ async def _move_jobs(conn: Connection) -> None:
     ``convexpy_commit`` (inside the transaction that holds the layout's lock;
     the clock row is held too, so no commit lands meanwhile)."""
     await conn.execute("SELECT ts FROM convexpy_clock WHERE id FOR UPDATE")
-    for statement in (*schema.JOBS, schema.OLD_COMMIT_FUNCTION, schema.COMMIT_FUNCTION):
+    for statement in (
+        *schema.JOBS,
+        schema.OLD_COMMIT_FUNCTION,
+        schema.COMMIT_FUNCTION,
+        schema.COLLECT_FUNCTION,
+    ):
         await conn.execute(statement)
-    await conn.execute(schema.COLLECT_FUNCTION)
     versions: list[tuple[int, int | None, Document]] = []
     current: str | None = None
     rows: list[list[Any]] = []
