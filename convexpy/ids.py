@@ -40,6 +40,7 @@ __all__ = [
     "check_id",
     "decode_id",
     "encode_id",
+    "id_prefix",
     "id_problem",
     "id_table_number",
     "is_id_of",
@@ -131,11 +132,17 @@ _table_names: dict[int, str] = {}
 
 
 @functools.lru_cache(maxsize=1024)
-def _table_prefix(table: str) -> tuple[bytes, str]:
+def _table_prefix(table: str) -> tuple[str, int, int]:
+    """The table's varint in base32, with its byte sum and running sums' sum."""
     varint = _varint(table_number(table))
     # 5 varint bytes are exactly 8 base32 characters, so the text prefix can
     # be cached and the rest encoded on its own.
-    return varint, _base32(varint)
+    return _base32(varint), sum(varint), sum(accumulate(varint))
+
+
+def id_prefix(table: str) -> str:
+    """The 8 characters every id :func:`new_id` makes for ``table`` starts with."""
+    return _table_prefix(table)[0]
 
 
 def encode_id(table_num: int, internal_id: bytes) -> str:
@@ -223,14 +230,32 @@ _pool_next = _POOL_IDS
 @functools.lru_cache(maxsize=64)
 def _time_prefix(table: str, ms: int) -> tuple[str, int, int]:
     # varint (5 bytes) + clock (5 bytes) = 80 bits = 16 characters, cached
-    # for the millisecond with the head's Fletcher sums.
-    varint, _ = _table_prefix(table)
-    head = varint + (ms & 0xFF_FFFF_FFFF).to_bytes(5, "big")
-    return _base32(head), sum(head), sum(accumulate(head))
+    # for the millisecond with what the head adds to the Fletcher sums' low
+    # bytes: its byte sum, and its running sums' sum plus its byte sum once
+    # per tail byte (the running sums carry it through the tail). The
+    # varint's share is the table's; the clock's running sums each start
+    # from the varint's byte sum.
+    text, varint_sum, varint_running = _table_prefix(table)
+    clock = (ms & 0xFF_FFFF_FFFF).to_bytes(5, "big")
+    head_sum = varint_sum + sum(clock)
+    running = varint_running + 5 * varint_sum + sum(accumulate(clock))
+    return text + _base32(clock), head_sum & 0xFF, (running + _TAIL_BYTES * head_sum) & 0xFF
 
+
+# The footer's four characters (3 zero bits, the footer little-endian, 1 bit
+# of padding) by the Fletcher sums' low bytes: ``low`` (the byte sum) and
+# ``high`` (the running sums'), before the version.
+_FOOTER_HEAD = [_PAIRS[(low ^ (_VERSION & 0xFF)) >> 1] for low in range(256)]
+"""Characters 1-2, by ``low``."""
+_FOOTER_TAIL = [
+    _PAIRS[((low ^ _VERSION) & 1) << 9 | (high ^ (_VERSION >> 8)) << 1]
+    for low in range(2)
+    for high in range(256)
+]
+"""Characters 3-4, by ``(low & 1) << 8 | high``."""
 
 _last_prefix: tuple[str, int, str, int, int] = ("", -1, "", 0, 0)
-"""(table, ms, base32 prefix, head sum, head running sums) of the latest id."""
+"""(table, ms, :func:`_time_prefix`) of the latest id."""
 
 
 def new_id(table: str) -> str:
@@ -240,23 +265,19 @@ def new_id(table: str) -> str:
     last = _last_prefix
     if last[1] != ms or last[0] != table:
         last = _last_prefix = (table, ms, *_time_prefix(table, ms))
-    if _pool_next == _POOL_IDS:
-        _refill()
     at = _pool_next
+    if at == _POOL_IDS:
+        _refill()
+        at = 0
     _pool_next = at + 1
-    # Fletcher-16 of head + tail from the sums of each.
-    head_sum = last[3]
-    low = head_sum + _pool_sums[at]
-    high = last[4] + _TAIL_BYTES * head_sum + _pool_weighted[at]
-    footer = (((high & 0xFF) << 8) | (low & 0xFF)) ^ _VERSION
-    # 3 zero bits, the footer little-endian, 1 bit of padding: 4 characters.
-    bits = (((footer & 0xFF) << 8) | (footer >> 8)) << 1
+    low = (last[3] + _pool_sums[at]) & 0xFF
+    high = (last[4] + _pool_weighted[at]) & 0xFF
     start = at * _RANDOM_CHARS
     return (
         last[2]
         + _pool_text[start : start + _RANDOM_CHARS]
-        + _PAIRS[bits >> 10]
-        + _PAIRS[bits & 1023]
+        + _FOOTER_HEAD[low]
+        + _FOOTER_TAIL[(low & 1) << 8 | high]
     )
 
 

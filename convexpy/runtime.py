@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack, nullcontext
 from pathlib import Path
 from types import TracebackType
@@ -266,7 +266,7 @@ class Runtime:
             )
         return path, fn
 
-    async def call(
+    def call(
         self,
         kind: FunctionKind,
         function: object,
@@ -276,8 +276,10 @@ class Runtime:
         trusted: bool = True,
         logs: list[str] | None = None,
         txn: Transaction | None = None,
-    ) -> Any:
-        """Run any function by kind; ``trusted=False`` reaches public functions only.
+    ) -> Coroutine[Any, Any, Any]:
+        """Run any function by kind (await it); ``trusted=False`` reaches
+        public functions only. A function that cannot be called (unknown, of
+        another kind, a bad ``identity``) raises here, before anything runs.
 
         With ``capture_logs``, what the handler printed or logged is appended
         to ``logs`` (when given) and sent to listeners with the call's event.
@@ -287,14 +289,32 @@ class Runtime:
         path, fn = self.resolve(function, kind, trusted=trusted)
         if identity is not None and not isinstance(identity, UserIdentity):
             raise TypeError(f"identity must be a UserIdentity, got {type(identity).__name__}")
+        # Not a coroutine itself: the handler's coroutine is handed back, so a
+        # call nobody listens to costs no frames of ours while it runs.
+        if kind is FunctionKind.MUTATION:
+            run = self.run_mutation(path, fn, args, identity)
+        elif kind is FunctionKind.QUERY:
+            run = self.run_query(path, fn, args, identity, txn)
+        else:
+            run = self.run_action(path, fn, args, identity)
         if not (self.listeners or self.capture_logs):
-            return await self._dispatch(kind, path, fn, args, identity, txn)
+            return run
+        return self._observed(run, kind, path, logs)
+
+    async def _observed(
+        self,
+        run: Coroutine[Any, Any, Any],
+        kind: FunctionKind,
+        path: str,
+        logs: list[str] | None,
+    ) -> Any:
+        """Await ``run``, capturing its logs, and tell listeners how it went."""
         started = time.perf_counter()
         event: dict[str, Any] = {"type": "call", "kind": kind.value, "path": path}
         try:
             with capture() if self.capture_logs else nullcontext() as lines:
                 try:
-                    result = await self._dispatch(kind, path, fn, args, identity, txn)
+                    result = await run
                     event["outcome"] = "success"
                     return result
                 except Exception as exc:
@@ -309,21 +329,6 @@ class Runtime:
         finally:
             # Outside the capture: a listener's own prints reach the terminal.
             self.emit(event)
-
-    async def _dispatch(
-        self,
-        kind: FunctionKind,
-        path: str,
-        fn: ConvexFunction,
-        args: dict[str, Any] | None,
-        identity: UserIdentity | None,
-        txn: Transaction | None = None,
-    ) -> Any:
-        if kind is FunctionKind.QUERY:
-            return await self.run_query(path, fn, args, identity, txn)
-        if kind is FunctionKind.MUTATION:
-            return await self.run_mutation(path, fn, args, identity)
-        return await self.run_action(path, fn, args, identity)
 
     # -- execution -----------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from ..ids import _table_prefix
+from ..ids import id_prefix
 from .keys import MISSING, encode_prefix, prefix_successor
 from .types import Document, IndexDef, KeyRange, Write
 
@@ -70,7 +70,7 @@ STATE_CODES = {"canceled": 0, "failed": 1, "inProgress": 2, "pending": 3, "succe
 as index keys sort them."""
 STATE_NAMES = sorted(STATE_CODES, key=STATE_CODES.__getitem__)
 
-_JOB_ID_PREFIX = _table_prefix(SCHEDULED_FUNCTIONS)[1]
+_JOB_ID_PREFIX = id_prefix(SCHEDULED_FUNCTIONS)
 
 
 def is_job_id(doc_id: str) -> bool:
