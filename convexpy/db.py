@@ -419,7 +419,10 @@ class DatabaseWriter(DatabaseReader):
     async def _insert(self, table: str, value: Document) -> str:
         table = check_table_name(table)
         fields = self._validate(table, _user_fields(value, "insert"))
-        return await self._txn.insert(table, fields)
+        txn = self._txn
+        if not txn.prepared(table):
+            await txn.prepare(table)
+        return txn.insert_prepared(table, fields)
 
     async def _patch(self, doc_id: str, value: Document) -> None:
         table, doc, changes = await self._user_change(doc_id, value, "patch")

@@ -382,11 +382,27 @@ class Runtime:
         args: dict[str, Any] | None,
         identity: UserIdentity | None,
     ) -> Any:
+        """Run a mutation: the handler, then the commit, in one transaction;
+        tried again (from the start, on a fresh snapshot) when the commit
+        conflicts, up to :attr:`mutation_retries` times."""
         validated = fn.args.validate({} if args is None else args, path)
         attempt = 0
         while True:
+            txn = self.transaction(writable=True)
             try:
-                return await self.mutation_attempt(path, fn, validated, identity)
+                ctx = MutationCtx(
+                    DatabaseWriter(txn),
+                    Auth(identity),
+                    MutationScheduler(self, txn),
+                    fixed_time(self.clock.now()),
+                    self,
+                )
+                result = await fn.handler(ctx, **copy_value(validated))
+                if txn.calls:
+                    txn.calls.check(path, IN_MUTATION)
+                result = self.check_result(path, fn, result)
+                await txn.commit()
+                return result
             except ConflictError as exc:
                 attempt += 1
                 if attempt > self.mutation_retries:
@@ -397,33 +413,9 @@ class Runtime:
                         "same documents: narrow the reads (use an index) or spread the writes.",
                         table=exc.table,
                     ) from None
-                await asyncio.sleep(conflict_pause_s(attempt))
-
-    async def mutation_attempt(
-        self,
-        path: str,
-        fn: ConvexFunction,
-        validated: dict[str, Any],
-        identity: UserIdentity | None,
-    ) -> Any:
-        """One transaction of a mutation: run the handler, then commit.
-
-        Raises ``ConflictError`` when the caller should retry.
-        """
-        txn = self.transaction(writable=True)
-        try:
-            scheduler = MutationScheduler(self, txn)
-            ctx = MutationCtx(
-                DatabaseWriter(txn), Auth(identity), scheduler, fixed_time(self.clock.now()), self
-            )
-            result = await fn.handler(ctx, **copy_value(validated))
-            if txn.calls:
-                txn.calls.check(path, IN_MUTATION)
-            result = self.check_result(path, fn, result)
-            await txn.commit()
-        finally:
-            txn.release()
-        return result
+            finally:
+                txn.release()
+            await asyncio.sleep(conflict_pause_s(attempt))
 
     async def run_action(
         self,
