@@ -259,12 +259,13 @@ class Transaction:
             await self.prepare(table)
         return self.insert_prepared(table, fields)
 
-    def insert_prepared(self, table: str, fields: Document) -> str:
-        """:meth:`insert` into a table this transaction has :meth:`prepare`-d."""
+    def insert_prepared(self, table: str, fields: Document, now: float | None = None) -> str:
+        """:meth:`insert` into a table this transaction has :meth:`prepare`-d
+        (``now``: the clock's time, if the caller just read it)."""
         doc_id = new_id(table)
         doc = {
             "_id": doc_id,
-            "_creationTime": self.store.creation_time(table, self.now()),
+            "_creationTime": self.store.creation_time(table, self.now() if now is None else now),
             **fields,
         }
         # A fresh id has no earlier write to remember (what _record does).

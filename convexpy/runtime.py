@@ -112,7 +112,7 @@ class Runtime:
         self._job_functions_app: LoadedApp | None = None
         self._job_db: DatabaseWriter | None = None
         """The ``ctx.db`` of the batch of scheduled mutations running last."""
-        self.dispatcher.on_job_done = self.crons.job_finished
+        self.dispatcher.on_jobs_done = self.crons.jobs_finished
         self.dispatcher.cron_of = self.crons.cron_of
         self._stack: AsyncExitStack | None = None
         self.listeners: list[Callable[[dict[str, Any]], None]] = []

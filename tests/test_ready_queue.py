@@ -13,31 +13,38 @@ operations = st.lists(
     st.one_of(
         st.tuples(st.just("run"), st.lists(times, max_size=6)),
         st.tuples(st.just("pop"), st.integers(1, 4)),
-        st.tuples(st.just("back"), st.just(0)),
+        st.tuples(st.just("take"), st.integers(0, 9)),
+        st.tuples(st.just("back"), st.integers(0, 3)),
     ),
     max_size=40,
 )
 
+Entry = tuple[float, int, int, str]
+"""A job in the model: (time, group, index, id). A job of a run is a group of
+its own, numbered by arrival; jobs put back share a group that sorts before
+every other, newest first."""
 
-@settings(max_examples=300)
+
+@settings(max_examples=500)
 @given(operations)
-def test_pops_in_time_order_then_arrival_order(ops: list[tuple[str, object]]) -> None:
+def test_pops_and_takes_in_time_order_then_arrival_order(ops: list[tuple[str, object]]) -> None:
     queue = ReadyQueue()
-    model: list[tuple[float, int, str]] = []  # (time, arrival, id)
-    arrival = 0
-    last: tuple[float, str] | None = None
+    model: list[Entry] = []
+    arrival = put_backs = 0
+    last: list[Entry] = []  # what came out last, in order
     for op, arg in ops:
         if op == "run":
             assert isinstance(arg, list)
             jobs = []
             for when in arg:
                 arrival += 1
-                job = f"j{arrival}"
-                jobs.append((when, job))
-                model.append((when, arrival, job))
+                jobs.append((when, f"j{arrival}"))
+                model.append((when, arrival, 0, f"j{arrival}"))
             queue.add_run(jobs)
-        elif op == "pop":
-            assert isinstance(arg, int)
+            continue
+        assert isinstance(arg, int)
+        if op == "pop":
+            last = []
             for _ in range(arg):
                 if not model:
                     assert not queue
@@ -45,16 +52,20 @@ def test_pops_in_time_order_then_arrival_order(ops: list[tuple[str, object]]) ->
                         queue.pop()
                     break
                 model.sort()
-                expected = model.pop(0)
-                last = queue.pop()
-                assert last == (expected[0], expected[2])
-        elif last is not None:  # put the last popped job back: it is next again
-            queue.put_back(*last)
-            model.append((last[0], -arrival - 1, last[1]))
-            arrival += 1
-            last = None
+                last.append(model.pop(0))
+                assert queue.pop() == (last[-1][0], last[-1][3])
+        elif op == "take":
+            model.sort()
+            last, model = model[:arg], model[arg:]
+            assert queue.take(arg) == [(t, j) for t, _, _, j in last]
+        elif last:  # put back the last few that came out: they are next again
+            back = last[len(last) - min(arg, len(last)) :] if arg else last
+            put_backs += 1
+            queue.put_back([(t, j) for t, _, _, j in back])
+            model += [(t, -put_backs, i, j) for i, (t, _, _, j) in enumerate(back)]
+            last = []
         assert len(queue) == len(model)
         assert bool(queue) == bool(model)
     model.sort()
-    assert [queue.pop() for _ in range(len(model))] == [(t, j) for t, _, j in model]
+    assert [queue.pop() for _ in range(len(model))] == [(t, j) for t, _, _, j in model]
     assert not queue

@@ -205,10 +205,11 @@ class CronRunner:
 
     # -- events ------------------------------------------------------------------
 
-    def job_finished(self, job_id: str) -> None:
-        """Called by the dispatcher whenever a job's task ends."""
-        if job_id in self._by_job:
-            self._finished.add(job_id)
+    def jobs_finished(self, job_ids: list[str]) -> None:
+        """Called by the dispatcher whenever a task running jobs ends."""
+        by_job = self._by_job
+        if by_job and not by_job.keys().isdisjoint(job_ids):
+            self._finished.update(job_id for job_id in job_ids if job_id in by_job)
             self._wake.set()
 
     # -- the loop ------------------------------------------------------------------

@@ -134,7 +134,12 @@ class Scheduler(ABC):
 
     def _target(self, function: object, args: object, verb: str) -> tuple[str, dict[str, Any], int]:
         """The function's path, a private copy of the checked args, and their size."""
-        path = self._path_of(function, verb)
+        last = self._last_function
+        # A handler often schedules one function many times: it is resolved once.
+        if last is not None and last[0] is function:
+            path = last[1]
+        else:
+            path = self._path_of(function, verb)
         if args is None:
             args = {}
         if not isinstance(args, dict):
@@ -146,11 +151,8 @@ class Scheduler(ABC):
         return path, checked, size
 
     def _path_of(self, function: object, verb: str) -> str:
-        """The path of the schedulable function ``function`` names. The last
-        one is remembered: a handler often schedules one function many times."""
-        last = self._last_function
-        if last is not None and last[0] is function:
-            return last[1]
+        """The path of the schedulable function ``function`` names (remembered
+        as the last one resolved)."""
         try:
             path, fn = self._host.resolve(function)
         except FunctionNotFoundError as exc:
@@ -167,10 +169,7 @@ class Scheduler(ABC):
 
     def _check_time(self, when: float, verb: str, now: float) -> None:
         if abs(when - now) > FIVE_YEARS_MS:
-            raise SchedulerError(
-                f"{verb}: the scheduled time is more than 5 years from now; "
-                "Convex refuses to schedule that far ahead or behind"
-            )
+            raise _too_far(verb)
 
     @abstractmethod
     async def _schedule(
@@ -192,6 +191,13 @@ class Scheduler(ABC):
         return job_id
 
 
+def _too_far(verb: str) -> SchedulerError:
+    return SchedulerError(
+        f"{verb}: the scheduled time is more than 5 years from now; "
+        "Convex refuses to schedule that far ahead or behind"
+    )
+
+
 def schedule_in(
     txn: Transaction,
     path: str,
@@ -200,13 +206,14 @@ def schedule_in(
     *,
     canceled_at: float | None = None,
     size: int | None = None,
+    now: float | None = None,
 ) -> str:
     """Create a job in ``txn`` (see :func:`~convexpy.store.jobs.new_job`),
     enforcing Convex's per-transaction limits; the job's id.
 
     The table must be prepared in ``txn`` (``await txn.prepare(SCHEDULED_FUNCTIONS)``),
     so that this does not await. ``size`` is :func:`value_size` of ``args`` when
-    the caller has it already.
+    the caller has it already; ``now``, the clock's time when the caller read it.
     """
     if txn.jobs_scheduled >= MAX_JOBS_PER_TRANSACTION:
         raise SchedulerError(
@@ -220,7 +227,7 @@ def schedule_in(
             f"(limit: {MAX_ARGS_BYTES_PER_TRANSACTION} bytes)"
         )
     job_id = txn.insert_prepared(
-        SCHEDULED_FUNCTIONS, new_job(path, args, when, canceled_at=canceled_at)
+        SCHEDULED_FUNCTIONS, new_job(path, args, when, canceled_at=canceled_at), now
     )
     txn.jobs_scheduled += 1
     txn.job_args_bytes += size
@@ -276,8 +283,9 @@ class MutationScheduler(Scheduler):
 
     def _add(self, when: float, function: object, args: object, verb: str, now: float) -> str:
         path, checked, size = self._target(function, args, verb)
-        self._check_time(when, verb, now)
-        return schedule_in(self._txn, path, checked, when, size=size)
+        if abs(when - now) > FIVE_YEARS_MS:
+            raise _too_far(verb)
+        return schedule_in(self._txn, path, checked, when, size=size, now=now)
 
     def nested(self, calls: CallTracker) -> MutationScheduler:
         """The scheduler of a nested mutation (``ctx.run_mutation``): the same

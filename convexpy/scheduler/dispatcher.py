@@ -43,6 +43,7 @@ from .run import MAX_BATCH, JobRunner
 from .wheel import TimerWheel
 
 if TYPE_CHECKING:
+    from ..functions import ConvexFunction
     from .host import Host
 
 __all__ = ["Dispatcher"]
@@ -91,8 +92,8 @@ class Dispatcher:
         self._stopping = False
         self._backing_off = 0
         """Running jobs waiting out a backoff on the clock (at rest, for the harness)."""
-        self.on_job_done: Callable[[str], None] | None = None
-        """Called with each job id whose task ends (the cron runner listens)."""
+        self.on_jobs_done: Callable[[list[str]], None] | None = None
+        """Called with the ids of the jobs whose task ended (the cron runner listens)."""
         self.started = 0
         """How many jobs were started (for the harness's runaway bound)."""
         self.paused = False
@@ -185,9 +186,15 @@ class Dispatcher:
         later: list[tuple[str, float, str]] = []
         job_function = self._host.job_function
         mutation = FunctionKind.MUTATION
+        last_name: str | None = None  # a commit often schedules one function many times
+        found: tuple[str, ConvexFunction] | None = None
         for job in changes.created:
             job_id, when, name = job
-            found = job_function(name) if when <= now else None
+            if when > now:
+                later.append(job)
+                continue
+            if name != last_name:
+                found, last_name = job_function(name), name
             if found is None or found[1].kind is not mutation or job_id in canceled:
                 later.append(job)
             elif job_id not in running:
@@ -342,26 +349,30 @@ class Dispatcher:
         tasks, running, alone, waiting = self._tasks, self._running, self._alone, self._waiting
         job_function = self._host.job_function
         mutation = FunctionKind.MUTATION
+        last_name: str | None = None  # due jobs often run one function
+        found: tuple[str, ConvexFunction] | None = None
         while ready and len(tasks) < limit and not (self._stopping or self.paused):
             # Spread the backlog over the free slots: one job when little is
             # due (lowest latency), up to MAX_BATCH under load (throughput).
             free = limit - len(tasks)
             size = max(1, min(MAX_BATCH, -(-len(ready) // free)))
             batch: list[str] = []
-            while ready and len(batch) < size:
-                when, job_id = ready.pop()
+            due = ready.take(size)
+            for at, (_, job_id) in enumerate(due):
                 if job_id in running:
                     continue
                 # Batched: mutations whose function is known without a read.
                 name = waiting.get(job_id)
-                found = None if name is None else job_function(name)
+                if name != last_name:
+                    found, last_name = None if name is None else job_function(name), name
                 if found is not None and found[1].kind is mutation and job_id not in alone:
                     batch.append(job_id)
                 elif batch:
-                    ready.put_back(when, job_id)  # its turn comes with the next free slot
+                    ready.put_back(due[at:])  # their turn comes with the next free slot
                     break
                 else:
                     self._spawn([job_id], self._runner.run_one(job_id))
+                    ready.put_back(due[at + 1 :])
                     break
             if batch:
                 self._spawn(batch, self._runner.run_batch(batch))
@@ -385,14 +396,16 @@ class Dispatcher:
             logger.error(
                 "scheduled jobs %s crashed the scheduler", job_ids, exc_info=task.exception()
             )
-        running, alone, on_job_done = self._running, self._alone, self.on_job_done
+        running, alone = self._running, self._alone
+        finished: list[str] = []
         for job_id in job_ids:
             if running.get(job_id) is task:
                 del running[job_id]
                 if alone:
                     alone.discard(job_id)
-                if on_job_done is not None:
-                    on_job_done(job_id)
+                finished.append(job_id)
+        if self.on_jobs_done is not None and finished:
+            self.on_jobs_done(finished)
         if self._ready and not self._stopping:
             self._start_ready()
         if self._window_full and self._backlog < self.max_loaded // 2:

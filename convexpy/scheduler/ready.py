@@ -10,6 +10,7 @@ otherwise, instead of a heap push and pop per job.
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_left, bisect_right
 from typing import Any
 
 __all__ = ["ReadyQueue"]
@@ -46,11 +47,40 @@ class ReadyQueue:
     def add(self, when: float, job_id: str) -> None:
         self.add_run([(when, job_id)])
 
-    def put_back(self, when: float, job_id: str) -> None:
-        """Return a job just popped: it comes out first again."""
-        self._seq += 1
-        heapq.heappush(self._heap, [when, -self._seq, [(when, job_id)], 0])
-        self._len += 1
+    def put_back(self, jobs: list[tuple[float, str]]) -> None:
+        """Return jobs just taken (in the order they came out): they come out
+        first again."""
+        if jobs:
+            self._seq += 1
+            heapq.heappush(self._heap, [jobs[0][0], -self._seq, jobs, 0])
+            self._len += len(jobs)
+
+    def take(self, n: int) -> list[tuple[float, str]]:
+        """The ``n`` earliest jobs (fewer if fewer are queued), in order: what
+        ``n`` calls of :meth:`pop` return, a slice of a run at a time."""
+        heap = self._heap
+        taken: list[tuple[float, str]] = []
+        while n > 0 and heap:
+            run = heap[0]
+            jobs, position = run[2], run[3]
+            end = min(len(jobs), position + n)
+            if len(heap) > 1:
+                # The front run's jobs up to the next run's first: ties go to
+                # the run that arrived first, as the heap orders them.
+                rival = heap[1] if len(heap) == 2 or heap[1][:2] <= heap[2][:2] else heap[2]
+                cut = bisect_right if run[1] < rival[1] else bisect_left
+                end = max(position + 1, cut(jobs, rival[0], position, end, key=_time))
+            taken += jobs[position:end]
+            n -= end - position
+            self._len -= end - position
+            if end == len(jobs):
+                heapq.heappop(heap)
+            else:
+                run[3] = end
+                run[0] = jobs[end][0]
+                if len(heap) > 1:
+                    heapq.heapreplace(heap, run)
+        return taken
 
     def pop(self) -> tuple[float, str]:
         """The earliest job (raises IndexError when empty)."""

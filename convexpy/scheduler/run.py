@@ -176,15 +176,19 @@ class JobRunner:
                     mark = txn.savepoint()
                     ctx = host.job_context(txn, job_id, started)
                     try:
-                        with capture() if capture_logs else _NO_CAPTURE as lines:
-                            try:
-                                args = fn.args.validate(job["args"][0] if job["args"] else {}, path)
-                                result = await fn.handler(ctx, **args)
-                            finally:
-                                logs = None if lines is None else lines.finish()
+                        args = fn.args.validate(job["args"][0] if job["args"] else {}, path)
+                        if capture_logs:
+                            with capture() as lines:
+                                try:
+                                    result = await fn.handler(ctx, **args)
+                                finally:
+                                    logs = lines.finish()
+                        else:
+                            result = await fn.handler(ctx, **args)
                         if calls:
                             calls.check(path, IN_MUTATION)
-                        host.check_result(path, fn, result)
+                        if result is not None or fn.returns is not None:
+                            host.check_result(path, fn, result)
                     except Exception as exc:
                         if calls:  # what it never awaited, before it raised
                             calls.close_unawaited()
