@@ -2,9 +2,10 @@
 
 Due jobs arrive in runs: the jobs one commit made due, or the jobs one tick
 of the timer wheel released. A run is sorted once, in C, and a heap orders
-the runs by their next job, so taking the next job costs O(1) while its run
-stays in front (the usual case: runs arrive in time order) and O(log runs)
-otherwise, instead of a heap push and pop per job.
+the runs by their next job. The dispatcher takes a batch at a time: a slice
+of the front run, up to the next run's first job (found by bisection), so a
+batch costs O(log runs) however many jobs it holds, instead of a heap push
+and pop per job.
 """
 
 from __future__ import annotations
@@ -84,20 +85,10 @@ class ReadyQueue:
 
     def pop(self) -> tuple[float, str]:
         """The earliest job (raises IndexError when empty)."""
-        heap = self._heap
-        run = heap[0]
-        jobs, position = run[2], run[3]
-        job: tuple[float, str] = jobs[position]
-        position += 1
-        self._len -= 1
-        if position == len(jobs):
-            heapq.heappop(heap)
-        else:
-            run[3] = position
-            run[0] = jobs[position][0]
-            if len(heap) > 1:
-                heapq.heapreplace(heap, run)  # re-place the run by its next job
-        return job
+        taken = self.take(1)
+        if not taken:
+            raise IndexError("pop from an empty ReadyQueue")
+        return taken[0]
 
 
 def _time(job: tuple[float, str]) -> float:
