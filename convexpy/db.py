@@ -231,18 +231,6 @@ class Transaction:
 
     # -- writes --------------------------------------------------------------
 
-    def _record(
-        self, table: str, doc_id: str, current: Document | None, new: Document | None
-    ) -> None:
-        # ``old`` stays the version in the snapshot, however often we write.
-        previous = self.writes.get(doc_id)
-        self._undo.append((doc_id, previous))
-        old = previous.old if previous is not None else current
-        if old is None and new is None:
-            self.writes.pop(doc_id, None)
-        else:
-            self.writes[doc_id] = Write(doc_id, table, old, new)
-
     async def prepare(self, table: str) -> None:
         """Get ``table`` ready for :meth:`insert_prepared` in this transaction."""
         if table not in self._prepared:
@@ -268,7 +256,7 @@ class Transaction:
             "_creationTime": self.store.creation_time(table, self.now() if now is None else now),
             **fields,
         }
-        # A fresh id has no earlier write to remember (what _record does).
+        # A fresh id has no earlier write to remember (what put does).
         self._undo.append((doc_id, None))
         self.writes[doc_id] = Write(doc_id, table, None, doc)
         return doc_id
@@ -283,7 +271,15 @@ class Transaction:
 
     def put(self, table: str, current: Document, new: Document | None) -> None:
         """Replace (or with ``new=None`` delete) a document read through :meth:`existing`."""
-        self._record(table, current["_id"], current, new)
+        doc_id = current["_id"]
+        # ``old`` stays the version in the snapshot, however often we write.
+        previous = self.writes.get(doc_id)
+        self._undo.append((doc_id, previous))
+        old = previous.old if previous is not None else current
+        if old is None and new is None:
+            self.writes.pop(doc_id, None)
+        else:
+            self.writes[doc_id] = Write(doc_id, table, old, new)
 
 
 def _user_fields(value: object, what: str) -> Document:

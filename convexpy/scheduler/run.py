@@ -142,9 +142,7 @@ class JobRunner:
             break
         host = self._host
         if host.listening:
-            ended_at = host.clock.now()  # they committed together
-            for outcome in outcomes:
-                self._emit(outcome, "mutation", ended_at)
+            self._emit(outcomes, "mutation", host.clock.now())  # they committed together
 
     async def _batch_attempt(self, job_ids: list[str]) -> list[Outcome]:
         host = self._host
@@ -244,7 +242,7 @@ class JobRunner:
         logs = None if lines is None else lines.finish()
         if host.listening:
             self._emit(
-                Outcome(job_id, path, state, error, started, logs, job["scheduledTime"]),
+                [Outcome(job_id, path, state, error, started, logs, job["scheduledTime"])],
                 "action",
                 host.clock.now(),
             )
@@ -261,22 +259,26 @@ class JobRunner:
 
     # -- events ------------------------------------------------------------------------
 
-    def _emit(self, outcome: Outcome, kind: str, ended_at: float) -> None:
-        """Tell the host's listeners (the dev server's log) how a job ended."""
-        event: dict[str, Any] = {
-            "type": "job",
-            "job": outcome.job_id,
-            "path": outcome.path,
-            "kind": kind,
-            "outcome": outcome.state._value_,
-            "duration_ms": ended_at - outcome.started,
-            "lateness_ms": max(0.0, outcome.started - outcome.scheduled),
-        }
-        if outcome.error is not None:
-            event["error"] = outcome.error
-        if outcome.logs:
-            event["logs"] = outcome.logs
-        cron = self.cron_of(outcome.job_id)
-        if cron is not None:
-            event["cron"] = cron
-        self._host.emit(event)
+    def _emit(self, outcomes: list[Outcome], kind: str, ended_at: float) -> None:
+        """Tell the host's listeners (the dev server's log) how jobs ended."""
+        cron_of, emit = self.cron_of, self._host.emit
+        for outcome in outcomes:
+            started = outcome.started
+            late = started - outcome.scheduled
+            event: dict[str, Any] = {
+                "type": "job",
+                "job": outcome.job_id,
+                "path": outcome.path,
+                "kind": kind,
+                "outcome": outcome.state._value_,
+                "duration_ms": ended_at - started,
+                "lateness_ms": late if late > 0.0 else 0.0,
+            }
+            if outcome.error is not None:
+                event["error"] = outcome.error
+            if outcome.logs:
+                event["logs"] = outcome.logs
+            cron = cron_of(outcome.job_id)
+            if cron is not None:
+                event["cron"] = cron
+            emit(event)
