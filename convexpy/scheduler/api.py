@@ -266,12 +266,16 @@ class MutationScheduler(Scheduler):
     async def _run_after(
         self, delay_ms: float | timedelta, function: object, args: dict[str, Any] | None
     ) -> str:
+        # _add inlined: the usual case, without the calls of _schedule and _add.
         delay = _delay(delay_ms)
         now = self._host.clock.now()
-        if self._txn.prepared(SCHEDULED_FUNCTIONS):
-            # The usual case, without the extra coroutine of _schedule.
-            return self._add(now + delay, function, args, "run_after", now)
-        return await self._schedule(now + delay, function, args, "run_after", now)
+        txn = self._txn
+        if not txn.prepared(SCHEDULED_FUNCTIONS):
+            await txn.prepare(SCHEDULED_FUNCTIONS)
+        path, checked, size = self._target(function, args, "run_after")
+        if delay > FIVE_YEARS_MS:
+            raise _too_far("run_after")
+        return schedule_in(txn, path, checked, now + delay, size=size, now=now)
 
     async def _schedule(
         self, when: float, function: object, args: object, verb: str, now: float

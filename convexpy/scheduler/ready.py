@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left, bisect_right
+from operator import itemgetter
 from typing import Any
 
 __all__ = ["ReadyQueue"]
@@ -91,5 +92,5 @@ class ReadyQueue:
         return taken[0]
 
 
-def _time(job: tuple[float, str]) -> float:
-    return job[0]
+_time = itemgetter(0)
+"""A job's scheduled time."""
