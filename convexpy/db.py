@@ -24,7 +24,7 @@ from .store.base import Document, IndexDef, KeyRange, ReadSet, Store, Write
 from .store.engine import overlay_scan
 from .store.keys import index_key_of
 from .unawaited import CallTracker, track
-from .values import check_document, copy_value
+from .values import check_document, copy_document, copy_value
 
 if TYPE_CHECKING:
     from .schema import Schema
@@ -285,9 +285,7 @@ class Transaction:
 def _user_fields(value: object, what: str) -> Document:
     if not isinstance(value, dict):
         raise InvalidValueError(f"{what} expects a dict of fields, got {type(value).__name__}")
-    check_document(value)
-    fields: Document = copy_value(value)
-    return fields
+    return copy_document(value)
 
 
 class DatabaseReader:

@@ -39,6 +39,7 @@ __all__ = [
     "check_document",
     "check_value",
     "convex_type_name",
+    "copy_document",
     "copy_value",
     "describe_value",
     "find_invalid",
@@ -442,40 +443,73 @@ def value_size(value: object) -> int:
 # Copies
 
 
+def _flat_size(value: dict[Any, Any]) -> int | None:
+    """The :func:`value_size` of an object of known-valid field names and
+    scalar values (the usual arguments and documents), in one loop; None if
+    it is anything else, for the full walk to decide."""
+    if len(value) > MAX_OBJECT_FIELDS:
+        return None
+    size = 2
+    names = _valid_names
+    for key, item in value.items():
+        ti = type(item)
+        if type(key) is not str or key not in names:
+            return None
+        if ti is float:
+            size += 9
+        elif ti is str and item.isascii():
+            size += 2 + len(item)
+        elif ti is int and INT64_MIN <= item <= INT64_MAX:
+            size += 9
+        elif item is None or ti is bool:
+            size += 1
+        else:
+            return None
+        size += len(key) + 1  # valid names are ASCII
+    return size
+
+
 def copy_with_size(value: Any) -> tuple[Any, int]:
     """``(copy_value(value), value_size(value))``, checking ``value`` on the way.
 
     One pass for the common case, an object of valid field names and scalar
     values (scheduled functions' arguments); anything else takes both walks.
     """
-    if type(value) is dict and len(value) <= MAX_OBJECT_FIELDS:
-        size = 2
-        names = _valid_names
-        for key, item in value.items():
-            ti = type(item)
-            if type(key) is not str or key not in names:
-                break
-            if ti is float:
-                size += 9
-            elif ti is str and item.isascii():
-                size += 2 + len(item)
-            elif ti is int and INT64_MIN <= item <= INT64_MAX:
-                size += 9
-            elif item is None or ti is bool:
-                size += 1
-            else:
-                break
-            size += len(key) + 1  # valid names are ASCII
-        else:
+    if type(value) is dict:
+        size = _flat_size(value)
+        if size is not None:
             return dict(value), size
     size = value_size(value)
     return copy_value(value), size
 
 
+def copy_document(fields: Any) -> dict[str, Any]:
+    """A private copy of ``fields``, checked as :func:`check_document` does
+    (with its errors); one pass for a document of scalar fields."""
+    if type(fields) is dict:
+        size = _flat_size(fields)
+        if size is not None and size <= MAX_DOCUMENT_SIZE:
+            for key in fields:
+                if key.startswith("_"):
+                    break  # a system field: check_document says so
+            else:
+                return dict(fields)
+    check_document(fields)
+    copied: dict[str, Any] = copy_value(fields)
+    return copied
+
+
 def copy_value(value: Any) -> Any:
     """A deep copy of a Convex value (only lists and dicts need copying)."""
     if isinstance(value, dict):
-        return {key: copy_value(item) for key, item in value.items()}
+        copied = dict(value)
+        for key, item in copied.items():
+            if isinstance(item, _CONTAINERS):  # scalars are shared: no call each
+                copied[key] = copy_value(item)
+        return copied
     if isinstance(value, list):
-        return [copy_value(item) for item in value]
+        return [copy_value(item) if isinstance(item, _CONTAINERS) else item for item in value]
     return value
+
+
+_CONTAINERS = (dict, list)

@@ -20,6 +20,8 @@ from convexpy.values import (
     check_document,
     check_value,
     convex_type_name,
+    copy_document,
+    copy_value,
     copy_with_size,
     describe_value,
     find_invalid,
@@ -291,6 +293,59 @@ def test_copy_with_size_refuses_what_value_size_refuses(bad: Any) -> None:
         value_size(bad)
     with pytest.raises(InvalidValueError) as got:
         copy_with_size(bad)
+    assert str(got.value) == str(expected.value)
+
+
+def _containers(value: Any) -> list[int]:
+    """The ids of every dict and list in ``value``."""
+    if isinstance(value, dict):
+        return [id(value), *(i for item in value.values() for i in _containers(item))]
+    if isinstance(value, list):
+        return [id(value), *(i for item in value for i in _containers(item))]
+    return []
+
+
+def _known_system_names() -> None:
+    # Valid names nested in a value (so known to the checks' cache), which a
+    # document may not use at the top level.
+    for name in ("_id", "_x", "_"):
+        assert is_valid_field_name(name)
+
+
+@settings(max_examples=200)
+@given(convex_values)
+def test_copy_value_shares_no_container(value: Any) -> None:
+    copied = copy_value(value)
+    assert same(copied, value)
+    assert not set(_containers(copied)) & set(_containers(value))
+
+
+@settings(max_examples=200)
+@given(st.dictionaries(field_names | st.sampled_from(["_id", "_x"]), convex_values, max_size=6))
+def test_copy_document_checks_as_check_document_does(fields: dict[str, Any]) -> None:
+    _known_system_names()
+    try:
+        check_document(fields)
+    except InvalidValueError as expected:
+        with pytest.raises(InvalidValueError) as got:
+            copy_document(fields)
+        assert str(got.value) == str(expected)
+        return
+    copied = copy_document(fields)
+    assert same(copied, fields)
+    assert not set(_containers(copied)) & set(_containers(fields))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"_id": 1}, {"a": 2**63}, {"a": "x" * MAX_DOCUMENT_SIZE}, {"$x": 1}, [1], {"a": (1,)}],
+)
+def test_copy_document_refuses_what_check_document_refuses(bad: Any) -> None:
+    _known_system_names()
+    with pytest.raises(InvalidValueError) as expected:
+        check_document(bad)
+    with pytest.raises(InvalidValueError) as got:
+        copy_document(bad)
     assert str(got.value) == str(expected.value)
 
 
