@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..clock import sleep_until_or_woken
@@ -82,6 +83,9 @@ class CronRunner:
         self._host = host
         self._planned: dict[str, Planned] = {}
         self._by_job: dict[str, str] = {}
+        """Cron runs in flight: job id -> cron name (one dict throughout)."""
+        self.cron_of: Callable[[str], str | None] = self._by_job.get
+        """The name of the cron job that a job is a run of, if it is one in flight."""
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._finished: set[str] = set()
@@ -110,10 +114,6 @@ class CronRunner:
     def current_runs(self) -> set[str]:
         """Ids of the jobs that are cron runs in flight."""
         return set(self._by_job)
-
-    def cron_of(self, job_id: str) -> str | None:
-        """The name of the cron job that ``job_id`` is a run of, if it is one in flight."""
-        return self._by_job.get(job_id)
 
     # -- definitions -------------------------------------------------------------
 
@@ -199,7 +199,8 @@ class CronRunner:
 
         docs = await host.system_mutation(body)
         self._planned = {doc["name"]: Planned(doc) for doc in docs}
-        self._by_job = {p.running: p.name for p in self._planned.values() if p.running}
+        self._by_job.clear()
+        self._by_job.update((p.running, p.name) for p in self._planned.values() if p.running)
         self._finished.update(self._by_job)  # check them: they may have ended while we were down
         self._wake.set()
 

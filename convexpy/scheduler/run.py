@@ -22,7 +22,9 @@ import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from ..errors import StoreUnavailableError, error_text
 from ..functions import ConvexFunction, FunctionKind
@@ -46,8 +48,8 @@ _NO_CAPTURE: contextlib.nullcontext[None] = contextlib.nullcontext()
 _PENDING = JobState.PENDING.value
 
 
-class Outcome(NamedTuple):
-    """How one scheduled mutation of a batch ended."""
+class Outcome(msgspec.Struct, gc=False):
+    """How one scheduled job ended (a struct: one is made per job, in C)."""
 
     job_id: str
     path: str
@@ -153,6 +155,9 @@ class JobRunner:
         outcomes: list[Outcome] = []
         calls = txn.calls  # the ctx calls of the job running, checked after each
         capture_logs = host.capture_logs
+        mutation, success = FunctionKind.MUTATION, JobState.SUCCESS
+        last_path: str | None = None
+        found: tuple[str, ConvexFunction] | None = None
         try:
             await txn.prefetch(job_ids)
             for job_id in job_ids:
@@ -161,14 +166,15 @@ class JobRunner:
                     continue  # cancelled, or run elsewhere
                 started = now()
                 path = job["name"]
-                found = host.job_function(path)
+                if path != last_path:  # a batch often runs one function
+                    found, last_path = host.job_function(path), path
                 error: str | None = None
                 logs: list[str] | None = None
                 if found is None:
                     error = f"Function {path!r} no longer exists in the app, so this job cannot run"
                 else:
                     path, fn = found
-                    if fn.kind is not FunctionKind.MUTATION:
+                    if fn.kind is not mutation:
                         error = f"{path!r} is not a mutation"
                 if error is None:
                     mark = txn.savepoint()
@@ -193,12 +199,12 @@ class JobRunner:
                         txn.rollback_to(mark)
                         error = error_text(exc)
                     else:
-                        txn.put(SCHEDULED_FUNCTIONS, job, ended(job, JobState.SUCCESS, now()))
+                        txn.put(SCHEDULED_FUNCTIONS, job, ended(job, success, now()))
                         outcomes.append(
                             Outcome(
                                 job_id,
                                 path,
-                                JobState.SUCCESS,
+                                success,
                                 None,
                                 started,
                                 logs,
