@@ -468,7 +468,7 @@ class SqliteStore(LatestVersionStore):
         its jobs' rows."""
         writes: Writes = []
         docs: list[Document | None] = []
-        jobs = JobRows()
+        jobs: JobRows | None = None  # most commits write no job
         stored: dict[str, bool] | None = None
         latest: Iterable[Write] = commit.writes
         if len(commit.by_id) != len(commit.writes):  # a document written twice: the last write
@@ -479,6 +479,8 @@ class SqliteStore(LatestVersionStore):
         for write in latest:
             was = write.old is not None if stored is None else stored[write.id]
             if write.table == SCHEDULED_FUNCTIONS:
+                if jobs is None:
+                    jobs = JobRows()
                 jobs.add(write, was, self._job_name_number)
                 continue
             doc = write.new
@@ -590,8 +592,9 @@ class SqliteStore(LatestVersionStore):
             doc_id: (doc, 0 if blob is None else len(blob))
             for (doc_id, _, blob, _), doc in zip(batch.writes, batch.docs, strict=True)
         }
-        for doc_id, doc in batch.jobs.docs.items():
-            landed[doc_id] = (doc, _JOB_SIZE)
+        if batch.jobs is not None:
+            for doc_id, doc in batch.jobs.docs.items():
+                landed[doc_id] = (doc, _JOB_SIZE)
         self._cache_put(landed)
         self._batches_landed += 1
 
@@ -975,8 +978,8 @@ class _Batch(NamedTuple):
     """The same versions, decoded (for the cache)."""
     tables: list[tuple[str]]
     """Tables written for the first time."""
-    jobs: JobRows
-    """The rows of the jobs written (jobs are not documents in the file)."""
+    jobs: JobRows | None
+    """The rows of the jobs written (jobs are not documents in the file), if any."""
 
 
 def _merged(parts: list[_Batch]) -> _Batch:
@@ -986,7 +989,11 @@ def _merged(parts: list[_Batch]) -> _Batch:
     tables = list({table for part in parts for table in part.tables})
     jobs = parts[0].jobs
     for part in parts[1:]:
-        if part.jobs:
+        if part.jobs is None:
+            continue
+        if jobs is None:
+            jobs = part.jobs
+        else:
             jobs.merge(part.jobs)
     if len({write[0] for write in writes}) == len(writes):  # the usual case: disjoint
         return _Batch(writes, [doc for part in parts for doc in part.docs], tables, jobs)
