@@ -19,8 +19,9 @@ scheduling call to the last job finished, each in a fresh event loop:
 "CPU us/job" is process CPU time (all threads) per job: steadier than wall time
 on a shared machine. Also measured: scheduling throughput (``run_after`` calls/s
 inside mutations, jobs due in 30 days so that nothing runs) and lateness at a
-steady offered load (see ``benchmarks/scheduler.py``). Issue targets at N=20,000
-on a 2-core machine: convexpy SQLite >= 2x APScheduler, convexpy memory >= 4x.
+steady offered load (see ``benchmarks/scheduler.py``). Targets at N=20,000
+on a 2-core machine, in one run: convexpy SQLite >= 3x APScheduler, convexpy memory >= 6x
+(first 2x and 4x).
 
     python benchmarks/dispatch.py                     # N=20,000, best of 3 (in rounds)
     python benchmarks/dispatch.py -n 50000 --repeat 3 --json
@@ -78,7 +79,7 @@ from _postgres import procrastinate_dispatch, scratch_database, server_cpu_meter
 import convexpy
 
 THIRTY_DAYS_MS = 30 * 24 * 3600 * 1000.0
-TARGETS = {"convexpy sqlite": 2.0, "convexpy memory": 4.0}
+TARGETS = {"convexpy sqlite": 3.0, "convexpy memory": 6.0}
 
 
 # -- the systems -------------------------------------------------------------------------
