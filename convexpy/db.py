@@ -123,7 +123,8 @@ class Transaction:
         """Snapshot versions already read (the snapshot never changes)."""
         self._undo: list[tuple[str, Write | None]] = []
         """Previous write of each id written, for :meth:`rollback_to`."""
-        self._prepared: set[str] = set()
+        self.prepared: set[str] = set()
+        """Tables :meth:`prepare`-d in this transaction."""
         self.jobs_scheduled = 0
         """Jobs this transaction scheduled (Convex allows 1000)."""
         self.job_args_bytes = 0
@@ -233,17 +234,14 @@ class Transaction:
 
     async def prepare(self, table: str) -> None:
         """Get ``table`` ready for :meth:`insert_prepared` in this transaction."""
-        if table not in self._prepared:
+        if table not in self.prepared:
             await self.store.prepare_table(table)
             self.table_names.add(table)
-            self._prepared.add(table)
-
-    def prepared(self, table: str) -> bool:
-        return table in self._prepared
+            self.prepared.add(table)
 
     async def insert(self, table: str, fields: Document) -> str:
         """Insert ``fields`` (already validated) as a new document of ``table``."""
-        if table not in self._prepared:
+        if table not in self.prepared:
             await self.prepare(table)
         return self.insert_prepared(table, fields)
 
@@ -415,7 +413,7 @@ class DatabaseWriter(DatabaseReader):
         table = check_table_name(table)
         fields = self._validate(table, _user_fields(value, "insert"))
         txn = self._txn
-        if not txn.prepared(table):
+        if table not in txn.prepared:
             await txn.prepare(table)
         return txn.insert_prepared(table, fields)
 

@@ -266,11 +266,15 @@ class MutationScheduler(Scheduler):
     async def _run_after(
         self, delay_ms: float | timedelta, function: object, args: dict[str, Any] | None
     ) -> str:
-        # _add inlined: the usual case, without the calls of _schedule and _add.
-        delay = _delay(delay_ms)
+        # _delay's and _add's usual cases inlined, without the calls of _schedule and _add.
+        kind = type(delay_ms)
+        if (kind is float or kind is int) and 0 <= delay_ms < _FINITE_LIMIT:  # type: ignore[operator]
+            delay = float(delay_ms)  # type: ignore[arg-type]
+        else:
+            delay = _delay(delay_ms)
         now = self._host.clock.now()
         txn = self._txn
-        if not txn.prepared(SCHEDULED_FUNCTIONS):
+        if SCHEDULED_FUNCTIONS not in txn.prepared:
             await txn.prepare(SCHEDULED_FUNCTIONS)
         path, checked, size = self._target(function, args, "run_after")
         if delay > FIVE_YEARS_MS:
@@ -281,7 +285,7 @@ class MutationScheduler(Scheduler):
         self, when: float, function: object, args: object, verb: str, now: float
     ) -> str:
         txn = self._txn
-        if not txn.prepared(SCHEDULED_FUNCTIONS):
+        if SCHEDULED_FUNCTIONS not in txn.prepared:
             await txn.prepare(SCHEDULED_FUNCTIONS)
         return self._add(when, function, args, verb, now)
 
