@@ -212,13 +212,15 @@ class Runtime:
         """Nothing can happen until the clock moves (used by the test harness)."""
         return self.dispatcher.quiet and self.crons.quiet
 
-    def emit(self, event: dict[str, Any]) -> None:
-        """Tell listeners (the dev server's log) about a call or job transition."""
-        for listener in self.listeners:
-            try:
-                listener(event)
-            except Exception:  # a broken listener must not break the runtime
-                logger.exception("runtime event listener failed")
+    def emit(self, *events: dict[str, Any]) -> None:
+        """Tell listeners (the dev server's log) about calls or job transitions, in order."""
+        listeners = self.listeners
+        for event in events:
+            for listener in listeners:
+                try:
+                    listener(event)
+                except Exception:  # a broken listener must not break the runtime
+                    logger.exception("runtime event listener failed")
 
     # -- public calls ------------------------------------------------------------
 

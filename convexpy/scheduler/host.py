@@ -39,8 +39,8 @@ class Host(Protocol):
     def listening(self) -> bool:
         """Whether anyone listens to events (if not, none need be made)."""
 
-    def emit(self, event: dict[str, Any]) -> None:
-        """Tell listeners (the dev server's log) about a job or a cron run."""
+    def emit(self, *events: dict[str, Any]) -> None:
+        """Tell listeners (the dev server's log) about jobs or cron runs, in order."""
 
     def resolve(self, function: object) -> tuple[str, ConvexFunction]:
         """The path and function a reference names (internal ones included);

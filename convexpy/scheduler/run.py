@@ -267,7 +267,8 @@ class JobRunner:
 
     def _emit(self, outcomes: list[Outcome], kind: str, ended_at: float) -> None:
         """Tell the host's listeners (the dev server's log) how jobs ended."""
-        cron_of, emit = self.cron_of, self._host.emit
+        cron_of = self.cron_of
+        events: list[dict[str, Any]] = []
         for outcome in outcomes:
             started = outcome.started
             late = started - outcome.scheduled
@@ -287,4 +288,5 @@ class JobRunner:
             cron = cron_of(outcome.job_id)
             if cron is not None:
                 event["cron"] = cron
-            emit(event)
+            events.append(event)
+        self._host.emit(*events)
