@@ -132,8 +132,11 @@ class Scheduler(ABC):
             )
         return await self._schedule(when, function, args, "run_at", self._host.clock.now())
 
-    def _target(self, function: object, args: object, verb: str) -> tuple[str, dict[str, Any], int]:
-        """The function's path, a private copy of the checked args, and their size."""
+    def _target(
+        self, function: object, args: object, verb: str, when: float, now: float
+    ) -> tuple[str, dict[str, Any], int]:
+        """The function's path, a private copy of the checked args, and their
+        size; refuses a time ``when`` more than 5 years from ``now``."""
         last = self._last_function
         # A handler often schedules one function many times: it is resolved once.
         if last is not None and last[0] is function:
@@ -148,6 +151,11 @@ class Scheduler(ABC):
             checked, size = copy_with_size(args)  # checks the value on the way
         except InvalidValueError as exc:
             raise SchedulerError(f"{verb}: args of {path} are not Convex values: {exc}") from None
+        if abs(when - now) > FIVE_YEARS_MS:
+            raise SchedulerError(
+                f"{verb}: the scheduled time is more than 5 years from now; "
+                "Convex refuses to schedule that far ahead or behind"
+            )
         return path, checked, size
 
     def _path_of(self, function: object, verb: str) -> str:
@@ -167,10 +175,6 @@ class Scheduler(ABC):
         self._last_function = (function, path)
         return path
 
-    def _check_time(self, when: float, verb: str, now: float) -> None:
-        if abs(when - now) > FIVE_YEARS_MS:
-            raise _too_far(verb)
-
     @abstractmethod
     async def _schedule(
         self, when: float, function: object, args: object, verb: str, now: float
@@ -189,13 +193,6 @@ class Scheduler(ABC):
             )
         assert isinstance(job_id, str)
         return job_id
-
-
-def _too_far(verb: str) -> SchedulerError:
-    return SchedulerError(
-        f"{verb}: the scheduled time is more than 5 years from now; "
-        "Convex refuses to schedule that far ahead or behind"
-    )
 
 
 def schedule_in(
@@ -266,20 +263,13 @@ class MutationScheduler(Scheduler):
     async def _run_after(
         self, delay_ms: float | timedelta, function: object, args: dict[str, Any] | None
     ) -> str:
-        # _delay's and _add's usual cases inlined, without the calls of _schedule and _add.
-        kind = type(delay_ms)
-        if (kind is float or kind is int) and 0 <= delay_ms < _FINITE_LIMIT:  # type: ignore[operator]
-            delay = float(delay_ms)  # type: ignore[arg-type]
-        else:
-            delay = _delay(delay_ms)
+        # _schedule's work, without its coroutine (the usual case of scheduling).
+        delay = _delay(delay_ms)
         now = self._host.clock.now()
         txn = self._txn
         if SCHEDULED_FUNCTIONS not in txn.prepared:
             await txn.prepare(SCHEDULED_FUNCTIONS)
-        path, checked, size = self._target(function, args, "run_after")
-        if delay > FIVE_YEARS_MS:
-            raise _too_far("run_after")
-        return schedule_in(txn, path, checked, now + delay, size=size, now=now)
+        return self._add(now + delay, function, args, "run_after", now)
 
     async def _schedule(
         self, when: float, function: object, args: object, verb: str, now: float
@@ -290,9 +280,7 @@ class MutationScheduler(Scheduler):
         return self._add(when, function, args, verb, now)
 
     def _add(self, when: float, function: object, args: object, verb: str, now: float) -> str:
-        path, checked, size = self._target(function, args, verb)
-        if abs(when - now) > FIVE_YEARS_MS:
-            raise _too_far(verb)
+        path, checked, size = self._target(function, args, verb, when, now)
         return schedule_in(self._txn, path, checked, when, size=size, now=now)
 
     def nested(self, calls: CallTracker) -> MutationScheduler:
@@ -321,8 +309,7 @@ class ActionScheduler(Scheduler):
     async def _schedule(
         self, when: float, function: object, args: object, verb: str, now: float
     ) -> str:
-        path, checked, size = self._target(function, args, verb)
-        self._check_time(when, verb, now)
+        path, checked, size = self._target(function, args, verb, when, now)
         host = self._host
 
         async def body(txn: Transaction) -> str:

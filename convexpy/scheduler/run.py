@@ -191,8 +191,7 @@ class JobRunner:
                             result = await fn.handler(ctx, **args)
                         if calls:
                             calls.check(path, IN_MUTATION)
-                        if result is not None or fn.returns is not None:
-                            host.check_result(path, fn, result)
+                        host.check_result(path, fn, result)
                     except Exception as exc:
                         if calls:  # what it never awaited, before it raised
                             calls.close_unawaited()
