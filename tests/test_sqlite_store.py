@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import select
 import sqlite3
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import anyio
 import msgspec
@@ -23,7 +25,7 @@ from convexpy.store import IndexDef, KeyRange, ReadSet, SqliteStore, Write
 from convexpy.store._sqlite_writer import padded, padded_most
 from convexpy.store.base import Document
 from convexpy.store.engine import index_key_of
-from convexpy.store.sqlite import SCHEMA_VERSION
+from convexpy.store.sqlite import SCHEMA_VERSION, _WriterProcess
 
 TASKS = "tasks"
 NOTES = "notes"
@@ -421,17 +423,53 @@ async def commit_together(store: SqliteStore, ahead: Document, *commits: list[Wr
 
     A commit starts writing at once when the writer is idle, so an unchanged
     rewrite of ``ahead`` (an existing document) goes first, alone; the lists,
-    committed while it is being written, then form the next batch.
+    committed while it is being written, then form the next batch. (So that
+    they do even on a machine slow enough for the writer to reply while they
+    are being committed, the reply is left to the loop's reader callback.)
     """
     snapshot = store.snapshot()
     try:
         first = Write(ahead["_id"], TASKS, ahead, ahead)
-        await asyncio.gather(
-            store.commit(snapshot, ReadSet(), [first]),
-            *(store.commit(snapshot, ReadSet(), writes) for writes in commits),
-        )
+        with mock.patch.object(_WriterProcess, "collect", lambda self: None):
+            await asyncio.gather(
+                store.commit(snapshot, ReadSet(), [first]),
+                *(store.commit(snapshot, ReadSet(), writes) for writes in commits),
+            )
     finally:
         store.release(snapshot)
+
+
+async def test_a_reply_that_came_is_collected_by_the_next_commit(
+    tmp_path: Path, batch_sizes: list[int]
+) -> None:
+    """While tasks keep the loop busy, the writer's reply waits for no loop
+    poll: the next commit hands the writer its next batch."""
+    store = await reopened(tmp_path / "db.sqlite3", [BY_OWNER])
+    try:
+        await insert(store, TASKS, owner="a")
+        batch_sizes.clear()
+        first, second = doc_of(TASKS, 1.8e12, owner="b"), doc_of(TASKS, 1.8e12, owner="c")
+        writing = asyncio.create_task(commit(store, Write(first["_id"], TASKS, None, first)))
+        await asyncio.sleep(0)  # the first commit is being written
+        assert batch_sizes == [1]
+        # The loop is kept busy (here: blocked) until the writer has replied.
+        assert store._process is not None
+        replied, _, _ = select.select([store._process._inbox.fileno()], [], [], 30)
+        assert replied, "the writer did not reply within 30 s"
+        following = asyncio.create_task(commit(store, Write(second["_id"], TASKS, None, second)))
+        seen: list[list[int]] = []
+        # Runs right after the second commit's first step, before the loop
+        # polls for the reply and runs its reader callback.
+        asyncio.get_running_loop().call_soon(lambda: seen.append(list(batch_sizes)))
+        with anyio.fail_after(30):
+            await asyncio.gather(writing, following)
+        assert seen == [[1, 1]]
+        assert await get_many(store, [first["_id"], second["_id"]]) == {
+            first["_id"]: first,
+            second["_id"]: second,
+        }
+    finally:
+        await store.close()
 
 
 async def reopened(path: Path, indexes: list[IndexDef]) -> SqliteStore:

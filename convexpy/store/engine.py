@@ -276,7 +276,11 @@ class LatestVersionStore(CatalogStore):
 
     def _base_prepare(self, commit: Commit) -> None:
         """Work out what ``commit`` will write, ahead of its batch (optional:
-        :meth:`_base_start` must cope with commits that were not prepared)."""
+        :meth:`_base_start` must cope with commits that were not prepared).
+
+        Called while a batch is being written. A backend may also finish that
+        batch here if it is done (call its ``done``): the next batch then
+        starts with ``commit`` in it."""
 
     def _base_apply_now(self, commit: Commit) -> None:
         """Apply one commit synchronously; only for backends with ``_apply_inline``."""

@@ -20,10 +20,12 @@ statement, and that wait sat on the path of every durable commit. The event
 loop only encodes each document's new version (when the commit is made,
 while the previous batch is being written) and pickles the batch; the child
 works out the index entries it moves, writes everything in one transaction
-and replies, and one callback on the loop then lands the batch in the cache,
-reports its commits and hands the next batch over, so the writer waits for
-no task's turn. The child holds the file's lock too (it inherits it), and
-exits when the store closes or its process dies. Index builds, index
+and replies. The reply lands the batch in the cache, reports its commits and
+hands the next batch over. It is collected by the first commit made after it
+came, or else by a reader callback on the loop (which, while tasks keep the
+loop busy, runs only once they all had their turn, the writer idle
+meanwhile). The child holds the file's lock too (it inherits it), and exits
+when the store closes or its process dies. Index builds, index
 numbering and schema changes run on a writer thread with its own connection;
 it and the child take SQLite's write lock in turn (with a long busy timeout:
 no other process can hold it, the file being locked).
@@ -63,6 +65,7 @@ import contextlib
 import logging
 import os
 import pickle
+import select
 import sqlite3
 import subprocess
 import sys
@@ -451,6 +454,8 @@ class SqliteStore(LatestVersionStore):
 
     def _base_prepare(self, commit: Commit) -> None:
         commit.prepared = self._prepare(commit)
+        if self._process is not None:
+            self._process.collect()  # the batch being written may be done
 
     def _prepared(self, commits: list[Commit]) -> _Batch:
         """The batch of ``commits``, from what each prepared ahead."""
@@ -819,6 +824,8 @@ class _WriterProcess:
         self._timer: asyncio.TimerHandle | None = None
         self._lost = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._replies = select.poll()
+        self._replies.register(inbox.fileno(), select.POLLIN)
 
     @classmethod
     async def start(
@@ -901,7 +908,22 @@ class _WriterProcess:
             timed_out=True,
         )
 
+    def collect(self) -> None:
+        """Handle the child's reply now if it has come (rather than when the
+        loop next polls, which may be after every ready task had its turn)."""
+        if self._in_flight is None or not self._replies.poll(0):
+            return
+        try:
+            self._on_reply()
+        except Exception as exc:  # as the loop would report it from its callback
+            assert self._loop is not None
+            self._loop.call_exception_handler(
+                {"message": "the SQLite writer's reply failed", "exception": exc}
+            )
+
     def _on_reply(self) -> None:
+        if not self._replies.poll(0):
+            return  # collect() took it after the loop saw it
         try:
             reply = pickle.loads(self._inbox.recv_bytes())
         except (EOFError, OSError):
