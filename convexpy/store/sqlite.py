@@ -439,18 +439,17 @@ class SqliteStore(LatestVersionStore):
             return _index_number_in(conn, key)
 
     def _base_start(self, commits: list[Commit], done: _Done) -> None:
-        # The documents are encoded here, on the event loop, and handed to
-        # the writer process, which works out the index entries and writes;
-        # when it is done, one callback lands the batch in the cache, reports
-        # it and starts the next batch (no task has to wait for its turn in
-        # between, so the writer is idle as little as possible).
+        # The documents are encoded on the event loop (most as their commit
+        # is made) and handed to the writer process, which works out the
+        # index entries and writes.
+        batch = self._prepared(commits)
         try:
-            indexes = self._indexes_for(commits)
+            indexes = self._indexes_for({table for _, table, _, _ in batch.writes})
         except _Unnumbered:
-            # First use of an index: number it first.
+            # First use of an index: number it first (and prepare again then).
             super()._base_start(commits, done)
             return
-        self._submit(self._prepared(commits), indexes, done)
+        self._submit(batch, indexes, done)
 
     def _base_prepare(self, commit: Commit) -> None:
         commit.prepared = self._prepare(commit)
@@ -481,8 +480,11 @@ class SqliteStore(LatestVersionStore):
             for write in commit.writes:
                 stored.setdefault(write.id, write.old is not None)
             latest = commit.by_id.values()
+        known, new_tables = self._known_tables, []
         for write in latest:
             was = write.old is not None if stored is None else stored[write.id]
+            if write.table not in known and (write.table,) not in new_tables:
+                new_tables.append((write.table,))
             if write.table == SCHEDULED_FUNCTIONS:
                 if jobs is None:
                     jobs = JobRows()
@@ -492,8 +494,7 @@ class SqliteStore(LatestVersionStore):
             blob = None if doc is None else _encode(doc)
             writes.append((write.id, write.table, blob, was))
             docs.append(doc)
-        known = self._known_tables
-        return _Batch(writes, docs, [(t,) for t in commit.tables if t not in known], jobs)
+        return _Batch(writes, docs, new_tables, jobs)
 
     def _job_name_number(self, name: str) -> int:
         """The number of a job's function name in ``job_names`` (new ones are
@@ -504,16 +505,16 @@ class SqliteStore(LatestVersionStore):
             self._unsent_names[number] = name
         return number
 
-    def _indexes_for(self, commits: list[Commit]) -> dict[str, TableIndexes]:
-        """The indexes of the tables ``commits`` write that the writer process
-        was not told of yet (or that changed since); raises :class:`_Unnumbered`
-        if one has no number yet."""
+    def _indexes_for(self, tables: Iterable[str]) -> dict[str, TableIndexes]:
+        """The indexes of ``tables`` (of documents, not jobs) that the writer
+        process was not told of yet (or that changed since); raises
+        :class:`_Unnumbered` if one has no number yet."""
         if self._configured_for is not self._maintained:
             self._configs = {}  # a new index set
             self._configured_for = self._maintained
         configs, sent = self._configs, self._sent
         updates: dict[str, TableIndexes] = {}
-        for table in {table for commit in commits for table in commit.tables} - _JOB_TABLE:
+        for table in tables:
             config = configs.get(table)
             if config is None:
                 config = configs[table] = self._table_indexes(table)
@@ -540,7 +541,7 @@ class SqliteStore(LatestVersionStore):
             await self._index_number(creation_index_key(table))
             for index in self._maintained.get(table, {}).values():
                 await self._index_number(index.key)
-        indexes = self._indexes_for(commits)
+        indexes = self._indexes_for(tables)
         loop = asyncio.get_running_loop()
         written: asyncio.Future[None] = loop.create_future()
 
