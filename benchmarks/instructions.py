@@ -13,7 +13,10 @@ by the difference in items, so start-up and shutdown cancel out:
 * ``apscheduler``: :func:`dispatch.apscheduler_dispatch`, the baseline;
 * ``mutations-memory`` / ``mutations-sqlite``: 64 callers each running
   ``bench:insert`` N / 64 times (for SQLite, the main process only: the
-  writer process is not counted).
+  writer process is not counted). Under valgrind only the main process is
+  slowed, so the writer has always replied by the next commit, which
+  collects the reply and sends a batch of one: the count carries a whole
+  batch's cost per mutation, where a real run has batches of about 8.
 
 Instructions are not time: an instruction that misses the cache or waits on
 a lock costs more than one that does not, and valgrind's slow clock makes
