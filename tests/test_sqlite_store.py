@@ -7,6 +7,7 @@ The port's behaviour is covered for every store in tests/conformance/.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import random
 import select
@@ -439,6 +440,9 @@ async def commit_together(store: SqliteStore, ahead: Document, *commits: list[Wr
         store.release(snapshot)
 
 
+CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="none")
+
+
 async def test_a_reply_that_came_is_collected_by_the_next_commit(
     tmp_path: Path, batch_sizes: list[int]
 ) -> None:
@@ -449,6 +453,10 @@ async def test_a_reply_that_came_is_collected_by_the_next_commit(
         await insert(store, TASKS, owner="a")
         batch_sizes.clear()
         first, second = doc_of(TASKS, 1.8e12, owner="b"), doc_of(TASKS, 1.8e12, owner="c")
+        # A listener told of the first commit runs outside the task whose
+        # commit collected the reply (not in its context).
+        heard: list[tuple[str, str]] = []
+        store.watch_commits(lambda c: heard.append((c.writes[0].id, CALLER.get())))
         writing = asyncio.create_task(commit(store, Write(first["_id"], TASKS, None, first)))
         await asyncio.sleep(0)  # the first commit is being written
         assert batch_sizes == [1]
@@ -456,7 +464,11 @@ async def test_a_reply_that_came_is_collected_by_the_next_commit(
         assert store._process is not None
         replied, _, _ = select.select([store._process._inbox.fileno()], [], [], 30)
         assert replied, "the writer did not reply within 30 s"
-        following = asyncio.create_task(commit(store, Write(second["_id"], TASKS, None, second)))
+        context = contextvars.copy_context()
+        context.run(CALLER.set, "second")
+        following = asyncio.create_task(
+            commit(store, Write(second["_id"], TASKS, None, second)), context=context
+        )
         seen: list[list[int]] = []
         # Runs right after the second commit's first step, before the loop
         # polls for the reply and runs its reader callback.
@@ -464,6 +476,7 @@ async def test_a_reply_that_came_is_collected_by_the_next_commit(
         with anyio.fail_after(30):
             await asyncio.gather(writing, following)
         assert seen == [[1, 1]]
+        assert heard == [(first["_id"], "none"), (second["_id"], "none")]
         assert await get_many(store, [first["_id"], second["_id"]]) == {
             first["_id"]: first,
             second["_id"]: second,

@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import pickle
@@ -827,6 +828,11 @@ class _WriterProcess:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._replies = select.poll()
         self._replies.register(inbox.fileno(), select.POLLIN)
+        self._context = contextvars.Context()
+        """Where a reply is handled, whoever collects it: what the reader
+        callback runs in, not the context of the task whose commit collects
+        it (the listeners told of the batch must not see that task's
+        context variables, nor start tasks inheriting them)."""
 
     @classmethod
     async def start(
@@ -882,6 +888,7 @@ class _WriterProcess:
             raise
         writer._loop = asyncio.get_running_loop()
         writer._loop.add_reader(writer._inbox.fileno(), writer._on_reply)
+        writer._context = contextvars.copy_context()
         return writer
 
     def write(self, message: _Message, done: _Done) -> None:
@@ -915,7 +922,7 @@ class _WriterProcess:
         if self._in_flight is None or not self._replies.poll(0):
             return
         try:
-            self._on_reply()
+            self._context.run(self._on_reply)
         except Exception as exc:  # as the loop would report it from its callback
             assert self._loop is not None
             self._loop.call_exception_handler(
