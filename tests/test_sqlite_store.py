@@ -440,6 +440,55 @@ async def commit_together(store: SqliteStore, ahead: Document, *commits: list[Wr
         store.release(snapshot)
 
 
+async def test_a_reply_waits_until_as_many_commits_wait_as_its_batch_held(
+    tmp_path: Path, batch_sizes: list[int]
+) -> None:
+    """Batches do not shrink: with two commits being written, the writer's
+    reply is collected by the second commit made after it came, not the first."""
+    store = await reopened(tmp_path / "db.sqlite3", [BY_OWNER])
+    try:
+        await insert(store, TASKS, owner="a")
+        batch_sizes.clear()
+        docs = [doc_of(TASKS, 1.8e12, owner=owner) for owner in "bcdef"]
+
+        def insert_task(doc: Document) -> asyncio.Task[None]:
+            return asyncio.create_task(commit(store, Write(doc["_id"], TASKS, None, doc)))
+
+        loop = asyncio.get_running_loop()
+        process = store._process
+        assert process is not None
+        replies = process._inbox.fileno()
+        send = _WriterProcess.write
+
+        def write(self: _WriterProcess, message: Any, done: Any) -> None:
+            send(self, message, done)
+            if len(message[2]) == 2:  # only a commit may collect this reply
+                loop.remove_reader(replies)
+
+        with (
+            mock.patch.object(_WriterProcess, "collect", lambda self: None),
+            mock.patch.object(_WriterProcess, "write", write),
+        ):
+            earlier = [insert_task(doc) for doc in docs[:3]]
+            with anyio.fail_after(30):
+                await earlier[0]  # landed: the other two are being written
+        assert batch_sizes == [1, 2]
+        replied, _, _ = select.select([replies], [], [], 30)
+        assert replied, "the writer did not reply within 30 s"
+        later = [insert_task(doc) for doc in docs[3:]]
+        seen: list[list[int]] = []
+        loop.call_soon(lambda: seen.append(list(batch_sizes)))
+        loop.call_soon(loop.add_reader, replies, process._on_reply)
+        with anyio.fail_after(30):
+            await asyncio.gather(*earlier, *later)
+        assert seen == [[1, 2, 2]]
+        assert await get_many(store, [doc["_id"] for doc in docs]) == {
+            doc["_id"]: doc for doc in docs
+        }
+    finally:
+        await store.close()
+
+
 CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="none")
 
 

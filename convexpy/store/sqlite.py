@@ -22,13 +22,14 @@ while the previous batch is being written) and pickles the batch; the child
 works out the index entries it moves, writes everything in one transaction
 and replies. The reply lands the batch in the cache, reports its commits and
 hands the next batch over. It is collected by the first commit made after it
-came, or else by a reader callback on the loop (which, while tasks keep the
-loop busy, runs only once they all had their turn, the writer idle
-meanwhile). The child holds the file's lock too (it inherits it), and exits
-when the store closes or its process dies. Index builds, index
-numbering and schema changes run on a writer thread with its own connection;
-it and the child take SQLite's write lock in turn (with a long busy timeout:
-no other process can hold it, the file being locked).
+came that leaves as many commits waiting as the batch written holds, or else
+by a reader callback on the loop (which, while tasks keep the loop busy,
+runs only once they all had their turn, the writer idle meanwhile). The
+child holds the file's lock too (it inherits it), and exits when the store
+closes or its process dies. Index builds, index numbering and schema changes
+run on a writer thread with its own connection; it and the child take
+SQLite's write lock in turn (with a long busy timeout: no other process can
+hold it, the file being locked).
 
 Recently written or read documents are also kept decoded in memory, so that
 reading them back (the scheduler reads the jobs it just scheduled) costs no
@@ -454,8 +455,14 @@ class SqliteStore(LatestVersionStore):
 
     def _base_prepare(self, commit: Commit) -> None:
         commit.prepared = self._prepare(commit)
-        if self._process is not None:
-            self._process.collect()  # the batch being written may be done
+        writing = self._writing
+        assert writing is not None
+        # Take the reply of the batch being written, if it came, once as
+        # many commits wait as that batch holds: batches then never shrink,
+        # and grow to half of the committers, so that a transaction's fixed
+        # cost (in both processes) is shared by as many commits as can share it.
+        if self._process is not None and commit.ts - writing[-1].ts >= len(writing):
+            self._process.collect()
 
     def _prepared(self, commits: list[Commit]) -> _Batch:
         """The batch of ``commits``, from what each prepared ahead."""
