@@ -281,7 +281,8 @@ class Store(ABC):
     # documents; the operations below are those the scheduler runs on their
     # own, each its own transaction. The defaults are written with the
     # primitives above; a store shared by several processes overrides them to
-    # work in the database (PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED``).
+    # work in the database, and claims jobs before they start (PostgreSQL: a
+    # claims table with leases, see ``claim_jobs``).
 
     def watch_jobs(self, listener: JobListener) -> None:
         """Tell ``listener`` of every commit that creates or cancels a job that
