@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack, nullcontext
 from pathlib import Path
 from types import TracebackType
@@ -108,8 +108,7 @@ class Runtime:
         self.app: LoadedApp | None = None
         self.dispatcher = Dispatcher(self, parallelism=parallelism, retention_ms=retention_ms)
         self.crons = CronRunner(self)
-        self._job_functions: dict[str, tuple[str, ConvexFunction] | None] = {}
-        self._job_functions_app: LoadedApp | None = None
+        self._job_functions = _JobFunctions(None)
         self._job_db: DatabaseWriter | None = None
         """The ``ctx.db`` of the batch of scheduled mutations running last."""
         self.dispatcher.on_jobs_done = self.crons.jobs_finished
@@ -487,25 +486,12 @@ class Runtime:
         """Whether anyone listens to events."""
         return bool(self.listeners)
 
-    def job_function(self, name: str) -> tuple[str, ConvexFunction] | None:
-        """The function a job's name names in the app loaded now (None: gone);
-        cached, and forgotten when the app is reloaded."""
-        app = self.app
-        functions = self._job_functions
-        if app is not self._job_functions_app:
-            functions.clear()
-            self._job_functions_app = app
-        try:
-            return functions[name]
-        except KeyError:
-            pass
-        found: tuple[str, ConvexFunction] | None
-        try:
-            found = self.resolve(name)
-        except FunctionNotFoundError:
-            found = None
-        functions[name] = found
-        return found
+    @property
+    def job_functions(self) -> Mapping[str, tuple[str, ConvexFunction] | None]:
+        """What each job name names in the app loaded now (see ``Host``)."""
+        if self._job_functions.app is not self.app:
+            self._job_functions = _JobFunctions(self.app)
+        return self._job_functions
 
     def job_context(self, txn: Transaction, job_id: str, started: float) -> MutationCtx:
         """The ``ctx`` of a scheduled mutation running in ``txn``. The jobs of
@@ -520,3 +506,23 @@ class Runtime:
     ) -> Any:
         """Run a scheduled action (no identity: Convex does not pass it on)."""
         return await self.run_action(path, fn, args, None, job_id=job_id)
+
+
+class _JobFunctions(dict[str, "tuple[str, ConvexFunction] | None"]):
+    """What each job name names in one loaded app (None: nothing, any more),
+    resolved on first use (the runtime's ``job_functions``)."""
+
+    def __init__(self, app: LoadedApp | None) -> None:
+        super().__init__()
+        self.app = app
+
+    def __missing__(self, name: str) -> tuple[str, ConvexFunction] | None:
+        if self.app is None:
+            raise ConvexpyError("the runtime is not running: use `async with Runtime(...)`")
+        found: tuple[str, ConvexFunction] | None
+        try:
+            found = self.app.registry.resolve(name, trusted=True)
+        except FunctionNotFoundError:
+            found = None
+        self[name] = found
+        return found

@@ -43,7 +43,6 @@ from .run import MAX_BATCH, JobRunner
 from .wheel import TimerWheel
 
 if TYPE_CHECKING:
-    from ..functions import ConvexFunction
     from .host import Host
 
 __all__ = ["Dispatcher"]
@@ -184,17 +183,14 @@ class Dispatcher:
         waiting, running, canceled = self._waiting, self._running, changes.canceled
         due: list[tuple[float, str]] = []
         later: list[tuple[str, float, str]] = []
-        job_function = self._host.job_function
+        job_functions = self._host.job_functions
         mutation = FunctionKind.MUTATION
-        last_name: str | None = None  # a commit often schedules one function many times
-        found: tuple[str, ConvexFunction] | None = None
         for job in changes.created:
             job_id, when, name = job
             if when > now:
                 later.append(job)
                 continue
-            if name != last_name:
-                found, last_name = job_function(name), name
+            found = job_functions[name]
             if found is None or found[1].kind is not mutation or job_id in canceled:
                 later.append(job)
             elif job_id not in running:
@@ -347,10 +343,8 @@ class Dispatcher:
         limit = self.parallelism
         ready = self._ready
         tasks, running, alone, waiting = self._tasks, self._running, self._alone, self._waiting
-        job_function = self._host.job_function
+        job_functions = self._host.job_functions
         mutation = FunctionKind.MUTATION
-        last_name: str | None = None  # due jobs often run one function
-        found: tuple[str, ConvexFunction] | None = None
         while ready and len(tasks) < limit and not (self._stopping or self.paused):
             # Spread the backlog over the free slots: one job when little is
             # due (lowest latency), up to MAX_BATCH under load (throughput).
@@ -363,8 +357,7 @@ class Dispatcher:
                     continue
                 # Batched: mutations whose function is known without a read.
                 name = waiting.get(job_id)
-                if name != last_name:
-                    found, last_name = None if name is None else job_function(name), name
+                found = None if name is None else job_functions[name]
                 if found is not None and found[1].kind is mutation and job_id not in alone:
                     batch.append(job_id)
                 elif batch:

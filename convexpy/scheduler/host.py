@@ -8,7 +8,7 @@ transactions comes through the host.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -46,9 +46,11 @@ class Host(Protocol):
         """The path and function a reference names (internal ones included);
         raises :class:`~convexpy.errors.FunctionNotFoundError`."""
 
-    def job_function(self, name: str) -> tuple[str, ConvexFunction] | None:
-        """The function a job's ``name`` names in the app loaded now (None:
-        there is none any more). Cheap: called for every job."""
+    @property
+    def job_functions(self) -> Mapping[str, tuple[str, ConvexFunction] | None]:
+        """What each job's ``name`` names in the app loaded now (None: there
+        is none any more), by ``[name]``: a dict lookup once a name was seen.
+        A reload brings a new mapping, so read it again after an ``await``."""
 
     def transaction(self, *, writable: bool, speculative: bool = False) -> Transaction: ...
 

@@ -97,7 +97,7 @@ class JobRunner:
         job = await self._store_retrying(functools.partial(self._read_job, job_id))
         if job is None or job["state"]["kind"] != _PENDING:
             return
-        found = host.job_function(job["name"])
+        found = host.job_functions[job["name"]]
         if found is not None and found[1].kind is FunctionKind.ACTION:
             path, fn = found
             await self.run_action(job_id, path, fn, job["args"][0] if job["args"] else {})
@@ -156,8 +156,7 @@ class JobRunner:
         calls = txn.calls  # the ctx calls of the job running, checked after each
         capture_logs = host.capture_logs
         mutation, success = FunctionKind.MUTATION, JobState.SUCCESS
-        last_path: str | None = None
-        found: tuple[str, ConvexFunction] | None = None
+        job_functions = host.job_functions  # one app for the whole batch
         try:
             await txn.prefetch(job_ids)
             for job_id in job_ids:
@@ -166,8 +165,7 @@ class JobRunner:
                     continue  # cancelled, or run elsewhere
                 started = now()
                 path = job["name"]
-                if path != last_path:  # a batch often runs one function
-                    found, last_path = host.job_function(path), path
+                found = job_functions[path]
                 error: str | None = None
                 logs: list[str] | None = None
                 if found is None:
