@@ -203,7 +203,7 @@ class Runtime:
     @property
     def _loaded(self) -> LoadedApp:
         if self.app is None:
-            raise ConvexpyError("the runtime is not running: use `async with Runtime(...)`")
+            raise ConvexpyError(_NOT_RUNNING)
         return self.app
 
     @property
@@ -508,6 +508,9 @@ class Runtime:
         return await self.run_action(path, fn, args, None, job_id=job_id)
 
 
+_NOT_RUNNING = "the runtime is not running: use `async with Runtime(...)`"
+
+
 class _JobFunctions(dict[str, "tuple[str, ConvexFunction] | None"]):
     """What each job name names in one loaded app (None: nothing, any more),
     resolved on first use (the runtime's ``job_functions``)."""
@@ -518,7 +521,7 @@ class _JobFunctions(dict[str, "tuple[str, ConvexFunction] | None"]):
 
     def __missing__(self, name: str) -> tuple[str, ConvexFunction] | None:
         if self.app is None:
-            raise ConvexpyError("the runtime is not running: use `async with Runtime(...)`")
+            raise ConvexpyError(_NOT_RUNNING)
         found: tuple[str, ConvexFunction] | None
         try:
             found = self.app.registry.resolve(name, trusted=True)

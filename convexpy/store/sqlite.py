@@ -444,14 +444,13 @@ class SqliteStore(LatestVersionStore):
         # The documents are encoded on the event loop (most as their commit
         # is made) and handed to the writer process, which works out the
         # index entries and writes.
-        batch = self._prepared(commits)
         try:
-            indexes = self._indexes_for({table for _, table, _, _ in batch.writes})
+            indexes = self._indexes_for(_document_tables(commits))
         except _Unnumbered:
-            # First use of an index: number it first (and prepare again then).
+            # First use of an index: number it first.
             super()._base_start(commits, done)
             return
-        self._submit(batch, indexes, done)
+        self._submit(self._prepared(commits), indexes, done)
 
     def _base_prepare(self, commit: Commit) -> None:
         commit.prepared = self._prepare(commit)
@@ -544,7 +543,7 @@ class SqliteStore(LatestVersionStore):
         return creation, tuple(others)
 
     async def _base_apply(self, commits: list[Commit]) -> None:
-        tables = {table for commit in commits for table in commit.tables} - _JOB_TABLE
+        tables = _document_tables(commits)
         for table in tables:
             await self._index_number(creation_index_key(table))
             for index in self._maintained.get(table, {}).values():
@@ -835,11 +834,12 @@ class _WriterProcess:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._replies = select.poll()
         self._replies.register(inbox.fileno(), select.POLLIN)
-        self._context = contextvars.Context()
-        """Where a reply is handled, whoever collects it: what the reader
-        callback runs in, not the context of the task whose commit collects
-        it (the listeners told of the batch must not see that task's
-        context variables, nor start tasks inheriting them)."""
+        self._context = contextvars.copy_context()
+        """Where a reply is handled, whoever collects it: a copy of the
+        context of :meth:`start`, as the reader callback registered there
+        gets, not the context of the task whose commit collects it (the
+        listeners told of the batch must not see that task's context
+        variables, nor start tasks inheriting them)."""
 
     @classmethod
     async def start(
@@ -895,7 +895,6 @@ class _WriterProcess:
             raise
         writer._loop = asyncio.get_running_loop()
         writer._loop.add_reader(writer._inbox.fileno(), writer._on_reply)
-        writer._context = contextvars.copy_context()
         return writer
 
     def write(self, message: _Message, done: _Done) -> None:
@@ -1017,6 +1016,16 @@ class _Batch(NamedTuple):
     """Tables written for the first time."""
     jobs: JobRows | None
     """The rows of the jobs written (jobs are not documents in the file), if any."""
+
+
+def _document_tables(commits: list[Commit]) -> set[str]:
+    """The tables of documents (not jobs) that ``commits`` write."""
+    return {
+        write.table
+        for commit in commits
+        for write in commit.writes
+        if write.table != SCHEDULED_FUNCTIONS
+    }
 
 
 def _merged(parts: list[_Batch]) -> _Batch:
